@@ -1,0 +1,36 @@
+# The platform's own image. Inside it, code execution is disabled unless a safe backend
+# (remote execution service, Kubernetes) is configured: the container never gets docker.sock.
+#   docker build -t evalplatform .
+#   docker run -e SECRET_KEY=... -e ALLOWED_HOSTS=... -e DATABASE_URL=... -p 8000:8000 evalplatform
+#   (workers: same image, command `python manage.py qcluster`)
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
+
+FROM ${PYTHON_IMAGE} AS app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DJANGO_SETTINGS_MODULE=evalplatform.settings \
+    VAR_DIR=/var/lib/evalplatform \
+    PORT=8000
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
+    && mkdir -p /var/lib/evalplatform && chown app:app /var/lib/evalplatform
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --chown=root:root manage.py ./
+COPY --chown=root:root evalplatform ./evalplatform
+COPY --chown=root:root executions ./executions
+COPY --chown=root:root templates ./templates
+COPY --chown=root:root static ./static
+RUN DEBUG=1 python manage.py collectstatic --noinput --verbosity 0
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=4)"
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn evalplatform.wsgi --bind 0.0.0.0:${PORT} --workers 2 --access-logfile -"]

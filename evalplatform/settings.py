@@ -1,0 +1,184 @@
+"""Settings for the evaluation platform, read from the environment.
+
+Defaults make a fresh checkout work with SQLite and the django-q2 ORM broker. Production sets
+``DEBUG=0``, ``SECRET_KEY`` (or ``SECRET_KEY_FILE``), ``ALLOWED_HOSTS``, ``DATABASE_URL`` and
+``REDIS_URL``. See README.md for every variable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from evalplatform.env import database_from_url, env, envbool, envint, envlist, sqlite_database
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env("VAR_DIR") or BASE_DIR / "var")
+
+DEBUG = envbool("DEBUG", False)
+TESTING = "pytest" in sys.modules
+
+# A fixed key is acceptable only where nothing is signed for real: DEBUG and the test suite.
+INSECURE_SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105
+SECRET_KEY = env("SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not (DEBUG or TESTING):
+        raise ImproperlyConfigured(
+            "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off. "
+            "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = INSECURE_SECRET_KEY
+elif not (DEBUG or TESTING) and (SECRET_KEY == INSECURE_SECRET_KEY or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the development default or shorter than 32 characters; "
+        "set a long random value when DEBUG is off."
+    )
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "executions",
+]
+
+MIDDLEWARE = [
+    "evalplatform.middleware.HealthCheckMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "evalplatform.urls"
+WSGI_APPLICATION = "evalplatform.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "executions.context_processors.execution_backend",
+            ],
+        },
+    },
+]
+
+_database_url = env("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": database_from_url("DATABASE_URL", _database_url)}
+else:
+    DATABASES = {"default": sqlite_database(VAR_DIR / "db.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that a qcluster subprocess started by a test shares the database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "executions:evaluation-list"
+LOGOUT_REDIRECT_URL = "login"
+
+# Production hardening; every flag is on whenever DEBUG is off.
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", True)
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a per-domain commitment that takes months to undo; it stays opt-in.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    # TLS ends at the reverse proxy in front of the platform.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Code execution. Every limit has a default (per runtime) and a hard maximum (here).
+EXECUTIONS: dict[str, Any] = {
+    # Empty means "choose automatically": disabled inside a container, else the first
+    # real backend that works on this machine.
+    "BACKEND": env("EXECUTION_BACKEND") or "",
+    "MAX_SOURCE_BYTES": envint("EXECUTION_MAX_SOURCE_BYTES", 64 * 1024, minimum=1),
+    "MAX_FILES": envint("EXECUTION_MAX_FILES", 16, minimum=1),
+    "MAX_STDIN_BYTES": envint("EXECUTION_MAX_STDIN_BYTES", 1024 * 1024, minimum=0),
+    "MAX_TEST_CASES": envint("EXECUTION_MAX_TEST_CASES", 50, minimum=1),
+    "MAX_EXPECTED_OUTPUT_BYTES": envint("EXECUTION_MAX_EXPECTED_OUTPUT_BYTES", 1024 * 1024),
+    "HARD_MAX_WALL_TIME_MS": envint("EXECUTION_HARD_MAX_WALL_TIME_MS", 60_000, minimum=100),
+    "HARD_MAX_MEMORY_MB": envint("EXECUTION_HARD_MAX_MEMORY_MB", 2048, minimum=16),
+    "HARD_MAX_OUTPUT_KB": envint("EXECUTION_HARD_MAX_OUTPUT_KB", 4096, minimum=1),
+    "HEARTBEAT_INTERVAL_S": envint("EXECUTION_HEARTBEAT_INTERVAL_S", 5, minimum=1),
+    "HEARTBEAT_TIMEOUT_S": envint("EXECUTION_HEARTBEAT_TIMEOUT_S", 30, minimum=2),
+    "REAPER_GRACE_S": envint("EXECUTION_REAPER_GRACE_S", 30, minimum=0),
+    "QUEUED_STALL_S": envint("EXECUTION_QUEUED_STALL_S", 900, minimum=1),
+    "FAKE_RUN_LOG": env("EXECUTION_FAKE_RUN_LOG") or "",
+}
+
+# django-q2: the ORM broker by default; REDIS_URL switches to Redis for scale-out.
+# The timeout covers the longest possible execution (every test case at the hard wall-time
+# maximum); each task also carries its own, shorter timeout derived from its runtime.
+_task_timeout = (EXECUTIONS["HARD_MAX_WALL_TIME_MS"] // 1000 + 10) * (
+    EXECUTIONS["MAX_TEST_CASES"] + 1
+)
+Q_CLUSTER: dict[str, object] = {
+    "name": env("Q_CLUSTER_NAME") or "evalplatform",
+    "workers": envint("Q_WORKERS", 2, minimum=1),
+    "timeout": _task_timeout,
+    "retry": _task_timeout + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "label": "Task queue",
+}
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL") or "INFO"},
+    "loggers": {"django": {"level": "INFO", "propagate": True}},
+}

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import logging
+import sys
+
+from django.apps import AppConfig
+
+logger = logging.getLogger("executions")
+
+# Commands that start something that serves or runs code: the choice of backend matters there.
+SERVING_COMMANDS = {"runserver", "qcluster", "serve", "gunicorn"}
+
+
+class ExecutionsConfig(AppConfig):
+    name = "executions"
+    verbose_name = "Code execution"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from executions import checks  # noqa: F401  (registers system checks)
+
+        command = sys.argv[1] if len(sys.argv) > 1 else sys.argv[0]
+        if any(name in command for name in SERVING_COMMANDS) or "gunicorn" in sys.argv[0]:
+            self.log_backend_choice()
+
+    @staticmethod
+    def log_backend_choice() -> None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        from executions.backends import active_selection
+
+        try:
+            selection = active_selection()
+        except ImproperlyConfigured as exc:
+            logger.error("Execution backend is misconfigured: %s", exc)
+            return
+        logger.info("Execution backend: %s. %s", selection.name, selection.reason)

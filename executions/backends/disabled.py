@@ -1,0 +1,53 @@
+"""A backend that runs nothing and says why: the safe default inside a container."""
+
+from __future__ import annotations
+
+from executions.backends.base import (
+    ErrorKind,
+    ExecutionBackend,
+    Health,
+    Isolation,
+    RunRequest,
+    RunResult,
+)
+
+ADVICE = (
+    "Running untrusted code from inside a container would mean mounting the host's Docker "
+    "socket into it, which hands the platform (and anyone who compromises it) root on the "
+    "host. Configure an isolated backend instead: EXECUTION_BACKEND=remote with an execution "
+    "service on separate nodes, or EXECUTION_BACKEND=kubernetes to run each program as a "
+    "Kubernetes Job. A Docker socket proxy narrows the risk but does not remove it. "
+    "The security page explains the trade-offs."
+)
+
+
+def refusal(reason: str) -> str:
+    return f"Code execution is disabled on this deployment. {reason} {ADVICE}"
+
+
+class DisabledBackend(ExecutionBackend):
+    """Every run is refused with an explanation; nothing is ever executed."""
+
+    name = "disabled"
+
+    def __init__(self, *, reason: str = "", **options: object) -> None:
+        super().__init__(**options)
+        self.message = refusal(reason or "It was configured that way (EXECUTION_BACKEND=disabled).")
+
+    def run(self, request: RunRequest) -> RunResult:
+        return RunResult.failure(ErrorKind.REFUSED, self.message, handle=request.handle)
+
+    def health(self) -> Health:
+        return Health(ok=False, detail="Execution is disabled: no code runs on this deployment.")
+
+    def describe(self) -> Isolation:
+        return Isolation(
+            summary="Runs nothing. Every submission is refused with an explanation.",
+            trusts="Nothing: no code is executed.",
+            escape_impact="None: there is no sandbox to escape.",
+            features=("no code execution",),
+            choose_when=(
+                "The platform runs in a container and no isolated execution backend "
+                "(remote service, Kubernetes) is set up yet."
+            ),
+        )

@@ -1,0 +1,57 @@
+"""System checks for the execution configuration (``manage.py check``, also at start-up)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from executions.conf import execution_settings
+
+
+@checks.register("executions")
+def check_backend(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from executions.backends import backend_class
+
+    name = execution_settings.BACKEND
+    if not name:
+        return []
+    try:
+        backend_class(name)
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="Set EXECUTION_BACKEND to one of the known names, a dotted path, "
+                "or leave it unset to choose automatically.",
+                id="executions.E001",
+            )
+        ]
+    return []
+
+
+@checks.register("executions", deploy=True)
+def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from django.conf import settings
+
+    from evalplatform.settings import INSECURE_SECRET_KEY
+
+    messages: list[checks.CheckMessage] = []
+    if settings.SECRET_KEY == INSECURE_SECRET_KEY:
+        messages.append(
+            checks.Error(
+                "SECRET_KEY is the development default.",
+                hint="Set SECRET_KEY or SECRET_KEY_FILE to a long random value.",
+                id="executions.E002",
+            )
+        )
+    if execution_settings.BACKEND == "fake":
+        messages.append(
+            checks.Warning(
+                "EXECUTION_BACKEND is 'fake': submissions are never really run.",
+                hint="Use it only in tests.",
+                id="executions.W001",
+            )
+        )
+    return messages

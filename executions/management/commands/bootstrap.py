@@ -1,0 +1,46 @@
+import os
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from executions.models import Runtime
+
+DEFAULT_RUNTIME = {
+    "display_name": "Python 3.11",
+    "language": "python",
+    "image": "evalplatform/python:3.11",
+    "command": ["python3", "main.py"],
+    "file_name": "main.py",
+}
+
+
+class Command(BaseCommand):
+    help = (
+        "Prepare a fresh installation: create the admin account (password from ADMIN_PASSWORD, "
+        "or generated and printed once) and the default Python runtime. Safe to run again."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--username", default=os.environ.get("ADMIN_USERNAME", "admin"))
+
+    def handle(self, *args: Any, username: str, **options: Any) -> None:
+        users = get_user_model()
+        if not users.objects.filter(username=username).exists():
+            password = os.environ.get("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            users.objects.create_superuser(username=username, email="", password=password)
+            if os.environ.get("ADMIN_PASSWORD"):
+                self.stdout.write(f"Created admin account {username!r} with ADMIN_PASSWORD.")
+            else:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"Created admin account {username!r} with password: {password}\n"
+                        "It is shown only this once."
+                    )
+                )
+        runtime, created = Runtime.objects.get_or_create(
+            name="python-3.11", defaults=DEFAULT_RUNTIME
+        )
+        if created:
+            self.stdout.write(f"Added runtime {runtime.name} ({runtime.image}).")

@@ -1,0 +1,299 @@
+"""Runtimes, evaluations and their executions, per-test results, and the audit trail."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.urls import reverse
+
+from executions.conf import execution_settings
+
+
+class Runtime(models.Model):
+    """An entry in the admin's catalogue: which image runs code, how, and within what caps.
+
+    Submitters pick a runtime by name; they never choose the image, the command or the
+    working directory (security invariant 5).
+    """
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9][a-z0-9._-]*$",
+                "Use lowercase letters, digits, dots, hyphens and underscores.",
+            )
+        ],
+        help_text="What submitters and the API pick, e.g. python-3.11.",
+    )
+    display_name = models.CharField(max_length=100)
+    language = models.CharField(
+        max_length=32, default="python", help_text="Used for syntax highlighting."
+    )
+    image = models.CharField(
+        max_length=255, help_text="Container image, e.g. evalplatform/python:3.11"
+    )
+    command = models.JSONField(
+        help_text='The command line as a JSON list, e.g. ["python3", "main.py"].'
+    )
+    file_name = models.CharField(
+        max_length=100, default="main.py", help_text="Name of the submitted main file."
+    )
+    default_time_limit_ms = models.PositiveIntegerField(default=5_000)
+    max_time_limit_ms = models.PositiveIntegerField(default=10_000)
+    default_memory_mb = models.PositiveIntegerField(default=256)
+    max_memory_mb = models.PositiveIntegerField(default=512)
+    default_output_kb = models.PositiveIntegerField(default=64)
+    max_output_kb = models.PositiveIntegerField(default=1024)
+    cpus = models.DecimalField(
+        max_digits=4,
+        decimal_places=2,
+        default=Decimal("1.00"),
+        validators=[MinValueValidator(Decimal("0.1"))],
+    )
+    pids_limit = models.PositiveIntegerField(default=64)
+    scratch_mb = models.PositiveIntegerField(default=16)
+    network_enabled = models.BooleanField(
+        default=False,
+        help_text="Lets sandboxes of this runtime reach the network. Leave off unless you must.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["display_name"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if not (
+            isinstance(self.command, list)
+            and self.command
+            and all(isinstance(part, str) and part for part in self.command)
+        ):
+            errors["command"] = "Enter a non-empty JSON list of strings."
+        if "/" in self.file_name or self.file_name in {"", ".", ".."}:
+            errors["file_name"] = "Enter a plain file name without directories."
+        hard = {
+            "max_time_limit_ms": execution_settings.HARD_MAX_WALL_TIME_MS,
+            "max_memory_mb": execution_settings.HARD_MAX_MEMORY_MB,
+            "max_output_kb": execution_settings.HARD_MAX_OUTPUT_KB,
+        }
+        for field, maximum in hard.items():
+            if getattr(self, field) > maximum:
+                errors[field] = f"The platform's hard maximum is {maximum}."
+        pairs = [
+            ("default_time_limit_ms", "max_time_limit_ms"),
+            ("default_memory_mb", "max_memory_mb"),
+            ("default_output_kb", "max_output_kb"),
+        ]
+        for default, maximum in pairs:
+            if getattr(self, default) > getattr(self, maximum):
+                errors[default] = "The default cannot exceed the maximum."
+        if errors:
+            raise ValidationError(errors)
+
+
+class Evaluation(models.Model):
+    """What an evaluator submitted: source files, runtime, input or test cases, limits."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    runtime = models.ForeignKey(Runtime, on_delete=models.PROTECT, related_name="evaluations")
+    files = models.JSONField(help_text="List of {name, content}; the first is the main file.")
+    stdin = models.TextField(blank=True)
+    time_limit_ms = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+    output_kb = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title or f"Evaluation {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("executions:evaluation-detail", args=[self.pk])
+
+
+class Comparison(models.TextChoices):
+    EXACT = "exact", "Exact"
+    TRAILING_WHITESPACE = "trailing_ws", "Ignore trailing whitespace"
+    NUMERIC = "numeric", "Numeric with tolerance"
+
+
+class TestCase(models.Model):
+    """One input with its expected output. Each runs in a fresh sandbox."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="test_cases")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=100, blank=True)
+    stdin = models.TextField(blank=True)
+    expected_output = models.TextField(blank=True)
+    comparison = models.CharField(
+        max_length=16, choices=Comparison.choices, default=Comparison.TRAILING_WHITESPACE
+    )
+    tolerance = models.FloatField(default=1e-6)
+    weight = models.PositiveIntegerField(default=1)
+    hidden = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["evaluation", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation", "position"], name="unique_case_position")
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"Test {self.position + 1}"
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    FINISHED = "finished", "Finished"
+    CANCELLED = "cancelled", "Cancelled"
+    REFUSED = "refused", "Refused"
+    ERROR = "error", "Infrastructure error"
+
+
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+
+class Verdict(models.TextChoices):
+    ACCEPTED = "accepted", "Accepted"
+    WRONG_ANSWER = "wrong_answer", "Wrong answer"
+    TIME_LIMIT = "time_limit", "Time limit exceeded"
+    MEMORY_LIMIT = "memory_limit", "Memory limit exceeded"
+    OUTPUT_LIMIT = "output_limit", "Output limit exceeded"
+    RUNTIME_ERROR = "runtime_error", "Runtime error"
+    INTERNAL_ERROR = "internal_error", "Internal error"
+
+
+class RunOutcome(models.Model):
+    """What one sandbox run produced. Output is stored as raw bytes: it may hold anything."""
+
+    verdict = models.CharField(max_length=16, choices=Verdict.choices, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    signal = models.IntegerField(null=True, blank=True)
+    stdout = models.BinaryField(default=b"")
+    stderr = models.BinaryField(default=b"")
+    stdout_truncated = models.BooleanField(default=False)
+    stderr_truncated = models.BooleanField(default=False)
+    wall_time_ms = models.PositiveIntegerField(null=True, blank=True)
+    peak_memory_kb = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def stdout_text(self) -> str:
+        return display_text(self.stdout)
+
+    @property
+    def stderr_text(self) -> str:
+        return display_text(self.stderr)
+
+
+def display_text(data: bytes | memoryview) -> str:
+    """Program output as text that any page or database can hold.
+
+    Invalid UTF-8 becomes U+FFFD and NUL becomes the visible U+2400 symbol.
+    """
+    return bytes(data).decode("utf-8", errors="replace").replace("\x00", "\u2400")
+
+
+class Execution(RunOutcome):
+    """One attempt to run an evaluation on one backend. Re-runs add executions."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="executions")
+    attempt = models.PositiveIntegerField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    backend = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    score = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=128, blank=True)
+    backend_handle = models.CharField(max_length=255, blank=True)
+    requeue_count = models.PositiveIntegerField(default=0)
+    error_kind = models.CharField(max_length=32, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation", "attempt"], name="unique_attempt")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"Execution {self.pk} (attempt {self.attempt}) of evaluation {self.evaluation_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+class TestResult(RunOutcome):
+    """The outcome of one test case in one execution."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="results")
+    test_case = models.ForeignKey(TestCase, on_delete=models.CASCADE, related_name="results")
+
+    class Meta:
+        ordering = ["execution", "test_case__position"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "test_case"], name="unique_case_result")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.test_case} in execution {self.execution_id}"
+
+
+class AuditEvent(models.Model):
+    """Who did what to which evaluation. Written by services, never edited."""
+
+    class Action(models.TextChoices):
+        SUBMIT = "submit", "Submitted"
+        CANCEL = "cancel", "Cancelled"
+        RERUN = "rerun", "Re-ran"
+        REAP = "reap", "Closed by the reaper"
+        REQUEUE = "requeue", "Re-queued by the reaper"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    evaluation = models.ForeignKey(
+        Evaluation, on_delete=models.CASCADE, related_name="audit_events"
+    )
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        actor = self.actor or "system"
+        return f"{actor} {self.get_action_display().lower()} evaluation {self.evaluation_id}"

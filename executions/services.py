@@ -1,0 +1,723 @@
+"""Every change of state: submit, claim and run, finish, cancel, re-run, reap.
+
+Views, the API, admin actions and tasks call these functions and nothing else writes. Each
+terminal transition is a conditional update from an active status, so an execution ends
+exactly once whoever races to end it (worker, canceller, reaper).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import connection, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from executions import judging
+from executions.backends import active_selection, get_backend
+from executions.backends.base import ErrorKind, RunRequest, RunResult
+from executions.conf import execution_settings
+from executions.models import (
+    ACTIVE_STATUSES,
+    AuditEvent,
+    Comparison,
+    Evaluation,
+    Execution,
+    Runtime,
+    Status,
+    TestCase,
+    TestResult,
+    Verdict,
+)
+from executions.policy import Limits, SandboxPolicy
+
+logger = logging.getLogger(__name__)
+
+# Time a backend may need around a run (create, start, remove), on top of its wall limit.
+RUN_OVERHEAD_S = 10
+FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+MAX_WEIGHT = 1000
+
+
+@dataclass(frozen=True)
+class TestCaseInput:
+    stdin: str = ""
+    expected_output: str = ""
+    comparison: str = Comparison.TRAILING_WHITESPACE
+    tolerance: float = 1e-6
+    weight: int = 1
+    hidden: bool = False
+    name: str = ""
+
+
+@dataclass
+class _Errors:
+    """Validation messages keyed by field path, raised together as one ValidationError."""
+
+    messages: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, path: str, message: str) -> None:
+        self.messages.setdefault(path, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ValidationError(self.messages)
+
+
+def _clean_text(value: object, path: str, max_bytes: int, errors: _Errors) -> str:
+    """Text that is valid UTF-8, has no NUL byte and fits in ``max_bytes``."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            errors.add(path, "Must be valid UTF-8 text.")
+            return ""
+    if not isinstance(value, str):
+        errors.add(path, "Must be text.")
+        return ""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        # Lone surrogates: what undecodable bytes turn into with surrogateescape.
+        errors.add(path, "Must be valid UTF-8 text.")
+        return ""
+    if "\x00" in value:
+        errors.add(path, "Must not contain NUL bytes.")
+    if size > max_bytes:
+        errors.add(path, f"Is {size} bytes; the maximum is {max_bytes}.")
+    return value
+
+
+def _clean_limit(
+    value: object, path: str, default: int, minimum: int, maximum: int, errors: _Errors
+) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        errors.add(path, "Must be a whole number.")
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        errors.add(path, "Must be a whole number.")
+        return default
+    if number < minimum:
+        errors.add(path, f"Must be at least {minimum}.")
+    elif number > maximum:
+        errors.add(path, f"Must be at most {maximum}, this runtime's cap.")
+    return number
+
+
+def _resolve_runtime(runtime: Runtime | str | None, errors: _Errors) -> Runtime | None:
+    if isinstance(runtime, Runtime):
+        runtime = runtime.name
+    if not runtime:
+        errors.add("runtime", "Choose a runtime.")
+        return None
+    found = Runtime.objects.filter(name=runtime).first()
+    if found is None:
+        errors.add("runtime", f"Unknown runtime {runtime!r}.")
+    elif not found.enabled:
+        errors.add("runtime", f"Runtime {runtime!r} is disabled.")
+        return None
+    return found
+
+
+def _clean_files(
+    files: Sequence[Mapping[str, Any]] | None,
+    source: str | bytes | None,
+    runtime: Runtime | None,
+    errors: _Errors,
+) -> list[dict[str, str]]:
+    main_name = runtime.file_name if runtime else "main"
+    from_source = files is None and source is not None
+    if files is None:
+        files = [] if source is None else [{"name": main_name, "content": source}]
+    elif source is not None:
+        errors.add("source", "Give either source or files, not both.")
+    if not files:
+        errors.add("files", "Submit at least one source file.")
+        return []
+    if len(files) > execution_settings.MAX_FILES:
+        errors.add("files", f"At most {execution_settings.MAX_FILES} files are allowed.")
+        return []
+    cleaned: list[dict[str, str]] = []
+    total = 0
+    for index, item in enumerate(files):
+        path = f"files[{index}]"
+        if not isinstance(item, Mapping):
+            errors.add(path, "Must be an object with a name and content.")
+            continue
+        name = item.get("name")
+        if not isinstance(name, str) or not FILE_NAME.match(name) or name in {".", ".."}:
+            errors.add(f"{path}.name", "Must be a plain file name (letters, digits, _ . -).")
+            name = ""
+        content = _clean_text(
+            item.get("content", ""),
+            "source" if from_source else f"{path}.content",
+            execution_settings.MAX_SOURCE_BYTES,
+            errors,
+        )
+        total += len(content.encode("utf-8", errors="surrogatepass"))
+        cleaned.append({"name": name, "content": content})
+    names = [item["name"] for item in cleaned if item["name"]]
+    if len(set(names)) != len(names):
+        errors.add("files", "File names must be unique.")
+    if total > execution_settings.MAX_SOURCE_BYTES and not from_source:
+        errors.add(
+            "files",
+            f"Source is {total} bytes in all; "
+            f"the maximum is {execution_settings.MAX_SOURCE_BYTES}.",
+        )
+    if runtime and cleaned:
+        main = next((item for item in cleaned if item["name"] == main_name), None)
+        if main is None:
+            errors.add("files", f"Include the main file {main_name!r}.")
+        elif not main["content"].strip():
+            field_path = "source" if from_source else f"files[{cleaned.index(main)}].content"
+            errors.add(field_path, "Source is empty.")
+        else:
+            # The main file goes first so that it is the one runs and pages open with.
+            cleaned.sort(key=lambda item: item["name"] != main_name)
+    return cleaned
+
+
+def _clean_test_cases(
+    test_cases: Sequence[TestCaseInput | Mapping[str, Any]], errors: _Errors
+) -> list[TestCaseInput]:
+    if len(test_cases) > execution_settings.MAX_TEST_CASES:
+        errors.add(
+            "test_cases", f"At most {execution_settings.MAX_TEST_CASES} test cases are allowed."
+        )
+        return []
+    cleaned = []
+    for index, raw in enumerate(test_cases):
+        path = f"test_cases[{index}]"
+        case = raw if isinstance(raw, TestCaseInput) else None
+        if case is None:
+            if not isinstance(raw, Mapping):
+                errors.add(path, "Must be an object.")
+                continue
+            unknown = set(raw) - set(TestCaseInput.__dataclass_fields__)
+            if unknown:
+                errors.add(path, f"Unknown fields: {', '.join(sorted(unknown))}.")
+                continue
+            case = TestCaseInput(**raw)
+        stdin = _clean_text(case.stdin, f"{path}.stdin", execution_settings.MAX_STDIN_BYTES, errors)
+        expected = _clean_text(
+            case.expected_output,
+            f"{path}.expected_output",
+            execution_settings.MAX_EXPECTED_OUTPUT_BYTES,
+            errors,
+        )
+        name = _clean_text(case.name, f"{path}.name", 100, errors)
+        if case.comparison not in Comparison.values:
+            errors.add(f"{path}.comparison", f"Must be one of {', '.join(Comparison.values)}.")
+        try:
+            tolerance = float(case.tolerance)
+        except (TypeError, ValueError):
+            tolerance = -1.0
+        if not math.isfinite(tolerance) or tolerance < 0:
+            errors.add(f"{path}.tolerance", "Must be a non-negative number.")
+        if (
+            isinstance(case.weight, bool)
+            or not isinstance(case.weight, int)
+            or not 1 <= case.weight <= MAX_WEIGHT
+        ):
+            errors.add(f"{path}.weight", f"Must be a whole number from 1 to {MAX_WEIGHT}.")
+        if not isinstance(case.hidden, bool):
+            errors.add(f"{path}.hidden", "Must be true or false.")
+        cleaned.append(
+            TestCaseInput(
+                stdin=stdin,
+                expected_output=expected,
+                comparison=case.comparison,
+                tolerance=tolerance,
+                weight=case.weight,
+                hidden=case.hidden,
+                name=name,
+            )
+        )
+    return cleaned
+
+
+def evaluation_submit(
+    *,
+    user: User,
+    runtime: Runtime | str | None,
+    source: str | bytes | None = None,
+    files: Sequence[Mapping[str, Any]] | None = None,
+    stdin: str | bytes = "",
+    test_cases: Sequence[TestCaseInput | Mapping[str, Any]] = (),
+    time_limit_ms: int | str | None = None,
+    memory_mb: int | str | None = None,
+    output_kb: int | str | None = None,
+    title: str = "",
+) -> Evaluation:
+    """Validate a submission, store it with its first execution, and queue that execution.
+
+    Raises ``ValidationError`` whose ``message_dict`` names every bad field; in that case
+    nothing is stored.
+    """
+    errors = _Errors()
+    found = _resolve_runtime(runtime, errors)
+    cleaned_files = _clean_files(files, source, found, errors)
+    clean_stdin = _clean_text(stdin, "stdin", execution_settings.MAX_STDIN_BYTES, errors)
+    cases = _clean_test_cases(test_cases, errors)
+    clean_title = _clean_text(title, "title", 200, errors)
+    limits = {}
+    if found is not None:
+        limits = {
+            "time_limit_ms": _clean_limit(
+                time_limit_ms,
+                "time_limit_ms",
+                found.default_time_limit_ms,
+                100,
+                found.max_time_limit_ms,
+                errors,
+            ),
+            "memory_mb": _clean_limit(
+                memory_mb, "memory_mb", found.default_memory_mb, 16, found.max_memory_mb, errors
+            ),
+            "output_kb": _clean_limit(
+                output_kb, "output_kb", found.default_output_kb, 1, found.max_output_kb, errors
+            ),
+        }
+    errors.raise_if_any()
+    assert found is not None
+
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            owner=user,
+            title=clean_title,
+            runtime=found,
+            files=cleaned_files,
+            stdin=clean_stdin,
+            **limits,
+        )
+        TestCase.objects.bulk_create(
+            TestCase(
+                evaluation=evaluation,
+                position=position,
+                name=case.name,
+                stdin=case.stdin,
+                expected_output=case.expected_output,
+                comparison=case.comparison,
+                tolerance=case.tolerance,
+                weight=case.weight,
+                hidden=case.hidden,
+            )
+            for position, case in enumerate(cases)
+        )
+        execution = _create_execution(evaluation, user=user, backend=active_selection().name)
+        AuditEvent.objects.create(
+            actor=user,
+            action=AuditEvent.Action.SUBMIT,
+            evaluation=evaluation,
+            execution=execution,
+            detail={"runtime": found.name, "test_cases": len(cases), "backend": execution.backend},
+        )
+    return evaluation
+
+
+def _create_execution(
+    evaluation: Evaluation, *, user: User | AnonymousUser | None, backend: str
+) -> Execution:
+    """Add the next attempt and queue it once the surrounding transaction commits."""
+    last = evaluation.executions.aggregate(last=Max("attempt"))["last"] or 0
+    execution = Execution.objects.create(
+        evaluation=evaluation,
+        attempt=last + 1,
+        requested_by=user if isinstance(user, User) else None,
+        backend=backend,
+        heartbeat_at=timezone.now(),
+    )
+    timeout = task_timeout_s(evaluation)
+    transaction.on_commit(functools.partial(_enqueue, execution.pk, timeout))
+    return execution
+
+
+def task_timeout_s(evaluation: Evaluation) -> int:
+    """The task queue's timeout for one execution, from its runtime's maximum wall time."""
+    runs = max(1, evaluation.test_cases.count())
+    per_run = math.ceil(evaluation.runtime.max_time_limit_ms / 1000) + RUN_OVERHEAD_S
+    return runs * per_run + execution_settings.REAPER_GRACE_S
+
+
+def _enqueue(execution_id: int, timeout: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task(
+        "executions.tasks.run_execution",
+        execution_id,
+        task_name=f"execution-{execution_id}",
+        timeout=timeout,
+    )
+
+
+def execution_rerun(*, user: User, evaluation: Evaluation, backend: str | None = None) -> Execution:
+    """Queue a new attempt of ``evaluation``; earlier attempts are kept as they are."""
+    errors = _Errors()
+    if not evaluation.runtime.enabled:
+        errors.add("runtime", f"Runtime {evaluation.runtime.name!r} is disabled.")
+    if backend:
+        from executions.backends import backend_class
+
+        try:
+            backend_class(backend)
+        except ImproperlyConfigured as exc:
+            errors.add("backend", str(exc))
+    errors.raise_if_any()
+    with transaction.atomic():
+        Evaluation.objects.select_for_update().filter(pk=evaluation.pk).first()
+        execution = _create_execution(
+            evaluation, user=user, backend=backend or active_selection().name
+        )
+        AuditEvent.objects.create(
+            actor=user,
+            action=AuditEvent.Action.RERUN,
+            evaluation=evaluation,
+            execution=execution,
+            detail={"backend": execution.backend},
+        )
+    return execution
+
+
+def execution_cancel(*, user: User, execution: Execution) -> bool:
+    """Cancel a queued or running execution. Returns False if it had already ended."""
+    now = timezone.now()
+    with transaction.atomic():
+        ended = Execution.objects.filter(pk=execution.pk, status__in=ACTIVE_STATUSES).update(
+            status=Status.CANCELLED,
+            finished_at=now,
+            error_kind=ErrorKind.CANCELLED,
+            error_message=f"Cancelled by {user}.",
+        )
+        if not ended:
+            return False
+        AuditEvent.objects.create(
+            actor=user,
+            action=AuditEvent.Action.CANCEL,
+            evaluation_id=execution.evaluation_id,
+            execution=execution,
+        )
+    execution.refresh_from_db()
+    if execution.backend_handle:
+        transaction.on_commit(lambda: _cancel_sandbox(execution.backend, execution.backend_handle))
+    return True
+
+
+def _cancel_sandbox(backend: str, handle: str) -> None:
+    try:
+        get_backend(backend).cancel(handle)
+    except Exception:
+        # The sandbox dies at its own deadline anyway; a failed kill must not fail the request.
+        logger.exception("Could not cancel sandbox %s on backend %s", handle, backend)
+
+
+# Running ---------------------------------------------------------------------------------
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execution_claim(execution_id: int) -> Execution | None:
+    """Move a queued execution to running for this worker, or return None if another
+    delivery of the task, a cancel or the reaper got there first."""
+    execution = (
+        Execution.objects.select_related("evaluation__runtime").filter(pk=execution_id).first()
+    )
+    if execution is None or execution.status != Status.QUEUED:
+        return None
+    now = timezone.now()
+    runs = max(1, execution.evaluation.test_cases.count())
+    per_run_s = execution.evaluation.time_limit_ms / 1000 + RUN_OVERHEAD_S
+    claimed = Execution.objects.filter(pk=execution_id, status=Status.QUEUED).update(
+        status=Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        deadline_at=now + timedelta(seconds=runs * per_run_s),
+        worker=worker_identity(),
+    )
+    if not claimed:
+        return None
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_run(execution_id: int) -> None:
+    """Claim an execution and run it to a terminal state. Safe to call twice."""
+    execution = execution_claim(execution_id)
+    if execution is None:
+        logger.info("Execution %s was already claimed or ended; skipping.", execution_id)
+        return
+    try:
+        with _heartbeat(execution.pk):
+            _run_claimed(execution)
+    except Exception as exc:
+        logger.exception("Execution %s failed inside the platform", execution.pk)
+        _finish_error(
+            execution, ErrorKind.BACKEND_ERROR, f"The platform failed while running this: {exc}"
+        )
+
+
+def _run_claimed(execution: Execution) -> None:
+    evaluation = execution.evaluation
+    try:
+        backend = get_backend(execution.backend)
+    except ImproperlyConfigured as exc:
+        _finish_error(execution, ErrorKind.BACKEND_ERROR, str(exc))
+        return
+    policy = sandbox_policy(evaluation.runtime, evaluation)
+    files = {item["name"]: item["content"].encode() for item in evaluation.files}
+    cases = list(evaluation.test_cases.all())
+    runs: list[tuple[TestCase | None, bytes]] = (
+        [(case, case.stdin.encode()) for case in cases]
+        if cases
+        else [(None, evaluation.stdin.encode())]
+    )
+    scored: list[judging.Scored] = []
+    deciding: tuple[RunResult, Verdict] | None = None
+    for index, (case, stdin) in enumerate(runs):
+        handle = f"evalplatform-{execution.pk}-{index}"
+        if not Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+            backend_handle=handle
+        ):
+            return  # cancelled or reaped between runs; whoever ended it recorded why
+        request = RunRequest(
+            execution_id=execution.pk,
+            handle=handle,
+            image=evaluation.runtime.image,
+            command=list(evaluation.runtime.command),
+            files=files,
+            stdin=stdin,
+            policy=policy,
+            labels={"evalplatform.evaluation": str(evaluation.pk)},
+        )
+        result = _run_on_backend(backend, request)
+        if result.error_kind == ErrorKind.REFUSED:
+            _finish(execution, Status.REFUSED, result, error_kind=result.error_kind)
+            return
+        if result.error_kind is not None:
+            _finish_error(execution, result.error_kind, result.error_message, result)
+            return
+        if case is None:
+            verdict = judging.run_verdict(result)
+        else:
+            verdict = judging.case_verdict(
+                result,
+                expected=case.expected_output,
+                comparison=case.comparison,
+                tolerance=case.tolerance,
+            )
+            TestResult.objects.create(
+                execution=execution, test_case=case, verdict=verdict, **_outcome(result)
+            )
+            scored.append(judging.Scored(verdict, case.weight))
+        if deciding is None or deciding[1] == Verdict.ACCEPTED:
+            deciding = (result, verdict)
+    assert deciding is not None
+    result, verdict = deciding
+    score = judging.overall(scored)[1] if scored else None
+    overall_verdict = judging.overall(scored)[0] if scored else verdict
+    _finish(execution, Status.FINISHED, result, verdict=overall_verdict, score=score)
+
+
+def _run_on_backend(backend: Any, request: RunRequest) -> RunResult:
+    try:
+        return backend.run(request)
+    except Exception as exc:
+        # The contract says run() does not raise; a backend that does is still contained.
+        logger.exception("Backend %s raised while running %s", backend.name, request.handle)
+        return RunResult.failure(
+            ErrorKind.BACKEND_ERROR, f"{type(exc).__name__}: {exc}", handle=request.handle
+        )
+
+
+def sandbox_policy(runtime: Runtime, evaluation: Evaluation) -> SandboxPolicy:
+    limits = Limits(
+        wall_time_ms=evaluation.time_limit_ms,
+        memory_mb=evaluation.memory_mb,
+        output_bytes=evaluation.output_kb * 1024,
+        cpus=float(runtime.cpus),
+        pids=runtime.pids_limit,
+        scratch_mb=runtime.scratch_mb,
+    )
+    return SandboxPolicy(limits=limits, network=runtime.network_enabled)
+
+
+def _outcome(result: RunResult) -> dict[str, Any]:
+    return {
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "stdout_truncated": result.stdout_truncated,
+        "stderr_truncated": result.stderr_truncated,
+        "wall_time_ms": result.wall_time_ms,
+        "peak_memory_kb": None
+        if result.peak_memory_bytes is None
+        else result.peak_memory_bytes // 1024,
+    }
+
+
+def _finish(
+    execution: Execution,
+    status: Status,
+    result: RunResult | None,
+    *,
+    verdict: Verdict | str = "",
+    score: Any = None,
+    error_kind: str = "",
+    error_message: str = "",
+) -> bool:
+    """End a running execution once. Returns False if something else ended it first."""
+    outcome = _outcome(result) if result is not None else {}
+    if result is not None and not error_message:
+        error_message = result.error_message
+    ended = Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+        status=status,
+        verdict=verdict,
+        score=score,
+        finished_at=timezone.now(),
+        error_kind=error_kind,
+        error_message=error_message,
+        **outcome,
+    )
+    if not ended:
+        logger.info("Execution %s had already ended; its late result is discarded.", execution.pk)
+    return bool(ended)
+
+
+def _finish_error(
+    execution: Execution, kind: ErrorKind | str, message: str, result: RunResult | None = None
+) -> bool:
+    return _finish(
+        execution,
+        Status.ERROR,
+        result,
+        verdict=Verdict.INTERNAL_ERROR,
+        error_kind=kind,
+        error_message=message,
+    )
+
+
+@contextlib.contextmanager
+def _heartbeat(execution_id: int) -> Iterator[None]:
+    """Mark the execution alive every few seconds from a thread, so the reaper can tell a
+    slow run from a dead worker."""
+    stop = threading.Event()
+    interval = execution_settings.HEARTBEAT_INTERVAL_S
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                Execution.objects.filter(pk=execution_id, status=Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:
+            logger.exception("Heartbeat for execution %s stopped", execution_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{execution_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# Reaping ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    closed: int
+    requeued: int
+
+
+def executions_reap() -> ReapReport:
+    """Close running executions whose worker is gone or whose deadline has long passed, and
+    re-queue (once) queued executions that no worker picked up; close those after that."""
+    now = timezone.now()
+    grace = timedelta(seconds=execution_settings.REAPER_GRACE_S)
+    stale = now - timedelta(seconds=execution_settings.HEARTBEAT_TIMEOUT_S)
+    closed = 0
+    lost = Execution.objects.filter(status=Status.RUNNING).filter(
+        Q(heartbeat_at__lt=stale) | Q(deadline_at__lt=now - grace)
+    )
+    for execution in lost:
+        reason = (
+            "The worker running this stopped responding (no heartbeat since "
+            f"{execution.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); the run was abandoned."
+            if execution.heartbeat_at and execution.heartbeat_at < stale
+            else "The run went past its deadline and was abandoned."
+        )
+        if _finish_error(execution, ErrorKind.WORKER_LOST, reason):
+            closed += 1
+            AuditEvent.objects.create(
+                action=AuditEvent.Action.REAP,
+                evaluation_id=execution.evaluation_id,
+                execution=execution,
+                detail={"reason": reason},
+            )
+            if execution.backend_handle:
+                _cancel_sandbox(execution.backend, execution.backend_handle)
+
+    requeued = 0
+    stalled = Execution.objects.filter(
+        status=Status.QUEUED,
+        heartbeat_at__lt=now - timedelta(seconds=execution_settings.QUEUED_STALL_S),
+    ).select_related("evaluation__runtime")
+    for execution in stalled:
+        if execution.requeue_count < execution_settings.MAX_REQUEUES:
+            with transaction.atomic():
+                touched = Execution.objects.filter(
+                    pk=execution.pk, status=Status.QUEUED, requeue_count=execution.requeue_count
+                ).update(requeue_count=execution.requeue_count + 1, heartbeat_at=now)
+                if touched:
+                    requeued += 1
+                    AuditEvent.objects.create(
+                        action=AuditEvent.Action.REQUEUE,
+                        evaluation_id=execution.evaluation_id,
+                        execution=execution,
+                    )
+                    timeout = task_timeout_s(execution.evaluation)
+                    transaction.on_commit(functools.partial(_enqueue, execution.pk, timeout))
+            continue
+        reason = (
+            "No worker picked this run up; "
+            "check that the task cluster (manage.py qcluster) is running."
+        )
+        ended = Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(
+            status=Status.ERROR,
+            verdict=Verdict.INTERNAL_ERROR,
+            finished_at=now,
+            error_kind=ErrorKind.WORKER_LOST,
+            error_message=reason,
+        )
+        if ended:
+            closed += 1
+            AuditEvent.objects.create(
+                action=AuditEvent.Action.REAP,
+                evaluation_id=execution.evaluation_id,
+                execution=execution,
+                detail={"reason": reason},
+            )
+    return ReapReport(closed=closed, requeued=requeued)

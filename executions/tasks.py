@@ -1,0 +1,14 @@
+"""django-q2 entry points. They take ids and call services; nothing else happens here."""
+
+from __future__ import annotations
+
+from executions import services
+
+
+def run_execution(execution_id: int) -> None:
+    services.execution_run(execution_id)
+
+
+def reap_executions() -> str:
+    report = services.executions_reap()
+    return f"closed {report.closed}, re-queued {report.requeued}"

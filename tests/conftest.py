@@ -1,0 +1,65 @@
+"""Shared fixtures. Tests run against the real database configured by DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django_q.conf import Conf
+
+from executions import backends
+from executions.backends.fake import FakeBackend
+from executions.models import Runtime
+
+
+def require_real(part: str, reason: str) -> None:
+    """A test that needs a real outside part which is not there: skip locally, fail in CI."""
+    message = f"{part} is not available: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must provide it)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Production settings redirect to HTTPS; the test client speaks plain HTTP.
+    settings.SECURE_SSL_REDIRECT = False
+    # Real hashing costs a second per test user; strength is not under test here.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "fake"}
+    # Tasks enqueued by tests go to a queue of their own, never to a real cluster's.
+    monkeypatch.setattr(Conf, "PREFIX", "evalplatform-tests")
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", "evalplatform-tests")
+    FakeBackend.reset()
+    backends.reset()
+    yield
+    backends.reset()
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return User.objects.create_user("ada", password="correct horse battery staple")
+
+
+@pytest.fixture
+def other_user(db: None) -> User:
+    return User.objects.create_user("grace", password="correct horse battery staple")
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return User.objects.create_superuser("root", password="correct horse battery staple")
+
+
+@pytest.fixture
+def runtime(db: None) -> Runtime:
+    return Runtime.objects.create(
+        name="python-3.11",
+        display_name="Python 3.11",
+        image="evalplatform/python:3.11",
+        command=["python3", "main.py"],
+        file_name="main.py",
+    )

@@ -1,0 +1,141 @@
+"""Backend selection, the disabled backend and the fake backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
+
+from executions import backends
+from executions.backends.base import ErrorKind, RunRequest
+from executions.backends.disabled import DisabledBackend
+from executions.backends.fake import FakeBackend
+from executions.policy import Limits, SandboxPolicy
+from executions.security import container_evidence
+
+
+def request(files: dict[str, bytes] | None = None, stdin: bytes = b"in") -> RunRequest:
+    return RunRequest(
+        execution_id=1,
+        handle="evalplatform-1-0",
+        image="img",
+        command=["python3", "main.py"],
+        files=files or {"main.py": b"print(1)"},
+        stdin=stdin,
+        policy=SandboxPolicy(limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=10)),
+    )
+
+
+@pytest.fixture
+def bare_root(tmp_path: Path) -> Path:
+    (tmp_path / "proc/1").mkdir(parents=True)
+    (tmp_path / "proc/1/cgroup").write_text("0::/\n1:cpu:/\n")
+    return tmp_path
+
+
+def test_no_evidence_on_a_bare_host(bare_root: Path) -> None:
+    assert container_evidence(bare_root, {}) == ""
+
+
+@pytest.mark.parametrize("marker", [".dockerenv", "run/.containerenv"])
+def test_container_marker_files(bare_root: Path, marker: str) -> None:
+    (bare_root / marker).parent.mkdir(parents=True, exist_ok=True)
+    (bare_root / marker).touch()
+    assert marker.split("/")[-1] in container_evidence(bare_root, {})
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "12:memory:/docker/3f1a2b",
+        "0::/kubepods/besteffort/pod1234/abcd",
+        "0::/system.slice/containerd.service",
+        "0::/machine.slice/libpod-1234.scope",
+    ],
+)
+def test_cgroup_hints(bare_root: Path, line: str) -> None:
+    (bare_root / "proc/1/cgroup").write_text(line + "\n")
+    assert "/proc/1/cgroup" in container_evidence(bare_root, {})
+
+
+def test_kubernetes_environment(bare_root: Path) -> None:
+    assert "KUBERNETES_SERVICE_HOST" in container_evidence(
+        bare_root, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    )
+
+
+def test_configured_backend_wins(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "fake"}
+    selection = backends.select_backend()
+    assert (selection.name, selection.configured) == ("fake", True)
+    assert isinstance(backends.get_backend(), FakeBackend)
+
+
+def test_inside_a_container_execution_is_disabled(settings: Any, monkeypatch: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
+    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
+    selection = backends.select_backend()
+    assert selection.name == "disabled" and not selection.configured
+    assert "inside a container (/.dockerenv exists)" in selection.reason
+    backend = backends.get_backend()
+    assert isinstance(backend, DisabledBackend)
+    result = backend.run(request())
+    assert result.error_kind == ErrorKind.REFUSED
+    assert "inside a container" in result.error_message
+    assert (
+        "root on the" in result.error_message
+        and "EXECUTION_BACKEND=kubernetes" in result.error_message
+    )
+
+
+def test_outside_a_container_without_backends_execution_is_disabled(
+    settings: Any, monkeypatch: Any
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
+    monkeypatch.setattr("executions.security.container_evidence", lambda: "")
+    monkeypatch.setattr(backends, "AUTO_CANDIDATES", ("fake",))
+    assert backends.select_backend().name == "fake", "the first working candidate is chosen"
+    monkeypatch.setattr(backends, "AUTO_CANDIDATES", ())
+    selection = backends.select_backend()
+    assert selection.name == "disabled" and "No execution backend is available" in selection.reason
+
+
+def test_unknown_backend_is_a_configuration_error(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "teleport"}
+    with pytest.raises(ImproperlyConfigured, match="teleport"):
+        backends.get_backend()
+    errors = [message for message in run_checks() if message.id == "executions.E001"]
+    assert len(errors) == 1 and "teleport" in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    "path", ["executions.backends.nothere.Backend", "executions.models.Runtime"]
+)
+def test_bad_dotted_paths_are_configuration_errors(path: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="EXECUTION_BACKEND"):
+        backends.backend_class(path)
+
+
+def test_known_backend_passes_the_check(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "disabled"}
+    assert not [m for m in run_checks() if (m.id or "").startswith("executions.E")]
+
+
+def test_fake_echoes_stdin_and_caps_output() -> None:
+    result = FakeBackend().run(request(stdin=b"0123456789abcdef"))
+    assert (result.exit_code, result.stdout, result.stdout_truncated) == (0, b"0123456789", True)
+
+
+def test_fake_follows_its_directive() -> None:
+    files = {"main.py": b'# fake: {"stdout": "x", "exit_code": 4, "stderr": "boom"}\n'}
+    result = FakeBackend().run(request(files=files))
+    assert (result.stdout, result.stderr, result.exit_code) == (b"x", b"boom", 4)
+
+
+def test_backend_descriptions_are_complete() -> None:
+    for name in backends.BACKENDS:
+        isolation = backends.backend_class(name)().describe()
+        assert isolation.summary and isolation.trusts and isolation.escape_impact

@@ -1,0 +1,220 @@
+"""Dispatch through a real ``manage.py qcluster`` process, on the ORM broker and on Redis.
+
+These start the cluster as a subprocess against the test database, so they use committed
+transactions (``transactional_db``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+from django_q.conf import Conf
+from django_q.models import Success
+from django_q.tasks import async_task
+
+from executions import services
+from executions.models import Execution, Runtime
+from tests.conftest import require_real
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def database_url() -> str:
+    """The test database as a URL the subprocess can use."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    credentials = quote(db["USER"] or "")
+    if db["PASSWORD"]:
+        credentials += ":" + quote(db["PASSWORD"])
+    host = f"{credentials}@" if credentials else ""
+    return f"postgres://{host}{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(params=["orm", "redis"])
+def broker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point this process's enqueueing and the cluster at one broker, on a queue of their own."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(Conf, "PREFIX", name)
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", name)
+    if request.param == "redis":
+        import redis
+
+        try:
+            redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:
+            require_real("Redis", f"{REDIS_URL}: {exc}")
+        monkeypatch.setattr(Conf, "ORM", None)
+        monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
+    else:
+        monkeypatch.setattr(Conf, "ORM", "default")
+    return request.param
+
+
+@pytest.fixture
+def cluster(
+    broker: str, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start ``manage.py qcluster`` processes (as many times as a test asks); stop them all."""
+    # Tasks are signed with SECRET_KEY: both sides must share it.
+    settings.SECRET_KEY = "test-cluster-secret-" + uuid.uuid4().hex
+    monkeypatch.setattr(Conf, "SECRET_KEY", settings.SECRET_KEY)
+    environ = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    environ.update(
+        DJANGO_SETTINGS_MODULE="evalplatform.settings",
+        SECRET_KEY=settings.SECRET_KEY,
+        DATABASE_URL=database_url(),
+        EXECUTION_BACKEND="fake",
+        EXECUTION_FAKE_RUN_LOG=str(tmp_path / "runs.log"),
+        EXECUTION_HEARTBEAT_INTERVAL_S="1",
+        Q_CLUSTER_NAME=Conf.CLUSTER_NAME,
+        Q_WORKERS="2",
+    )
+    if broker == "redis":
+        environ["REDIS_URL"] = REDIS_URL
+    processes: list[subprocess.Popen[bytes]] = []
+    log = (tmp_path / "cluster.log").open("ab")
+
+    def start() -> subprocess.Popen[bytes]:
+        # A session of its own, so a test can kill the whole cluster as a crash would.
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            # The cluster stops in order when only its main process is signalled.
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, log: Path | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            detail = log.read_text()[-3000:] if log and log.exists() else ""
+            pytest.fail(f"Timed out waiting for {what}.\n{detail}")
+        time.sleep(0.1)
+
+
+def fake(**spec: Any) -> str:
+    return f"# fake: {json.dumps(spec)}\n"
+
+
+def runs_logged(tmp_path: Path) -> list[str]:
+    path = tmp_path / "runs.log"
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.fixture
+def fake_backend(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "fake"}
+
+
+def test_cluster_runs_a_submission_to_a_terminal_state(
+    cluster: Callable[[], Any], user: Any, runtime: Runtime, tmp_path: Path, fake_backend: None
+) -> None:
+    cluster()
+    evaluation = services.evaluation_submit(
+        user=user,
+        runtime=runtime,
+        source="print(input())",
+        test_cases=[
+            {"stdin": "1\n", "expected_output": "1"},
+            {"stdin": "2\n", "expected_output": "3"},
+        ],
+    )
+    execution = evaluation.executions.get()
+    wait_for(
+        lambda: Execution.objects.get(pk=execution.pk).status == "finished",
+        60,
+        "the execution to finish",
+        tmp_path / "cluster.log",
+    )
+    execution.refresh_from_db()
+    assert (execution.verdict, str(execution.score)) == ("wrong_answer", "50.00")
+    assert list(execution.results.values_list("verdict", flat=True)) == ["accepted", "wrong_answer"]
+    assert len(runs_logged(tmp_path)) == 2
+
+
+def test_a_crashed_cluster_leaves_no_run_behind_and_nothing_runs_twice(
+    cluster: Callable[[], Any],
+    user: Any,
+    runtime: Runtime,
+    tmp_path: Path,
+    settings: Any,
+    fake_backend: None,
+) -> None:
+    first = cluster()
+    evaluation = services.evaluation_submit(user=user, runtime=runtime, source=fake(delay=60))
+    execution = evaluation.executions.get()
+    wait_for(
+        lambda: (
+            Execution.objects.get(pk=execution.pk).status == "running"
+            and bool(runs_logged(tmp_path))
+        ),
+        60,
+        "the slow run to start",
+        tmp_path / "cluster.log",
+    )
+
+    os.killpg(first.pid, signal.SIGKILL)  # the whole cluster dies mid-run, as in an OOM kill
+    first.wait()
+    cluster()
+
+    # The dead worker's heartbeat stops; the reaper closes the run.
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "HEARTBEAT_TIMEOUT_S": 3}
+
+    def reaped() -> bool:
+        services.executions_reap()
+        return Execution.objects.get(pk=execution.pk).status != "running"
+
+    wait_for(reaped, 30, "the reaper to close the run")
+    execution.refresh_from_db()
+    assert (execution.status, execution.error_kind) == ("error", "worker_lost")
+    assert execution.finished_at is not None
+
+    # The same task delivered again (as a broker redelivers a lost one) does not run again.
+    task_id = async_task("executions.tasks.run_execution", execution.pk)
+    wait_for(
+        lambda: Success.objects.filter(id=task_id).exists(),
+        60,
+        "the redelivered task",
+        tmp_path / "cluster.log",
+    )
+    execution.refresh_from_db()
+    assert execution.status == "error"
+    assert runs_logged(tmp_path) == [f"evalplatform-{execution.pk}-0"], "the backend ran it once"

@@ -1,0 +1,96 @@
+"""The reaper closes what a dead worker left behind, and never touches live runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from executions import services
+from executions.backends.fake import FakeBackend
+from executions.models import AuditEvent, Execution, Runtime, Status
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def execution(user: Any, runtime: Runtime) -> Execution:
+    evaluation = services.evaluation_submit(user=user, runtime=runtime, source="print(1)")
+    return evaluation.executions.get()
+
+
+def make_running(execution: Execution, *, heartbeat_age_s: float, deadline_in_s: float) -> None:
+    now = timezone.now()
+    Execution.objects.filter(pk=execution.pk).update(
+        status="running",
+        started_at=now - timedelta(seconds=heartbeat_age_s),
+        heartbeat_at=now - timedelta(seconds=heartbeat_age_s),
+        deadline_at=now + timedelta(seconds=deadline_in_s),
+        backend_handle=f"evalplatform-{execution.pk}-0",
+    )
+
+
+def test_running_with_a_dead_worker_is_closed(execution: Execution) -> None:
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
+    report = services.executions_reap()
+    execution.refresh_from_db()
+    assert report.closed == 1
+    assert (execution.status, execution.error_kind) == ("error", "worker_lost")
+    assert "stopped responding" in execution.error_message
+    assert AuditEvent.objects.filter(action="reap", execution=execution).exists()
+
+
+def test_running_past_its_deadline_is_closed(execution: Execution) -> None:
+    make_running(execution, heartbeat_age_s=1, deadline_in_s=-120)
+    services.executions_reap()
+    execution.refresh_from_db()
+    assert execution.status == "error" and "deadline" in execution.error_message
+
+
+def test_a_live_run_is_left_alone(execution: Execution) -> None:
+    make_running(execution, heartbeat_age_s=1, deadline_in_s=60)
+    assert services.executions_reap().closed == 0
+    execution.refresh_from_db()
+    assert execution.status == "running"
+
+
+def test_a_closed_run_cancels_its_sandbox(execution: Execution) -> None:
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
+    services.executions_reap()
+    assert FakeBackend._cancelled[f"evalplatform-{execution.pk}-0"].is_set()
+
+
+def test_a_late_result_after_reaping_is_discarded(execution: Execution) -> None:
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
+    services.executions_reap()
+    execution.refresh_from_db()
+    assert not services._finish(execution, Status.FINISHED, None, verdict="accepted")
+    execution.refresh_from_db()
+    assert execution.status == "error"
+
+
+def test_a_stalled_queued_run_is_requeued_once_then_closed(
+    execution: Execution, django_capture_on_commit_callbacks: Any
+) -> None:
+    old = timezone.now() - timedelta(hours=1)
+    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=old)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.executions_reap().requeued == 1
+    assert len(callbacks) == 1
+    execution.refresh_from_db()
+    assert (execution.status, execution.requeue_count) == ("queued", 1)
+
+    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=old)
+    report = services.executions_reap()
+    execution.refresh_from_db()
+    assert (report.closed, report.requeued) == (1, 0)
+    assert execution.status == "error" and "qcluster" in execution.error_message
+
+
+def test_management_command_reports(execution: Execution, capsys: Any) -> None:
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
+    call_command("reap_executions")
+    assert "Closed 1, re-queued 0." in capsys.readouterr().out

@@ -1,0 +1,139 @@
+"""Settings come from the environment, and bad values are named errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from evalplatform.env import database_from_url, env, envbool, envint, envlist
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"), [("1", True), ("yes", True), ("off", False), ("", False)]
+)
+def test_envbool(monkeypatch: pytest.MonkeyPatch, raw: str, value: bool) -> None:
+    monkeypatch.setenv("FLAG", raw)
+    assert envbool("FLAG", not value) is value
+
+
+def test_envbool_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="DEBUG must be a boolean"):
+        envbool("DEBUG", False)
+
+
+def test_envint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("Q_WORKERS", "four")
+    with pytest.raises(ImproperlyConfigured, match="Q_WORKERS must be an integer"):
+        envint("Q_WORKERS", 2)
+    monkeypatch.setenv("Q_WORKERS", "0")
+    with pytest.raises(ImproperlyConfigured, match="Q_WORKERS must be at least 1"):
+        envint("Q_WORKERS", 2, minimum=1)
+    monkeypatch.setenv("Q_WORKERS", "3")
+    assert envint("Q_WORKERS", 2) == 3
+
+
+def test_envlist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_HOSTS", "a.example, b.example,,")
+    assert envlist("ALLOWED_HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_secret_from_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
+    assert env("SECRET_KEY") == "s3cr3t"
+    monkeypatch.setenv("SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY_FILE"):
+        env("SECRET_KEY")
+
+
+def test_database_urls() -> None:
+    postgres = database_from_url(
+        "DATABASE_URL", "postgres://u:p%40ss@db.internal:6543/evals?sslmode=require"
+    )
+    assert postgres["ENGINE"] == "django.db.backends.postgresql"
+    assert (postgres["NAME"], postgres["USER"], postgres["PASSWORD"]) == ("evals", "u", "p@ss")
+    assert (postgres["HOST"], postgres["PORT"], postgres["OPTIONS"]) == (
+        "db.internal",
+        "6543",
+        {"sslmode": "require"},
+    )
+    assert (
+        database_from_url("DATABASE_URL", "sqlite:////srv/db.sqlite3")["NAME"] == "/srv/db.sqlite3"
+    )
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL must start with"):
+        database_from_url("DATABASE_URL", "mysql://x/y")
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL must name a database"):
+        database_from_url("DATABASE_URL", "postgres://host/")
+
+
+def load_settings(**environ: str) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DEBUG"}}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('loaded')"],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "evalplatform.settings", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    result = load_settings(DEBUG="0")
+    assert result.returncode != 0
+    assert "SECRET_KEY (or SECRET_KEY_FILE) must be set" in result.stderr
+
+
+def test_production_refuses_the_development_key() -> None:
+    result = load_settings(DEBUG="0", SECRET_KEY="insecure-development-key-never-use-in-production")
+    assert result.returncode != 0 and "development default" in result.stderr
+
+
+def test_production_starts_with_a_real_key() -> None:
+    result = load_settings(DEBUG="0", SECRET_KEY="k" * 50)
+    assert result.returncode == 0, result.stderr
+    assert "loaded" in result.stdout
+
+
+def test_check_deploy_is_clean_in_production_settings(tmp_path: Path) -> None:
+    environ = {
+        key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DEBUG"}
+    }
+    environ.update(
+        DJANGO_SETTINGS_MODULE="evalplatform.settings",
+        DEBUG="0",
+        SECRET_KEY="a-long-random-production-secret-" + "x" * 40,
+        ALLOWED_HOSTS="evals.example.org",
+        EXECUTION_BACKEND="disabled",
+        VAR_DIR=str(tmp_path),
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_health_check_answers_any_host_over_http(client: Any, settings: Any) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    settings.ALLOWED_HOSTS = ["evals.example.org"]
+    response = client.get("/healthz", HTTP_HOST="10.1.2.3:8000")
+    assert (response.status_code, response.content) == (200, b"ok")
+    assert client.get("/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400
