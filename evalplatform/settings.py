@@ -85,6 +85,7 @@ _database_url = env("DATABASE_URL")
 if _database_url:
     DATABASES = {"default": database_from_url("DATABASE_URL", _database_url)}
 else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {"default": sqlite_database(VAR_DIR / "db.sqlite3")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that a qcluster subprocess started by a test shares the database.
