@@ -7,7 +7,7 @@ PORT ?= 8000
 DEBUG ?= 1
 export DEBUG PORT
 
-.PHONY: run test lint check-types pytest clean
+.PHONY: run test lint check-types pytest runtime-image bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ check-types: $(VENV)/.installed-dev
 
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The default runtime's image on the local Docker engine: from runtimes/python/Dockerfile when
+# a registry answers, else from a debootstrap root filesystem (needs root and debootstrap).
+runtime-image: $(VENV)/.installed
+	$(PY) -m executions.runtime_images
+
+bench: $(VENV)/.installed-dev
+	$(PY) bench/docker_bench.py
+	$(PY) bench/end_to_end_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

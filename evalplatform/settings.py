@@ -150,6 +150,14 @@ EXECUTIONS: dict[str, Any] = {
     "REAPER_GRACE_S": envint("EXECUTION_REAPER_GRACE_S", 30, minimum=0),
     "QUEUED_STALL_S": envint("EXECUTION_QUEUED_STALL_S", 900, minimum=1),
     "FAKE_RUN_LOG": env("EXECUTION_FAKE_RUN_LOG") or "",
+    # Per-backend options. Docker reads DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)
+    # itself: a unix socket, or tcp://host:port of a socket proxy.
+    "BACKEND_OPTIONS": {
+        "docker": {
+            "runtime": env("EXECUTION_DOCKER_RUNTIME") or "",
+            "max_concurrent": envint("EXECUTION_DOCKER_MAX_CONCURRENT", 4, minimum=1),
+        },
+    },
 }
 
 # django-q2: the ORM broker by default; REDIS_URL switches to Redis for scale-out.
@@ -168,6 +176,8 @@ Q_CLUSTER: dict[str, object] = {
     "save_limit": 1000,
     "catch_up": False,
     "label": "Task queue",
+    # How often an idle cluster asks the ORM broker for work: the queue-to-start latency.
+    "poll": envint("Q_POLL_MS", 50, minimum=10) / 1000,
 }
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:

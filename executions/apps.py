@@ -17,7 +17,11 @@ class ExecutionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django_q.signals import post_spawn
+
         from executions import checks  # noqa: F401  (registers system checks)
+
+        post_spawn.connect(remove_orphans_at_worker_start, dispatch_uid="executions-janitor")
 
         command = sys.argv[1] if len(sys.argv) > 1 else sys.argv[0]
         if any(name in command for name in SERVING_COMMANDS) or "gunicorn" in sys.argv[0]:
@@ -35,3 +39,12 @@ class ExecutionsConfig(AppConfig):
             logger.error("Execution backend is misconfigured: %s", exc)
             return
         logger.info("Execution backend: %s. %s", selection.name, selection.reason)
+
+
+def remove_orphans_at_worker_start(**kwargs: object) -> None:
+    """A worker that starts may be replacing one that died mid-run and left a sandbox."""
+    from executions.services import sandboxes_janitor
+
+    removed = sandboxes_janitor()
+    if removed:
+        logger.info("Removed %d orphaned sandboxes at worker start.", removed)

@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 # Time a backend may need around a run (create, start, remove), on top of its wall limit.
 RUN_OVERHEAD_S = 10
+# A run may wait this long for a free sandbox slot on its node before it starts.
+ORPHAN_SLOT_WAIT_S = 30
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 MAX_WEIGHT = 1000
 
@@ -643,13 +645,80 @@ def _heartbeat(execution_id: int) -> Iterator[None]:
         thread.join()
 
 
+# Runtime images --------------------------------------------------------------------------
+
+
+class RuntimeImageBuildFailed(Exception):
+    """A runtime image could not be built; the message names it and says why."""
+
+
+def runtime_images_build(
+    *,
+    images: Sequence[str] | None = None,
+    mode: str = "auto",
+    force: bool = False,
+    log: Callable[[str], None] = logger.info,
+) -> list[Any]:
+    """Make sure the Docker image of each enabled runtime (or each of ``images``) exists.
+
+    Returns what was done per image; raises ``RuntimeImageBuildFailed``.
+    """
+    from executions.runtime_images import RuntimeImageError, ensure_runtime_image
+
+    runtimes = Runtime.objects.filter(enabled=True)
+    if images:
+        runtimes = Runtime.objects.filter(image__in=images)
+        unknown = set(images) - set(runtimes.values_list("image", flat=True))
+        if unknown:
+            raise RuntimeImageBuildFailed(
+                f"No runtime uses the image(s) {', '.join(sorted(unknown))}."
+            )
+    outcomes = []
+    seen: set[str] = set()
+    for runtime in runtimes.order_by("image"):
+        if runtime.image in seen:
+            continue
+        seen.add(runtime.image)
+        try:
+            outcomes.append(
+                ensure_runtime_image(
+                    runtime.image, runtime=runtime.language, mode=mode, force=force, log=log
+                )
+            )
+        except RuntimeImageError as exc:
+            raise RuntimeImageBuildFailed(
+                f"{runtime.image} (runtime {runtime.name}): {exc}"
+            ) from exc
+    return outcomes
+
+
 # Reaping ---------------------------------------------------------------------------------
+
+
+def orphan_age_s() -> int:
+    """Older than any run can be: a sandbox this old was left behind by a dead worker."""
+    return (
+        execution_settings.HARD_MAX_WALL_TIME_MS // 1000
+        + RUN_OVERHEAD_S
+        + ORPHAN_SLOT_WAIT_S
+        + execution_settings.REAPER_GRACE_S
+    )
+
+
+def sandboxes_janitor() -> int:
+    """Remove sandboxes that crashed workers left on the active backend. Never raises."""
+    try:
+        return get_backend().remove_orphans(orphan_age_s())
+    except Exception:
+        logger.exception("Could not remove orphaned sandboxes")
+        return 0
 
 
 @dataclass(frozen=True)
 class ReapReport:
     closed: int
     requeued: int
+    orphans_removed: int = 0
 
 
 def executions_reap() -> ReapReport:
@@ -720,4 +789,4 @@ def executions_reap() -> ReapReport:
                 execution=execution,
                 detail={"reason": reason},
             )
-    return ReapReport(closed=closed, requeued=requeued)
+    return ReapReport(closed=closed, requeued=requeued, orphans_removed=sandboxes_janitor())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from django.contrib.auth.models import User
@@ -15,7 +15,7 @@ from executions.backends.fake import FakeBackend
 from executions.models import Runtime
 
 
-def require_real(part: str, reason: str) -> None:
+def require_real(part: str, reason: str) -> NoReturn:
     """A test that needs a real outside part which is not there: skip locally, fail in CI."""
     message = f"{part} is not available: {reason}"
     if os.environ.get("CI"):

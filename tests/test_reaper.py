@@ -93,4 +93,4 @@ def test_a_stalled_queued_run_is_requeued_once_then_closed(
 def test_management_command_reports(execution: Execution, capsys: Any) -> None:
     make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
     call_command("reap_executions")
-    assert "Closed 1, re-queued 0." in capsys.readouterr().out
+    assert "Closed 1, re-queued 0, removed 0 orphaned sandboxes." in capsys.readouterr().out

@@ -22,11 +22,12 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = {
     "disabled": "executions.backends.disabled.DisabledBackend",
+    "docker": "executions.backends.docker.DockerBackend",
     "fake": "executions.backends.fake.FakeBackend",
 }
 
 # Tried in order when no backend is configured and the platform is not in a container.
-AUTO_CANDIDATES: tuple[str, ...] = ()
+AUTO_CANDIDATES: tuple[str, ...] = ("docker",)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def select_backend() -> Selection:
         logger.info("Backend %s is not usable here: %s", name, health.detail)
     return Selection(
         "disabled",
-        "No execution backend is available on this machine.",
+        "No execution backend is available on this machine (no Docker engine answered).",
         configured=False,
     )
 

@@ -116,5 +116,10 @@ class ExecutionBackend:
     def health(self) -> Health:
         return Health(ok=True, detail="No health check for this backend.")
 
+    def remove_orphans(self, older_than_s: float) -> int:
+        """Remove sandboxes this backend started over ``older_than_s`` ago and still holds
+        (left by a worker that died). Returns how many were removed."""
+        return 0
+
     def describe(self) -> Isolation:
         raise NotImplementedError

@@ -5,8 +5,9 @@ steer it with a directive line, so that a test in another process can ask for an
 
     # fake: {"stdout": "hi\\n", "exit_code": 3, "delay": 2.5}
 
-Keys: ``stdout`` (repeated ``repeat`` times), ``stderr``, ``exit_code``, ``signal``, ``timed_out``, ``oom_killed``,
-``delay`` (seconds, interruptible by ``cancel``), ``error_kind``, ``error_message``.
+Keys: ``stdout`` (repeated ``repeat`` times), ``stderr``, ``exit_code``, ``signal``,
+``timed_out``, ``oom_killed``, ``delay`` (seconds, interruptible by ``cancel``),
+``error_kind``, ``error_message``.
 When ``EXECUTIONS["FAKE_RUN_LOG"]`` names a file, every run appends its handle to it so tests
 can count runs across processes.
 """

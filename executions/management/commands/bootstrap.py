@@ -5,6 +5,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from executions import services
+from executions.backends import active_selection
 from executions.models import Runtime
 
 DEFAULT_RUNTIME = {
@@ -44,3 +46,20 @@ class Command(BaseCommand):
         )
         if created:
             self.stdout.write(f"Added runtime {runtime.name} ({runtime.image}).")
+        self.prepare_backend()
+
+    def prepare_backend(self) -> None:
+        selection = active_selection()
+        self.stdout.write(f"Execution backend: {selection.name}. {selection.reason}")
+        if selection.name != "docker":
+            return
+        try:
+            for outcome in services.runtime_images_build(log=self.stdout.write):
+                self.stdout.write(str(outcome))
+        except services.RuntimeImageBuildFailed as exc:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Runtime image not ready: {exc}\nRuns will fail with this reason until "
+                    "`python manage.py build_runtime_image` succeeds."
+                )
+            )

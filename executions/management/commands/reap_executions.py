@@ -12,4 +12,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = services.executions_reap()
-        self.stdout.write(f"Closed {report.closed}, re-queued {report.requeued}.")
+        self.stdout.write(
+            f"Closed {report.closed}, re-queued {report.requeued}, "
+            f"removed {report.orphans_removed} orphaned sandboxes."
+        )

@@ -1,0 +1,853 @@
+"""Run sandboxes as hardened Docker containers; the only module that talks to a Docker engine.
+
+Every container is rendered from the request's ``SandboxPolicy`` by ``container_config_for``
+(nothing else sets a container field). A run goes:
+
+1. take one of ``max_concurrent`` node-wide slots (flock'ed files in ``lock_dir``);
+2. create the container (no network, read-only root, capped tmpfs for scratch and for the
+   code, uid 65534, no capabilities, no-new-privileges, default seccomp, pids/memory/cpu caps,
+   tini as PID 1);
+3. attach (stdin, stdout, stderr) before starting, start, and stream in a tar of the source
+   files followed by the program's stdin; a loader (``/bin/sh``, ``head``, ``tar`` from the
+   image) unpacks exactly the archive's bytes into the code tmpfs as uid 65534 and ``exec``s
+   the catalogue's command, which inherits the rest of the stream as its stdin. Output is read
+   with a byte cap until the stream ends, the cap is hit or the wall deadline passes;
+4. inspect (exit code, OOM, timestamps; waiting first only if the process outlived its
+   output stream) and force-remove the container, on every path.
+
+Code delivery never touches the host: no bind mount, no volume on the host's disk, and the
+engine (root on the host) never unpacks an archive. The code lives in memory, charged to the
+sandbox's own memory limit, and is gone with the container.
+
+Semantics callers rely on:
+
+* **Stdin** is streamed over the attach connection after the code archive and then
+  half-closed, so the program sees a real pipe and EOF; stdin never touches a disk. Runtime
+  images need ``/bin/sh`` and GNU ``head`` and ``tar`` (Debian's and the official Python
+  images have them); ``head -c`` reads exactly the archive, never the program's input. Writes and
+  reads are interleaved in one ``select`` loop, so a program that writes a lot before reading
+  cannot deadlock the runner.
+* **Output cap**: ``limits.output_bytes`` applies to stdout and to stderr *separately* (the
+  result keeps one truncation flag per stream). The first ``output_bytes`` of each are kept;
+  one byte more on either stream sets that stream's flag, stops reading and kills the
+  sandbox. Memory held per run is bounded by about ``2 * output_bytes``. Output is raw bytes.
+* **Time**: the deadline is ``wall_time_ms`` after ``start`` returns; past it the container is
+  killed and ``timed_out`` is set. ``wall_time_ms`` in the result is the engine's
+  StartedAt→FinishedAt when the program ended by itself, else the runner's clock; a program
+  that ended by itself but took longer than its wall time is still marked ``timed_out``.
+* **Exit status**: ``exit_code`` is the container's status. With tini as PID 1 a program
+  killed by signal N exits ``128 + N``; such codes also set ``signal = N`` (a program that
+  calls ``exit(137)`` is indistinguishable, as in a shell). Kills made by the runner (deadline,
+  output cap) leave ``exit_code`` and ``signal`` unset. ``oom_killed`` is the engine's
+  ``State.OOMKilled``. ``peak_memory_bytes`` is not measured (None): the engine only reports
+  it while a container runs, which would need a polling stats stream per run.
+* **Cancel**: ``cancel(handle)`` force-removes the managed container named ``handle`` from any
+  process on any node that reaches the engine. The engine marks a container "removing"
+  before killing it, so the run that owned it can tell a cancel from a crash: it returns
+  ``error_kind=CANCELLED`` with whatever output it had read. The same applies to a container
+  removed by ``remove_orphans`` or an operator. Cancelling a handle whose container does not
+  exist yet is a no-op.
+* **Concurrency**: at most ``max_concurrent`` runs per node across all processes sharing
+  ``lock_dir`` (django-q2 workers are processes). A run waits up to ``slot_wait_s`` for a
+  slot, then fails with ``UNAVAILABLE``. Slots are released when the run returns or its
+  process dies (the kernel drops flocks with the file descriptor).
+* **Failures** of the infrastructure (engine unreachable, image missing, API error, proxy
+  refusal) come back as ``RunResult.failure(UNAVAILABLE | BACKEND_ERROR, message)``; ``run``
+  never raises for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import io
+import logging
+import os
+import random
+import select
+import socket
+import stat
+import struct
+import tarfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from executions.backends.base import (
+    ErrorKind,
+    ExecutionBackend,
+    Health,
+    Isolation,
+    RunRequest,
+    RunResult,
+)
+
+logger = logging.getLogger(__name__)
+
+MANAGED_LABEL = "evalplatform.managed"
+EXECUTION_LABEL = "evalplatform.execution"
+MANAGED_FILTER = f"{MANAGED_LABEL}=1"
+DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
+# Shared by every worker on the node; SlotPool refuses it unless this user owns it.
+DEFAULT_LOCK_DIR = "/tmp/evalplatform-docker-slots"  # noqa: S108
+MIB = 1024 * 1024
+
+# Docker's attach stream frame header: stream id (1 = stdout, 2 = stderr), 3 pad bytes, size.
+_FRAME_HEADER = struct.Struct(">BxxxL")
+_STDOUT, _STDERR = 1, 2
+_CHUNK = 64 * 1024
+# Highest signal number Linux delivers; exit codes 129..128+_MAX_SIGNAL mean "killed by N".
+_MAX_SIGNAL = 64
+# The loader that runs first in every sandbox, as uid 65534: unpack exactly $1 bytes of the
+# stream into the working directory (the code tmpfs, which the engine may have given the
+# image's mode for that path, hence the chmod), then become the catalogue's command. A
+# failed unpack exits with a status and message of its own so it is not taken for the
+# program's runtime error.
+LOADER_EXIT = 125
+LOADER_MESSAGE = b"evalplatform: could not unpack the submitted code"
+LOADER = (
+    'chmod 0700 . && head -c "$1" | tar -x -m -f -'
+    f' || {{ echo "{LOADER_MESSAGE.decode()}" >&2; exit {LOADER_EXIT}; }}; '
+    'shift; exec "$@"'
+)
+
+
+class DockerUnavailable(Exception):
+    """The engine could not be reached or answered in a way that means it is not usable."""
+
+
+class ImageBuildError(Exception):
+    """Building or importing a runtime image failed; ``log`` holds the build output so far."""
+
+    def __init__(self, message: str, log: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.log = list(log)
+
+
+class SlotsBusy(Exception):
+    """No concurrency slot became free within the wait."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# --- rendering: the only place a container's fields are chosen --------------------------------
+
+
+def container_config_for(
+    request: RunRequest, *, archive_size: int, runtime: str = ""
+) -> dict[str, Any]:
+    """Return the ``POST /containers/create`` body for ``request``, in the Engine API's names.
+
+    Everything comes from ``request.policy`` (and the catalogue's image and command); the
+    optional ``runtime`` names an OCI runtime such as ``runsc`` and is overridden by the
+    policy's ``runtime_class``. ``archive_size`` is the length of the code archive that
+    precedes stdin on the attach stream. The body asks for stdin/stdout/stderr to be
+    attachable and keeps no log on the host: output is read from the attach stream only.
+    """
+    policy = request.policy
+    limits = policy.limits
+    uid, gid = policy.user
+    command = list(request.command)
+    labels = {**request.labels, MANAGED_LABEL: "1", EXECUTION_LABEL: str(request.execution_id)}
+    file_size = limits.file_size_mb * MIB
+    host_config: dict[str, Any] = {
+        "NetworkMode": "bridge" if policy.network else "none",
+        "ReadonlyRootfs": policy.read_only_root,
+        # Memory-backed and charged to the sandbox's memory limit; nothing reaches the
+        # host's disk. The code directory belongs to the sandbox user, who unpacks into it.
+        "Tmpfs": {
+            policy.scratch_dir: f"rw,noexec,nosuid,nodev,size={limits.scratch_mb}m,mode=1777",
+            policy.code_dir: (
+                f"rw,noexec,nosuid,nodev,size={limits.scratch_mb}m,uid={uid},gid={gid},mode=0700"
+            ),
+        },
+        "CapDrop": ["ALL"] if policy.drop_all_capabilities else [],
+        # Default seccomp applies because no seccomp option is given.
+        "SecurityOpt": ["no-new-privileges:true"] if policy.no_new_privileges else [],
+        "Privileged": False,
+        "PidsLimit": limits.pids,
+        "Memory": limits.memory_bytes,
+        "MemorySwap": limits.memory_bytes,  # equal to Memory: no swap
+        "NanoCpus": int(limits.cpus * 1_000_000_000),
+        "Init": policy.init_process,
+        "Ulimits": [
+            {"Name": "fsize", "Soft": file_size, "Hard": file_size},
+            {"Name": "nofile", "Soft": limits.open_files, "Hard": limits.open_files},
+            # A crash must not hand a core to the host's core_pattern handler.
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        # /dev/shm is tmpfs charged to the memory cgroup; cap it like scratch.
+        "ShmSize": limits.scratch_mb * MIB,
+        "IpcMode": "private",
+        "LogConfig": {"Type": "none", "Config": {}},
+    }
+    runtime = policy.runtime_class or runtime
+    if runtime:
+        host_config["Runtime"] = runtime
+    return {
+        "Image": request.image,
+        # Entrypoint replaces the image's: the loader, then exactly the catalogue's command.
+        "Entrypoint": ["/bin/sh", "-c", LOADER, "evalplatform-loader"],
+        "Cmd": [str(archive_size), *command],
+        "User": f"{uid}:{gid}",
+        "WorkingDir": policy.code_dir,
+        "Env": [f"{key}={value}" for key, value in policy.environment.items()],
+        "Labels": labels,
+        "Hostname": "sandbox",
+        "AttachStdin": True,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "OpenStdin": True,
+        "StdinOnce": True,  # our half-close becomes the program's EOF
+        "Tty": False,
+        "NetworkDisabled": not policy.network,
+        "HostConfig": host_config,
+    }
+
+
+def code_archive(files: Mapping[str, bytes]) -> bytes:
+    """Return a tar of ``files`` for the loader to unpack into the code directory.
+
+    Files are 0444 and directories 0555: the program reads its code and has no reason to
+    change it (it could, being their owner, but only inside its own throw-away sandbox).
+    Names must be relative paths without ``..`` or empty parts; anything else raises
+    ``ValueError``.
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        made: set[str] = set()
+        for name, data in sorted(files.items()):
+            path = _safe_relative(name)
+            for parent in reversed(path.parents[:-1]):
+                if str(parent) not in made:
+                    made.add(str(parent))
+                    tar.addfile(_tar_entry(str(parent), tarfile.DIRTYPE, 0o555))
+            info = _tar_entry(str(path), tarfile.REGTYPE, 0o444)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _tar_entry(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if (
+        not name
+        or "\x00" in name
+        or path.is_absolute()
+        or any(part in ("", ".", "..") for part in name.split("/"))
+    ):
+        raise ValueError(f"unsafe file name {name!r}: use a relative path without '..'")
+    return path
+
+
+# --- output: demultiplex the attach stream with a byte cap ---------------------------------
+
+
+@dataclass
+class _CappedStreams:
+    """Demultiplexes Docker attach frames, keeping at most ``cap`` bytes per stream."""
+
+    cap: int
+    out: dict[int, bytearray] = field(
+        default_factory=lambda: {_STDOUT: bytearray(), _STDERR: bytearray()}
+    )
+    truncated: dict[int, bool] = field(default_factory=lambda: {_STDOUT: False, _STDERR: False})
+    _header: bytearray = field(default_factory=bytearray)
+    _stream: int = 0
+    _left: int = 0  # payload bytes still due for the current frame
+
+    def feed(self, data: bytes) -> bool:
+        """Consume ``data``; return True once either stream went over the cap."""
+        view = memoryview(data)
+        while view:
+            if not self._left:
+                need = _FRAME_HEADER.size - len(self._header)
+                self._header += view[:need]
+                view = view[need:]
+                if len(self._header) == _FRAME_HEADER.size:
+                    self._stream, self._left = _FRAME_HEADER.unpack(self._header)
+                    self._header.clear()
+                continue
+            chunk, view = view[: self._left], view[self._left :]
+            self._left -= len(chunk)
+            # Stream 0 (stdin echo) never comes without a TTY; fold anything odd into stdout.
+            target = _STDERR if self._stream == _STDERR else _STDOUT
+            buf = self.out[target]
+            room = self.cap - len(buf)
+            buf += chunk[:room]
+            if len(chunk) > room:
+                self.truncated[target] = True
+                return True
+        return False
+
+
+# --- node-wide concurrency slots ---------------------------------------------------------------
+
+
+class SlotPool:
+    """``size`` slots shared by every process on this node that uses ``directory``.
+
+    A slot is an exclusive ``flock`` on ``directory/slot-N``: the kernel releases it when the
+    holder closes the descriptor or dies, so a crashed worker never leaks a slot.
+    """
+
+    def __init__(self, directory: str, size: int) -> None:
+        if size < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.directory = directory
+        self.size = size
+
+    @contextlib.contextmanager
+    def acquire(self, wait_s: float) -> Iterator[int]:
+        """Hold a free slot for the ``with`` block; raise ``SlotsBusy`` after ``wait_s``."""
+        self._ensure_directory()
+        deadline = time.monotonic() + wait_s
+        while True:
+            # Start at a random slot so that waiters do not all pile on slot 0.
+            first = random.randrange(self.size)  # noqa: S311 (load spreading, not secrecy)
+            for n in range(self.size):
+                index = (first + n) % self.size
+                fd = os.open(
+                    os.path.join(self.directory, f"slot-{index}"),
+                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                try:
+                    yield index
+                finally:
+                    os.close(fd)  # closing drops the flock
+                return
+            if time.monotonic() >= deadline:
+                raise SlotsBusy
+            time.sleep(0.05)
+
+    def _ensure_directory(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        info = os.lstat(self.directory)
+        # In a shared /tmp another user could pre-create the directory or a symlink to it.
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise OSError(
+                errno.EPERM, "slot directory is not a directory owned by this user", self.directory
+            )
+
+
+# --- the backend -------------------------------------------------------------------------------
+
+
+class DockerBackend(ExecutionBackend):
+    """Runs each request in a fresh, hardened container on a Docker engine.
+
+    Options: ``base_url`` (default ``$DOCKER_HOST`` or the local socket; TLS settings come
+    from ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` when ``base_url`` is not given),
+    ``runtime`` (OCI runtime, e.g. ``runsc``), ``max_concurrent`` (4), ``grace_s`` (2.0),
+    ``lock_dir``, ``slot_wait_s`` (30), ``api_timeout_s`` (60) and ``images`` (image names
+    ``health`` checks). See the module docstring for the semantics of a run.
+    """
+
+    name = "docker"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.base_url: str = options.get("base_url") or os.environ.get(
+            "DOCKER_HOST", DEFAULT_BASE_URL
+        )
+        self._from_env = not options.get("base_url")
+        self.runtime: str = options.get("runtime") or ""
+        self.max_concurrent = int(options.get("max_concurrent", 4))
+        self.grace_s = float(options.get("grace_s", 2.0))
+        self.slot_wait_s = float(options.get("slot_wait_s", 30.0))
+        self.api_timeout_s = float(options.get("api_timeout_s", 60.0))
+        self.images: Sequence[str] = tuple(options.get("images", ()))
+        self.slots = SlotPool(options.get("lock_dir") or DEFAULT_LOCK_DIR, self.max_concurrent)
+        # requests sessions are not documented as thread-safe: one client per thread.
+        self._local = threading.local()
+
+    # -- engine access
+
+    def api(self) -> Any:
+        """Return this thread's low-level ``docker.APIClient``; raise ``DockerUnavailable``."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            kwargs: dict[str, Any] = {}
+            if self._from_env:
+                kwargs = docker.utils.kwargs_from_env()
+            kwargs.setdefault("base_url", self.base_url)
+            try:
+                client = docker.APIClient(version="auto", timeout=self.api_timeout_s, **kwargs)
+            except docker.errors.DockerException as exc:
+                raise DockerUnavailable(
+                    f"Docker engine at {self.base_url} is unreachable: {exc}"
+                ) from exc
+            self._local.client = client
+        return client
+
+    # -- the contract
+
+    def run(self, request: RunRequest) -> RunResult:
+        try:
+            api = self.api()
+            with self.slots.acquire(self.slot_wait_s):
+                return self._run(api, request)
+        except DockerUnavailable as exc:
+            return RunResult.failure(ErrorKind.UNAVAILABLE, str(exc), handle=request.handle)
+        except SlotsBusy:
+            return RunResult.failure(
+                ErrorKind.UNAVAILABLE,
+                f"All {self.max_concurrent} sandbox slots on this node stayed busy for "
+                f"{self.slot_wait_s:g} s; retry later or raise max_concurrent.",
+                handle=request.handle,
+            )
+        except Exception as exc:  # run() must not raise for infrastructure failures
+            logger.exception("docker backend failed on execution %s", request.execution_id)
+            return RunResult.failure(
+                ErrorKind.BACKEND_ERROR,
+                f"Docker backend error: {type(exc).__name__}: {exc}",
+                handle=request.handle,
+            )
+
+    def _run(self, api: Any, request: RunRequest) -> RunResult:
+        if not request.command:
+            return RunResult.failure(
+                ErrorKind.BACKEND_ERROR, "The runtime has no command.", handle=request.handle
+            )
+        try:
+            archive = code_archive(request.files)
+        except ValueError as exc:
+            return RunResult.failure(ErrorKind.BACKEND_ERROR, str(exc), handle=request.handle)
+
+        container_id = ""
+        attach: Any = None
+        streams = _CappedStreams(cap=request.limits.output_bytes)
+        result = RunResult(handle=request.handle)
+        try:
+            try:
+                config = container_config_for(
+                    request, archive_size=len(archive), runtime=self.runtime
+                )
+                container_id = api.create_container_from_config(config, name=request.handle)["Id"]
+            except docker.errors.ImageNotFound:
+                return RunResult.failure(
+                    ErrorKind.BACKEND_ERROR,
+                    f"Runtime image {request.image!r} is not on the Docker engine; build it "
+                    "with executions.runtime_images (manage.py build_runtime_image).",
+                    handle=request.handle,
+                )
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    return RunResult.failure(
+                        ErrorKind.BACKEND_ERROR,
+                        f"A sandbox named {request.handle!r} already exists on the engine.",
+                        handle=request.handle,
+                    )
+                raise
+            # Attach before start: nothing the program writes can be missed, and no output is
+            # in flight while the HTTP upgrade is read.
+            attach = api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            api.start(container_id)
+            started = time.monotonic()
+            deadline = started + request.limits.wall_time_s
+            ending = _pump(_raw_socket(attach), archive + request.stdin, streams, deadline)
+            if ending == "eof":
+                self._collect_exit(api, container_id, request, started, result)
+                if result.exit_code == LOADER_EXIT and LOADER_MESSAGE in streams.out[_STDERR]:
+                    return RunResult.failure(
+                        ErrorKind.BACKEND_ERROR,
+                        f"The runtime image {request.image!r} could not unpack the code: it "
+                        "needs /bin/sh, GNU head and tar. "
+                        + bytes(streams.out[_STDERR]).decode(errors="replace")[-500:],
+                        handle=request.handle,
+                    )
+            else:  # the container is killed by the removal below
+                result.timed_out = ending == "deadline"
+                result.wall_time_ms = int((time.monotonic() - started) * 1000)
+        except (_Cancelled, docker.errors.NotFound) as exc:
+            if not container_id:
+                return _api_failure(exc, request.handle)
+            # Only a cancel, the janitor or an operator removes a container we created.
+            result.error_kind = ErrorKind.CANCELLED
+            result.error_message = "The sandbox was stopped and removed before it finished."
+        except docker.errors.APIError as exc:
+            return _api_failure(exc, request.handle)
+        except requests.exceptions.RequestException as exc:
+            return RunResult.failure(
+                ErrorKind.UNAVAILABLE,
+                f"Lost the Docker engine at {self.base_url} during the run: {exc}",
+                handle=request.handle,
+            )
+        finally:
+            if attach is not None:
+                _close_quietly(attach)
+            if container_id:
+                self._remove(api, container_id)
+        result.stdout = bytes(streams.out[_STDOUT])
+        result.stderr = bytes(streams.out[_STDERR])
+        result.stdout_truncated = streams.truncated[_STDOUT]
+        result.stderr_truncated = streams.truncated[_STDERR]
+        return result
+
+    def _collect_exit(
+        self,
+        api: Any,
+        container_id: str,
+        request: RunRequest,
+        started: float,
+        result: RunResult,
+    ) -> None:
+        """Fill exit facts after the output stream ended; raise ``_Cancelled`` if removed."""
+        # The engine normally records the exit before it ends the stream, so one inspect
+        # suffices. The stream can also end while the process lives on (it closed stdout and
+        # stderr): then wait for the exit, until the deadline plus the grace.
+        state = api.inspect_container(container_id)["State"]
+        if state.get("Running"):
+            deadline = started + request.limits.wall_time_s
+            try:
+                api.wait(container_id, timeout=max(deadline - time.monotonic(), 0) + self.grace_s)
+            except requests.exceptions.ReadTimeout:
+                result.timed_out = True
+                result.wall_time_ms = int((time.monotonic() - started) * 1000)
+                return
+            state = api.inspect_container(container_id)["State"]
+        if state.get("Status") in ("removing", "dead"):
+            raise _Cancelled
+        code = int(state.get("ExitCode", -1))
+        result.exit_code = code
+        if 128 < code <= 128 + _MAX_SIGNAL:
+            result.signal = code - 128
+        result.oom_killed = bool(state.get("OOMKilled"))
+        engine_ms = _elapsed_ms(state.get("StartedAt"), state.get("FinishedAt"))
+        if engine_ms is None:
+            engine_ms = int((time.monotonic() - started) * 1000)
+        result.wall_time_ms = engine_ms
+        if result.wall_time_ms > request.limits.wall_time_ms:
+            result.timed_out = True
+
+    def _remove(self, api: Any, container_id: str) -> None:
+        """Kill and delete the container and its anonymous volume; never raise."""
+        try:
+            api.remove_container(container_id, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # 409: a cancel is already removing it.
+            if exc.status_code != 409:
+                logger.warning("could not remove container %s: %s", container_id, exc)
+        except Exception as exc:
+            # Left for remove_orphans; the run's result stands.
+            logger.warning("could not remove container %s: %s", container_id, exc)
+
+    def cancel(self, handle: str) -> None:
+        """Kill and remove the managed container named ``handle``; unknown handles are ignored.
+
+        Raises ``DockerUnavailable`` when the engine cannot be reached, so the caller knows
+        the cancel did not happen.
+        """
+        api = self.api()
+        try:
+            info = api.inspect_container(handle)
+            if info.get("Config", {}).get("Labels", {}).get(MANAGED_LABEL) != "1":
+                logger.warning("refusing to cancel unmanaged container %r", handle)
+                return
+            api.remove_container(info["Id"], v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: already being removed
+                raise
+        except requests.exceptions.RequestException as exc:
+            raise DockerUnavailable(f"Docker engine at {self.base_url}: {exc}") from exc
+
+    def health(self, images: Sequence[str] | None = None) -> Health:
+        """Ping the engine and report its version, the given images and running sandboxes.
+
+        ``images`` defaults to the ``images`` option. ``ok`` is False when the engine is
+        unreachable or an image is missing.
+        """
+        wanted = list(self.images if images is None else images)
+        try:
+            api = self.api()
+            api.ping()
+            version = api.version()
+            present = {image: _image_exists(api, image) for image in wanted}
+            running = api.containers(filters={"label": MANAGED_FILTER, "status": "running"})
+        except DockerUnavailable as exc:
+            return Health(ok=False, detail=str(exc), capacity=self.max_concurrent)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            return Health(
+                ok=False,
+                detail=f"Docker engine at {self.base_url} did not answer: {exc}",
+                capacity=self.max_concurrent,
+            )
+        missing = [image for image, ok in present.items() if not ok]
+        detail = (
+            f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}) "
+            f"at {self.base_url}; {len(running)} of {self.max_concurrent} sandboxes running."
+        )
+        if missing:
+            detail += " Missing runtime images: " + ", ".join(missing) + "."
+        return Health(
+            ok=not missing,
+            detail=detail,
+            version=str(version.get("Version", "")),
+            capacity=self.max_concurrent,
+            in_use=len(running),
+            extra={
+                "base_url": self.base_url,
+                "api_version": str(version.get("ApiVersion", "")),
+                "runtime": self.runtime or "default (runc)",
+                "images": present,
+            },
+        )
+
+    def describe(self) -> Isolation:
+        features = [
+            "network: none (no interface but loopback)",
+            "read-only root filesystem; scratch and code on size-capped noexec tmpfs mounts",
+            "code streamed in over the attach connection: no host bind mount or volume",
+            "uid/gid 65534, all capabilities dropped, no-new-privileges",
+            "Docker's default seccomp profile",
+            "memory = memory+swap, CPU quota, PID limit, file-size and open-file ulimits",
+            "tini as PID 1; the whole container is killed at the wall deadline",
+            "output read with a byte cap from the attach stream; no host log files",
+            "no platform environment passed in; container and volume removed after each run",
+        ]
+        if self.runtime:
+            features.append(f"OCI runtime {self.runtime!r} (e.g. gVisor's user-space kernel)")
+        kernel = (
+            f"the {self.runtime} runtime's kernel boundary, then the host kernel"
+            if self.runtime
+            else "the host kernel, shared with every other container"
+        )
+        return Isolation(
+            summary=(
+                "Each run is a fresh, locked-down Docker container on the engine at "
+                f"{self.base_url}. Containers share {kernel}."
+            ),
+            trusts=(
+                "The Linux kernel (namespaces, cgroups, seccomp) and the Docker engine. "
+                "Whoever can talk to the Docker socket is root on the host: the platform "
+                "holding this socket (or a proxy in front of it) is as privileged as root."
+            ),
+            escape_impact=(
+                "A kernel or container-runtime escape gives the attacker the host, its other "
+                "containers and the Docker socket; a compromised platform process can start "
+                "a privileged container through the same socket."
+            ),
+            features=features,
+            choose_when=(
+                "A single trusted host that runs only this platform. Put the socket proxy in "
+                "front of the engine, add gVisor (runsc) where possible, and prefer the remote "
+                "execution service or Kubernetes when the platform itself runs in a container."
+            ),
+        )
+
+    def remove_orphans(self, older_than_s: float = 900.0) -> int:
+        """Remove managed containers (and their volumes) created over ``older_than_s`` ago.
+
+        For a worker that crashed mid-run. ``older_than_s`` must exceed the longest run
+        (wall-time cap plus grace plus slot wait) or live runs are cut short. Returns how
+        many containers were removed; raises ``DockerUnavailable`` if the engine is down.
+        """
+        api = self.api()
+        try:
+            containers = api.containers(all=True, filters={"label": MANAGED_FILTER})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailable(f"Docker engine at {self.base_url}: {exc}") from exc
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for container in containers:
+            if container.get("Created", 0) < cutoff:
+                try:
+                    api.remove_container(container["Id"], v=True, force=True)
+                    removed += 1
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    logger.warning("could not remove orphan %s: %s", container["Id"], exc)
+        return removed
+
+    # -- used by executions.runtime_images; image building never goes through the proxy
+
+    def image_exists(self, image: str) -> bool:
+        return _image_exists(self.api(), image)
+
+    def build_image(self, context_dir: str, tag: str, *, pull: bool = True) -> list[str]:
+        """``docker build`` ``context_dir`` as ``tag``; return the build log lines.
+
+        Raises ``ImageBuildError`` (with the log so far) or ``DockerUnavailable``.
+        """
+        log: list[str] = []
+        try:
+            for chunk in self.api().build(
+                path=context_dir, tag=tag, pull=pull, rm=True, forcerm=True, decode=True
+            ):
+                if "error" in chunk:
+                    raise ImageBuildError(str(chunk["error"]).strip(), log)
+                if chunk.get("stream"):
+                    log.append(chunk["stream"].rstrip("\n"))
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"docker build of {tag} failed: {exc}", log) from exc
+        return log
+
+    def import_rootfs(self, tarball: str, tag: str, changes: Sequence[str]) -> str:
+        """``docker import`` a root filesystem tarball as ``tag``; return the new image id.
+
+        ``changes`` are Dockerfile instructions (CMD, USER, WORKDIR, ENV) applied on import.
+        Raises ``ImageBuildError`` or ``DockerUnavailable``.
+        """
+        repository, _, version = tag.rpartition(":")
+        if not repository or "/" in version:
+            repository, version = tag, "latest"
+        try:
+            self.api().import_image(
+                src=tarball, repository=repository, tag=version, changes=list(changes)
+            )
+            return str(self.api().inspect_image(tag)["Id"])
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"docker import of {tag} failed: {exc}") from exc
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _pump(sock: socket.socket, stdin: bytes, streams: _CappedStreams, deadline: float) -> str:
+    """Feed ``stdin`` and read output until EOF, the cap or ``deadline``.
+
+    Returns ``"eof"``, ``"capped"`` or ``"deadline"``. One loop does both directions so a
+    program that fills its output pipe before reading stdin cannot deadlock us.
+    """
+    sock.setblocking(False)
+    pending = memoryview(stdin)
+    writing = True
+    if not pending:
+        writing = _shut_write(sock)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "deadline"
+        readable, writable, _ = select.select([sock], [sock] if writing else [], [], remaining)
+        if writable:
+            try:
+                sent = sock.send(pending[:_CHUNK])
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                # The program exited or closed stdin; what it wrote still matters.
+                sent, pending = 0, memoryview(b"")
+            pending = pending[sent:]
+            if not pending:
+                writing = _shut_write(sock)
+        if readable:
+            try:
+                data = sock.recv(_CHUNK)
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                return "eof"
+            if not data:
+                return "eof"
+            if streams.feed(data):
+                return "capped"
+
+
+def _shut_write(sock: socket.socket) -> bool:
+    """Half-close: with StdinOnce the engine turns this into EOF on the program's stdin."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+    return False
+
+
+def _raw_socket(attached: Any) -> socket.socket:
+    """The socket under docker-py's attach object (a SocketIO for unix and tcp URLs)."""
+    if isinstance(attached, socket.socket):
+        return attached
+    inner = getattr(attached, "_sock", None)
+    if isinstance(inner, socket.socket):
+        return inner
+    raise TypeError(f"cannot stream over {type(attached).__name__}")
+
+
+def _close_quietly(attached: Any) -> None:
+    """Tear the attach connection down for real.
+
+    Closing docker-py's wrapper is not enough: the HTTP response still references the socket,
+    and while the engine blocks writing output nobody reads, it cannot finish killing and
+    removing the container. ``shutdown`` ends the connection whatever else holds the socket.
+    """
+    with contextlib.suppress(Exception):
+        sock = _raw_socket(attached)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+    with contextlib.suppress(Exception):
+        attached.close()
+    response = getattr(attached, "_response", None)
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()
+
+
+def _image_exists(api: Any, image: str) -> bool:
+    try:
+        api.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def _api_failure(exc: Any, handle: str) -> RunResult:
+    status = getattr(exc, "status_code", None)
+    explanation = getattr(exc, "explanation", None) or str(exc)
+    if status == 403:
+        message = f"The Docker socket proxy refused a call the backend needs: {explanation}"
+    else:
+        message = f"Docker API error ({status}): {explanation}"
+    return RunResult.failure(ErrorKind.BACKEND_ERROR, message, handle=handle)
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    """Parse the engine's RFC 3339 timestamps, which carry nanoseconds Python cannot."""
+    if not value or value.startswith("0001-"):
+        return None
+    try:
+        main, _, rest = value.partition(".")
+        fraction = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0")
+        stamp = dt.datetime.strptime(main.rstrip("Z"), "%Y-%m-%dT%H:%M:%S")
+        return stamp.replace(microsecond=int(fraction), tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def _elapsed_ms(started: str | None, finished: str | None) -> int | None:
+    start, end = _parse_time(started), _parse_time(finished)
+    if start is None or end is None or end < start:
+        return None
+    return int((end - start).total_seconds() * 1000)

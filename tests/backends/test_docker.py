@@ -1,0 +1,420 @@
+"""DockerBackend against a real engine: the conformance suite (directly and through the
+shipped HAProxy socket proxy), the rendered hardening, failures, slots, janitor and proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import io
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from executions.backends.base import ErrorKind, RunRequest, RunResult
+from executions.backends.docker import (
+    EXECUTION_LABEL,
+    LOADER,
+    MANAGED_LABEL,
+    DockerBackend,
+    SlotPool,
+    SlotsBusy,
+    code_archive,
+    container_config_for,
+)
+from executions.policy import Limits, SandboxPolicy
+
+from .conformance import BackendConformance, make_request, run_checked
+
+pytestmark = pytest.mark.real_service
+
+
+@pytest.fixture
+def backend(runtime_image: str, require_docker: dict[str, Any], slot_dir: str) -> DockerBackend:
+    return DockerBackend(**require_docker, lock_dir=slot_dir)
+
+
+class TestDockerDirect(BackendConformance):
+    """The suite against the engine's socket (the module's ``backend`` fixture)."""
+
+
+class TestDockerThroughProxy(BackendConformance):
+    """The suite through HAProxy with the shipped allow-list: nothing it needs is refused."""
+
+    @pytest.fixture
+    def backend(self, runtime_image: str, docker_proxy_url: str, slot_dir: str) -> DockerBackend:
+        return DockerBackend(base_url=docker_proxy_url, lock_dir=slot_dir)
+
+
+# --- rendering (no engine needed) ---------------------------------------------------------------
+
+
+def _request(**policy: Any) -> RunRequest:
+    limits = Limits(wall_time_ms=2000, memory_mb=96, output_bytes=1000, cpus=0.5, pids=20)
+    return RunRequest(
+        execution_id=42,
+        handle="h-1",
+        image="img:1",
+        command=("python3", "main.py"),
+        files={"main.py": b"pass"},
+        stdin=b"",
+        policy=SandboxPolicy(limits=limits, **policy),
+        labels={"team": "x", MANAGED_LABEL: "forged"},
+    )
+
+
+def test_container_config_renders_the_policy() -> None:
+    config = container_config_for(_request(), archive_size=1536)
+    host = config["HostConfig"]
+    assert host["NetworkMode"] == "none" and config["NetworkDisabled"] is True
+    assert host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {
+        "/tmp": "rw,noexec,nosuid,nodev,size=16m,mode=1777",
+        "/sandbox/code": "rw,noexec,nosuid,nodev,size=16m,uid=65534,gid=65534,mode=0700",
+    }
+    assert host["CapDrop"] == ["ALL"] and "CapAdd" not in host
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]  # default seccomp stays on
+    assert host["Privileged"] is False
+    assert host["PidsLimit"] == 20
+    assert host["Memory"] == host["MemorySwap"] == 96 * 1024 * 1024
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Init"] is True
+    assert {u["Name"]: u["Hard"] for u in host["Ulimits"]} == {
+        "fsize": 16 * 1024 * 1024,
+        "nofile": 64,
+        "core": 0,
+    }
+    assert host["LogConfig"]["Type"] == "none"
+    assert "Binds" not in host and "Mounts" not in host and "Runtime" not in host
+    assert config["User"] == "65534:65534"
+    assert config["WorkingDir"] == "/sandbox/code"
+    assert config["Env"] == [
+        f"{k}={v}" for k, v in SandboxPolicy(limits=Limits(1, 1, 1)).environment.items()
+    ]
+    # The loader unpacks exactly the archive's bytes, then execs the catalogue's command.
+    assert config["Entrypoint"] == ["/bin/sh", "-c", LOADER, "evalplatform-loader"]
+    assert config["Cmd"] == ["1536", "python3", "main.py"]
+    assert config["Labels"] == {"team": "x", MANAGED_LABEL: "1", EXECUTION_LABEL: "42"}
+
+
+def test_container_config_optional_runtime_and_network() -> None:
+    assert (
+        container_config_for(_request(), archive_size=0, runtime="runsc")["HostConfig"]["Runtime"]
+        == "runsc"
+    )
+    assert (
+        container_config_for(_request(runtime_class="kata"), archive_size=0, runtime="runsc")[
+            "HostConfig"
+        ]["Runtime"]
+        == "kata"
+    )
+    assert (
+        container_config_for(_request(network=True), archive_size=0)["HostConfig"]["NetworkMode"]
+        == "bridge"
+    )
+
+
+def test_code_archive_is_read_only() -> None:
+    data = code_archive({"main.py": b"print(1)", "pkg/mod.py": b"X = 1"})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        entries = {m.name: (m.uid, m.gid, m.mode, m.isdir()) for m in tar.getmembers()}
+    assert entries["main.py"] == (0, 0, 0o444, False)
+    assert entries["pkg/mod.py"] == (0, 0, 0o444, False)
+    assert entries["pkg"] == (0, 0, 0o555, True)
+
+
+@pytest.mark.parametrize("name", ["../x.py", "/etc/passwd", "a/../../b", "", "a//b", "a\x00b"])
+def test_code_archive_rejects_unsafe_names(name: str) -> None:
+    with pytest.raises(ValueError):
+        code_archive({name: b""})
+
+
+# --- against the engine ---------------------------------------------------------------------------
+
+
+def test_engine_applies_the_hardening(
+    backend: DockerBackend, runtime_image: str, docker_api: Any
+) -> None:
+    request = make_request(runtime_image, "import time; time.sleep(3)", wall_time_ms=10000)
+    box: dict[str, RunResult] = {}
+    worker = threading.Thread(target=lambda: box.setdefault("r", backend.run(request)))
+    worker.start()
+    try:
+        info = _wait_for_container(docker_api, request.handle)
+        host = info["HostConfig"]
+        assert info["State"]["Running"]
+        assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] and host["Init"]
+        assert host["CapDrop"] == ["ALL"] and not host["Privileged"]
+        assert host["SecurityOpt"] == ["no-new-privileges:true"]
+        assert host["Memory"] == host["MemorySwap"]
+        assert host["LogConfig"]["Type"] == "none"
+        assert not host.get("Binds") and not info["Mounts"]
+        assert set(host["Tmpfs"]) == {"/tmp", "/sandbox/code"}
+        assert info["Config"]["User"] == "65534:65534"
+    finally:
+        worker.join(timeout=15)
+    assert box["r"].exit_code == 0
+
+
+def _wait_for_container(docker_api: Any, handle: str) -> Any:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = docker_api.containers(filters={"name": f"^/{handle}$", "status": "running"})
+        if found:
+            return docker_api.inspect_container(found[0]["Id"])
+        time.sleep(0.05)
+    raise AssertionError(f"container {handle} never ran")
+
+
+def test_code_is_unpacked_by_the_sandbox_user_into_memory(
+    backend: DockerBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    request = make_request(
+        runtime_image,
+        "import os\nfor p in ('.', 'main.py', 'pkg', 'pkg/m.py'):\n"
+        "    s = os.stat(p); print(p, s.st_uid, s.st_gid, oct(s.st_mode & 0o7777))\n"
+        "print([l for l in open('/proc/mounts') if ' /sandbox/code ' in l][0])",
+        files={"pkg/m.py": b""},
+    )
+    result = run_checked(backend, request, sandbox_gone)
+    lines = result.stdout.decode().splitlines()
+    assert lines[:4] == [
+        ". 65534 65534 0o700",
+        "main.py 65534 65534 0o444",
+        "pkg 65534 65534 0o555",
+        "pkg/m.py 65534 65534 0o444",
+    ]
+    # Memory-backed, so the submitted code never lands on the host's disk.
+    _device, mountpoint, kind, options = lines[4].split()[:4]
+    assert (kind, mountpoint) == ("tmpfs", "/sandbox/code")
+    assert {"noexec", "nosuid", "nodev"} <= set(options.split(","))
+
+
+def test_an_image_that_cannot_unpack_is_a_backend_error(
+    backend: DockerBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    request = make_request(runtime_image, "print(1)")
+    with pytest.MonkeyPatch.context() as patch:
+        # The loader receives something that is not a tar, as with an image's broken tar.
+        patch.setattr("executions.backends.docker.code_archive", lambda files: b"\x01" * 1024)
+        result = run_checked(backend, request, sandbox_gone, expect_error=ErrorKind.BACKEND_ERROR)
+    assert "could not unpack the code" in result.error_message
+
+
+def test_missing_image_is_a_backend_error(
+    backend: DockerBackend, sandbox_gone: Callable[[str], bool]
+) -> None:
+    request = make_request("evalplatform/does-not-exist:0", "pass")
+    result = run_checked(backend, request, sandbox_gone, expect_error=ErrorKind.BACKEND_ERROR)
+    assert "evalplatform/does-not-exist:0" in result.error_message
+
+
+def test_unsafe_file_name_is_refused_before_anything_is_created(
+    backend: DockerBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    request = make_request(runtime_image, "pass", files={"../escape.py": b""})
+    result = run_checked(backend, request, sandbox_gone, expect_error=ErrorKind.BACKEND_ERROR)
+    assert "unsafe file name" in result.error_message
+
+
+def test_handle_clash_does_not_touch_the_other_container(
+    backend: DockerBackend, runtime_image: str, docker_api: Any
+) -> None:
+    other = docker_api.create_container(
+        runtime_image, command=["true"], name=f"evaltest-clash-{uuid.uuid4().hex[:8]}"
+    )
+    try:
+        name = docker_api.inspect_container(other["Id"])["Name"].lstrip("/")
+        request = dataclasses.replace(make_request(runtime_image, "pass"), handle=name)
+        result = backend.run(request)
+        assert result.error_kind == ErrorKind.BACKEND_ERROR
+        assert "already exists" in result.error_message
+        assert docker_api.inspect_container(other["Id"])  # still there
+    finally:
+        docker_api.remove_container(other["Id"], force=True, v=True)
+
+
+@pytest.mark.parametrize("url", ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:1"])
+def test_unreachable_engine(url: str, slot_dir: str) -> None:
+    backend = DockerBackend(base_url=url, lock_dir=slot_dir)
+    result = backend.run(make_request("img", "pass"))
+    assert result.error_kind == ErrorKind.UNAVAILABLE
+    assert url in result.error_message
+    health = backend.health()
+    assert not health.ok and url in health.detail
+
+
+def test_health_reports_version_capacity_and_images(
+    backend: DockerBackend, runtime_image: str
+) -> None:
+    health = backend.health(images=[runtime_image, "evalplatform/missing:0"])
+    assert not health.ok
+    assert "evalplatform/missing:0" in health.detail
+    assert health.version and health.capacity == 4 and health.in_use is not None
+    assert health.extra["images"] == {runtime_image: True, "evalplatform/missing:0": False}
+    assert backend.health(images=[runtime_image]).ok
+
+
+def test_describe_is_honest() -> None:
+    isolation = DockerBackend(runtime="runsc").describe()
+    assert "kernel" in isolation.summary
+    assert "root on the host" in isolation.trusts
+    assert any("runsc" in feature for feature in isolation.features)
+
+
+def test_slots_cap_concurrency_then_fail_clearly(
+    runtime_image: str,
+    require_docker: dict[str, Any],
+    tmp_path: Any,
+    sandbox_gone: Callable[[str], bool],
+) -> None:
+    backend = DockerBackend(
+        **require_docker, lock_dir=str(tmp_path), max_concurrent=1, slot_wait_s=0.5
+    )
+    with SlotPool(str(tmp_path), 1).acquire(0):  # another worker holds the only slot
+        started = time.monotonic()
+        busy = backend.run(make_request(runtime_image, "pass"))
+        assert busy.error_kind == ErrorKind.UNAVAILABLE
+        assert "slot" in busy.error_message
+        assert 0.4 < time.monotonic() - started < 3
+    # Released on every path: both a failed and a normal run leave the slot free.
+    assert (
+        backend.run(make_request("evalplatform/does-not-exist:0", "pass")).error_kind
+        == ErrorKind.BACKEND_ERROR
+    )
+    assert (
+        run_checked(backend, make_request(runtime_image, "print(1)"), sandbox_gone).stdout == b"1\n"
+    )
+
+
+def test_slot_pool_is_exclusive(tmp_path: Any) -> None:
+    pool = SlotPool(str(tmp_path), 2)
+    with pool.acquire(0) as first, pool.acquire(0) as second:
+        assert {first, second} == {0, 1}
+        with pytest.raises(SlotsBusy), pool.acquire(0.1):
+            pass
+    with pool.acquire(0):
+        pass
+
+
+def test_remove_orphans_only_takes_old_managed_containers(
+    backend: DockerBackend, runtime_image: str, docker_api: Any
+) -> None:
+    managed = docker_api.create_container(
+        runtime_image, command=["sleep", "600"], labels={MANAGED_LABEL: "1"}
+    )
+    unmanaged = docker_api.create_container(runtime_image, command=["sleep", "600"])
+    try:
+        docker_api.start(managed["Id"])
+        assert backend.remove_orphans(older_than_s=3600) == 0
+        time.sleep(1.1)
+        assert backend.remove_orphans(older_than_s=1) >= 1
+        assert not docker_api.containers(all=True, filters={"id": managed["Id"]})
+        assert docker_api.containers(all=True, filters={"id": unmanaged["Id"]})
+    finally:
+        for container in (managed, unmanaged):
+            with contextlib.suppress(Exception):  # already removed by the janitor
+                docker_api.remove_container(container["Id"], force=True, v=True)
+
+
+def test_cancel_refuses_unmanaged_containers(
+    backend: DockerBackend, runtime_image: str, docker_api: Any
+) -> None:
+    name = f"evaltest-unmanaged-{uuid.uuid4().hex[:8]}"
+    docker_api.create_container(runtime_image, command=["true"], name=name)
+    try:
+        backend.cancel(name)
+        assert docker_api.containers(all=True, filters={"name": f"^/{name}$"})
+    finally:
+        docker_api.remove_container(name, force=True, v=True)
+
+
+# --- the socket proxy -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(docker_proxy_url: str) -> Iterator[Callable[[str, str], int]]:
+    host, port = docker_proxy_url.removeprefix("tcp://").split(":")
+
+    def status(method: str, path: str) -> int:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            body = b"{}" if method in ("POST", "PUT") else None
+            headers = {"Content-Type": "application/json"} if body else {}
+            connection.request(method, path, body=body, headers=headers)
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    yield status
+
+
+FORBIDDEN = [
+    ("GET", "/info"),
+    ("GET", "/v1.41/info"),
+    ("POST", "/images/create?fromImage=alpine&tag=latest"),
+    ("POST", "/v1.41/images/create?fromImage=alpine"),
+    ("POST", "/build"),
+    ("POST", "/v1.41/build?t=x"),
+    ("POST", "/containers/x/exec"),
+    ("POST", "/v1.41/containers/x/exec"),
+    ("POST", "/exec/abc/start"),
+    ("GET", "/volumes"),
+    ("POST", "/v1.41/volumes/create"),
+    ("GET", "/networks"),
+    ("POST", "/networks/create"),
+    ("POST", "/swarm/init"),
+    ("GET", "/plugins"),
+    ("GET", "/system/df"),
+    ("GET", "/events"),
+    ("GET", "/v1.41/containers/x/archive?path=/"),
+    ("PUT", "/v1.41/containers/x/archive?path=/"),
+    ("POST", "/v1.41/containers/x/update"),
+    ("POST", "/v1.41/containers/x/commit"),
+    ("POST", "/commit?container=x"),
+    ("POST", "/v1.41/containers/prune"),
+    ("DELETE", "/v1.41/images/evalplatform/python:3.11"),
+    ("GET", "/v1.41/containers/../info"),
+    ("GET", "/v1.41/containers/%2e%2e/info"),
+    ("GET", "/v1.41/secrets"),
+    ("POST", "/session"),
+    ("GET", "/v1.41/containers/x/export"),
+    ("GET", "/v1.41/images/get"),
+    ("POST", "/v1.41/images/load"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), FORBIDDEN)
+def test_proxy_refuses_calls_the_backend_does_not_make(
+    proxy: Callable[[str, str], int], method: str, path: str
+) -> None:
+    assert proxy(method, path) == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/_ping"),
+        ("GET", "/version"),
+        ("GET", "/v1.41/containers/json"),
+        ("GET", "/v1.41/images/evalplatform/python:3.11/json"),
+    ],
+)
+def test_proxy_admits_what_the_backend_needs(
+    proxy: Callable[[str, str], int], runtime_image: str, method: str, path: str
+) -> None:
+    assert proxy(method, path) == 200
+
+
+def test_health_and_janitor_work_through_the_proxy(
+    docker_proxy_url: str, runtime_image: str
+) -> None:
+    backend = DockerBackend(base_url=docker_proxy_url, images=[runtime_image])
+    health = backend.health()
+    assert health.ok, health.detail
+    assert backend.remove_orphans(older_than_s=24 * 3600) >= 0

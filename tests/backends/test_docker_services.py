@@ -1,0 +1,120 @@
+"""Submissions through the services on the real Docker backend: per-case sandboxes, verdicts
+and scores computed outside the sandbox, hostile output stored and shown safely."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from executions import services
+from executions.models import Evaluation, Execution, Runtime
+
+pytestmark = [pytest.mark.real_service, pytest.mark.django_db]
+
+
+@pytest.fixture
+def docker_runtime(
+    runtime: Runtime,
+    runtime_image: str,
+    require_docker: dict[str, Any],
+    slot_dir: str,
+    settings: Any,
+) -> Runtime:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "docker",
+        "BACKEND_OPTIONS": {"docker": {**require_docker, "lock_dir": slot_dir}},
+    }
+    runtime.image = runtime_image
+    runtime.save()
+    return runtime
+
+
+def run(user: Any, runtime: Runtime, source: str, **kwargs: Any) -> Execution:
+    evaluation: Evaluation = services.evaluation_submit(
+        user=user, runtime=runtime, source=source, **kwargs
+    )
+    execution = evaluation.executions.get()
+    assert execution.backend == "docker"
+    services.execution_run(execution.pk)
+    execution.refresh_from_db()
+    return execution
+
+
+SOLUTION = """
+import sys, time
+n = int(sys.stdin.readline())
+if n == 3:
+    time.sleep(30)
+if n == 4:
+    raise SystemExit(2)
+print(n * n)
+"""
+
+
+def test_test_cases_each_run_in_docker_and_are_judged_outside(
+    user: Any, docker_runtime: Runtime
+) -> None:
+    execution = run(
+        user,
+        docker_runtime,
+        SOLUTION,
+        time_limit_ms=1500,
+        test_cases=[
+            {"stdin": "2\n", "expected_output": "4", "weight": 2},
+            {"stdin": "5\n", "expected_output": "26"},
+            {"stdin": "3\n", "expected_output": "9"},
+            {"stdin": "4\n", "expected_output": "16"},
+            {"stdin": "1.5e1\n", "expected_output": "x", "comparison": "numeric"},
+        ],
+    )
+    verdicts = list(
+        execution.results.order_by("test_case__position").values_list("verdict", flat=True)
+    )
+    assert verdicts == ["accepted", "wrong_answer", "time_limit", "runtime_error", "runtime_error"]
+    assert execution.status == "finished" and execution.verdict == "wrong_answer"
+    assert execution.score == Decimal("33.33")
+    assert execution.results.get(test_case__position=3).exit_code == 2
+
+
+def test_a_program_that_writes_state_cannot_pass_it_to_the_next_case(
+    user: Any, docker_runtime: Runtime
+) -> None:
+    source = """
+import os
+marker = "/tmp/seen"
+print("again" if os.path.exists(marker) else "first")
+open(marker, "w").write("x")
+"""
+    execution = run(
+        user,
+        docker_runtime,
+        source,
+        test_cases=[{"expected_output": "first"}, {"expected_output": "first"}],
+    )
+    assert execution.verdict == "accepted" and execution.score == Decimal("100.00")
+
+
+def test_hostile_output_is_stored_and_shown_escaped(
+    user: Any, docker_runtime: Runtime, client: Client
+) -> None:
+    source = (
+        "import sys\nsys.stdout.buffer.write(b'<script>alert(1)</script>\\x00\\xff\\xfe end')\n"
+    )
+    execution = run(user, docker_runtime, source)
+    assert bytes(execution.stdout) == b"<script>alert(1)</script>\x00\xff\xfe end"
+    client.force_login(user)
+    page = client.get(execution.evaluation.get_absolute_url()).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\u2400\ufffd\ufffd end" in page
+    assert "<script>alert(1)</script>" not in page
+
+
+def test_a_missing_image_is_an_infrastructure_error(user: Any, docker_runtime: Runtime) -> None:
+    docker_runtime.image = "evalplatform/does-not-exist:1"
+    docker_runtime.save()
+    execution = run(user, docker_runtime, "print(1)")
+    assert (execution.status, execution.verdict) == ("error", "internal_error")
+    assert "build_runtime_image" in execution.error_message
