@@ -1,5 +1,5 @@
-"""The attack corpus against DockerBackend: every hostile program ends contained and leaves
-nothing behind on the engine."""
+"""The attack corpus against DockerBackend, on the engine's socket and through the socket
+proxy: every hostile program ends contained and leaves nothing behind on the engine."""
 
 from __future__ import annotations
 
@@ -18,8 +18,18 @@ from .conformance import make_request, run_checked
 pytestmark = [pytest.mark.real_service, pytest.mark.django_db]
 
 
-@pytest.fixture
-def backend(runtime_image: str, require_docker: dict[str, Any], slot_dir: str) -> DockerBackend:
+@pytest.fixture(params=["direct", "proxy"])
+def backend(
+    request: pytest.FixtureRequest,
+    runtime_image: str,
+    require_docker: dict[str, Any],
+    slot_dir: str,
+) -> DockerBackend:
+    """The engine's socket, and the shipped HAProxy allow-list in front of it."""
+    if request.param == "proxy":
+        return DockerBackend(
+            base_url=request.getfixturevalue("docker_proxy_url"), lock_dir=slot_dir
+        )
     return DockerBackend(**require_docker, lock_dir=slot_dir)
 
 
