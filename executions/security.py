@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import os
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 # Runtimes leave these markers; cgroup paths name the container manager.
@@ -30,3 +33,269 @@ def container_evidence(
             if hint in path:
                 return f"/proc/1/cgroup mentions {hint}"
     return ""
+
+
+# The security page: posture checks and the trade-offs of every backend ---------------------
+
+
+class Level(enum.StrEnum):
+    PASS = "pass"  # noqa: S105  (a check result, not a password)
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class PostureCheck:
+    """One live fact about this deployment, judged, with a one-line fix when it is not a pass."""
+
+    name: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+
+def docker_socket_path() -> str:
+    """The unix socket the Docker SDK would use, or "" when DOCKER_HOST points elsewhere."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return host.removeprefix("unix://") if host.startswith("unix://") else ""
+
+
+def socket_reachable(path: str) -> bool:
+    if not path:
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            probe.connect(path)
+    except OSError:
+        return False
+    return True
+
+
+def posture_checks() -> list[PostureCheck]:
+    """Every check shown on the security page, worst first within its order of importance."""
+    from executions.backends import active_selection
+
+    selection = active_selection()
+    evidence = container_evidence()
+    socket_path = docker_socket_path()
+    socket_open = socket_reachable(socket_path)
+    checks = [
+        _container_check(selection.name, evidence, socket_open),
+        _socket_check(selection.name, evidence, socket_path, socket_open),
+        _proxy_check(selection.name),
+        _network_check(),
+        _root_check(),
+        _debug_check(),
+        _secret_key_check(),
+    ]
+    return [check for check in checks if check is not None]
+
+
+def _container_check(backend: str, evidence: str, socket_open: bool) -> PostureCheck:
+    name = "Where the platform runs"
+    if not evidence:
+        return PostureCheck(name, Level.PASS, "Not in a container: the platform runs on the host.")
+    if backend == "docker" and socket_open:
+        return PostureCheck(
+            name,
+            Level.FAIL,
+            f"In a container ({evidence}) with the host's Docker socket mounted: whoever "
+            "compromises the platform is root on the host.",
+            "Remove the socket mount; use the remote execution service or Kubernetes Jobs.",
+        )
+    return PostureCheck(
+        name,
+        Level.PASS,
+        f"In a container ({evidence}); execution is {backend}, without the host's Docker socket.",
+    )
+
+
+def _socket_check(backend: str, evidence: str, socket_path: str, socket_open: bool) -> PostureCheck:
+    name = "Docker socket reachable from the platform"
+    if not socket_open:
+        return PostureCheck(name, Level.PASS, "No Docker socket is reachable from this process.")
+    if evidence:
+        return PostureCheck(
+            name,
+            Level.FAIL,
+            f"{socket_path} answers inside the platform's container: that is root on the host.",
+            "Do not mount docker.sock into the platform; run sandboxes elsewhere.",
+        )
+    if backend == "docker":
+        return PostureCheck(
+            name,
+            Level.WARN,
+            f"The platform talks to {socket_path} directly; a compromised platform is root on "
+            "this host.",
+            "Put the socket proxy in front (deploy/haproxy) and set DOCKER_HOST to it.",
+        )
+    return PostureCheck(
+        name,
+        Level.WARN,
+        f"{socket_path} is reachable although the {backend} backend does not need it.",
+        "Run the platform as a user outside the docker group.",
+    )
+
+
+def _proxy_check(backend: str) -> PostureCheck | None:
+    host = os.environ.get("DOCKER_HOST", "")
+    if backend != "docker" or not host.startswith("tcp://"):
+        return None
+    from executions.backends import get_backend
+
+    name = "Socket proxy admits only the allow-list"
+    admitted = get_backend("docker").admits_forbidden_call()  # type: ignore[attr-defined]
+    if admitted is False:
+        return PostureCheck(name, Level.PASS, f"{host} refused GET /info with 403, as it should.")
+    if admitted is True:
+        return PostureCheck(
+            name,
+            Level.FAIL,
+            f"{host} answered GET /info, a call the backend never makes: it is not an allow-list.",
+            "Use deploy/haproxy/docker-socket-proxy.cfg in front of the engine.",
+        )
+    return PostureCheck(
+        name, Level.WARN, f"{host} did not answer the probe.", "Check that the proxy is running."
+    )
+
+
+def _network_check() -> PostureCheck:
+    from executions.models import Runtime
+
+    name = "Sandbox network"
+    open_runtimes = list(
+        Runtime.objects.filter(enabled=True, network_enabled=True).values_list("name", flat=True)
+    )
+    if open_runtimes:
+        return PostureCheck(
+            name,
+            Level.WARN,
+            f"Sandboxes of {', '.join(open_runtimes)} can reach the network.",
+            "Turn network access off on those runtimes unless programs truly need it.",
+        )
+    return PostureCheck(name, Level.PASS, "Every runtime's sandboxes run without a network.")
+
+
+def _root_check() -> PostureCheck:
+    name = "Platform user"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return PostureCheck(
+            name,
+            Level.WARN,
+            "The platform process runs as root.",
+            "Run it as an unprivileged user (the Dockerfile does: uid 10001).",
+        )
+    return PostureCheck(name, Level.PASS, "The platform process does not run as root.")
+
+
+def _debug_check() -> PostureCheck:
+    from django.conf import settings
+
+    if settings.DEBUG:
+        return PostureCheck(
+            "DEBUG",
+            Level.WARN,
+            "DEBUG is on: error pages show settings and code to anyone.",
+            "Set DEBUG=0 anywhere but a development machine.",
+        )
+    return PostureCheck("DEBUG", Level.PASS, "DEBUG is off.")
+
+
+def _secret_key_check() -> PostureCheck:
+    from django.conf import settings
+
+    from evalplatform.settings import INSECURE_SECRET_KEY
+
+    name = "SECRET_KEY"
+    if settings.SECRET_KEY == INSECURE_SECRET_KEY or len(settings.SECRET_KEY) < 32:
+        return PostureCheck(
+            name,
+            Level.FAIL,
+            "SECRET_KEY is the development default or too short: sessions can be forged.",
+            "Set SECRET_KEY (or SECRET_KEY_FILE) to 50 random characters.",
+        )
+    return PostureCheck(name, Level.PASS, "SECRET_KEY is set and long.")
+
+
+@dataclass(frozen=True)
+class BackendProfile:
+    """One column of the security page's comparison of execution backends."""
+
+    key: str
+    title: str
+    available: bool
+    trusts: str
+    sandbox_escape: str
+    platform_compromise: str
+    isolation: tuple[str, ...]
+    choose_when: str
+
+
+BACKEND_PROFILES: tuple[BackendProfile, ...] = (
+    BackendProfile(
+        key="disabled",
+        title="Disabled",
+        available=True,
+        trusts="Nothing: no code runs.",
+        sandbox_escape="Nothing to escape.",
+        platform_compromise="The platform's own data and secrets; no way to run code on hosts.",
+        isolation=("no code execution",),
+        choose_when="The platform runs in a container and no isolated backend is set up yet.",
+    ),
+    BackendProfile(
+        key="docker",
+        title="Docker on the local socket",
+        available=True,
+        trusts="The host kernel and the Docker engine; the platform holds the engine's socket.",
+        sandbox_escape="A kernel or runtime escape gives the host and every container on it.",
+        platform_compromise="Root on the host: the socket can start a privileged container.",
+        isolation=(
+            "no network",
+            "read-only root, tmpfs scratch",
+            "uid 65534, no capabilities, no-new-privileges",
+            "default seccomp",
+            "memory, CPU, PID, file-size limits",
+            "optional gVisor (runsc)",
+        ),
+        choose_when="A development machine or a single host that runs nothing else.",
+    ),
+    BackendProfile(
+        key="docker-proxy",
+        title="Docker behind the socket proxy",
+        available=True,
+        trusts="The host kernel, the Docker engine and the proxy's allow-list.",
+        sandbox_escape="The same as Docker on the socket: the host.",
+        platform_compromise=(
+            "Still root on the host: the proxy filters paths and methods but cannot read "
+            "request bodies, so an allowed container create may ask for a privileged "
+            "container. It blocks exec, image pulls and builds, volumes, networks and /info."
+        ),
+        isolation=("everything Docker on the socket has", "API calls limited to an allow-list"),
+        choose_when="The platform must run in a container on the host it executes code on.",
+    ),
+    BackendProfile(
+        key="remote",
+        title="Remote execution service",
+        available=False,
+        trusts="Separate execution nodes and a shared signing secret.",
+        sandbox_escape="The execution node, not the platform's host or its database.",
+        platform_compromise="Submitting runs within the service's own caps; no Docker access.",
+        isolation=("Docker hardening on the nodes", "the service enforces its own caps"),
+        choose_when="Production: the platform holds no Docker socket at all.",
+    ),
+    BackendProfile(
+        key="kubernetes",
+        title="Kubernetes Jobs",
+        available=False,
+        trusts="The cluster: its nodes, its API server and RBAC.",
+        sandbox_escape="The node that ran the pod; NetworkPolicy keeps it off the network.",
+        platform_compromise="Creating Jobs in one sandbox namespace under the restricted profile.",
+        isolation=(
+            "Pod Security Standard restricted",
+            "deny-all egress NetworkPolicy",
+            "optional gVisor runtime class",
+        ),
+        choose_when="Production at scale, across many nodes.",
+    ),
+)

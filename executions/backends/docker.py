@@ -625,6 +625,22 @@ class DockerBackend(ExecutionBackend):
             },
         )
 
+    def admits_forbidden_call(self) -> bool | None:
+        """Does the engine endpoint answer ``GET /info``, a call the backend never makes?
+
+        Through the socket proxy the answer must be False (403). True means a raw socket or a
+        proxy that is not an allow-list; None means the endpoint did not answer.
+        """
+        try:
+            self.api().info()
+        except docker.errors.APIError as exc:
+            if exc.status_code == 403:
+                return False
+            return None
+        except (DockerUnavailable, docker.errors.DockerException, requests.RequestException):
+            return None
+        return True
+
     def describe(self) -> Isolation:
         features = [
             "network: none (no interface but loopback)",
