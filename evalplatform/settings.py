@@ -149,6 +149,9 @@ EXECUTIONS: dict[str, Any] = {
     "HEARTBEAT_TIMEOUT_S": envint("EXECUTION_HEARTBEAT_TIMEOUT_S", 30, minimum=2),
     "REAPER_GRACE_S": envint("EXECUTION_REAPER_GRACE_S", 30, minimum=0),
     "QUEUED_STALL_S": envint("EXECUTION_QUEUED_STALL_S", 900, minimum=1),
+    # Per-user defaults; a UserQuota row (admin) overrides them for one user.
+    "QUOTA_MAX_CONCURRENT": envint("EXECUTION_QUOTA_MAX_CONCURRENT", 4, minimum=0),
+    "QUOTA_MAX_PER_DAY": envint("EXECUTION_QUOTA_MAX_PER_DAY", 500, minimum=0),
     "FAKE_RUN_LOG": env("EXECUTION_FAKE_RUN_LOG") or "",
     # Per-backend options. Docker reads DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)
     # itself: a unix socket, or tcp://host:port of a socket proxy.

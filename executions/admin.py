@@ -1,17 +1,104 @@
-"""Django admin: runtimes are managed here; run records are read-only, changed only by actions
-that call services (and so are audited)."""
+"""Django admin, the operator's console: runtimes and user quotas are managed here; run records
+are read-only, changed only by actions that call services (and so are audited); backend health
+has a page of its own at ``/admin/executions/backend-health/``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
-from executions import services
-from executions.models import AuditEvent, Evaluation, Execution, Runtime, TestCase, TestResult
+from executions import selectors, services
+from executions.backends import BACKENDS, active_selection
+from executions.models import (
+    AuditEvent,
+    Evaluation,
+    Execution,
+    Runtime,
+    Status,
+    TestCase,
+    TestResult,
+    UserQuota,
+    Verdict,
+)
+
+STATUS_COLOURS = {
+    Status.QUEUED: "#6c757d",
+    Status.RUNNING: "#0b5ed7",
+    Status.FINISHED: "#146c43",
+    Status.CANCELLED: "#6c757d",
+    Status.REFUSED: "#a04900",
+    Status.ERROR: "#b02a37",
+}
+VERDICT_COLOURS = {
+    Verdict.ACCEPTED: "#146c43",
+    Verdict.WRONG_ANSWER: "#b02a37",
+    Verdict.TIME_LIMIT: "#a04900",
+    Verdict.MEMORY_LIMIT: "#a04900",
+    Verdict.OUTPUT_LIMIT: "#a04900",
+    Verdict.RUNTIME_ERROR: "#b02a37",
+    Verdict.INTERNAL_ERROR: "#6f42c1",
+}
+UNKNOWN_COLOUR = "#495057"
+
+
+def badge(value: str, label: str, colours: dict[Any, str]) -> SafeString:
+    """A coloured label; ``value`` and ``label`` are escaped."""
+    return format_html(
+        '<span class="badge badge-{}" style="color:#fff;background:{};padding:1px 6px;'
+        'border-radius:3px;white-space:nowrap">{}</span>',
+        value,
+        colours.get(value, UNKNOWN_COLOUR),
+        label,
+    )
+
+
+def status_badge(execution: Execution) -> SafeString:
+    return badge(execution.status, execution.get_status_display(), STATUS_COLOURS)
+
+
+def verdict_badge(outcome: Execution | TestResult) -> SafeString | str:
+    if not outcome.verdict:
+        return ""
+    return badge(outcome.verdict, outcome.get_verdict_display(), VERDICT_COLOURS)
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def execution_duration(execution: Execution) -> str | None:
+    """Finished minus started, "running for …" while it runs, None before it starts."""
+    if execution.started_at is None:
+        return None
+    if execution.finished_at is not None:
+        elapsed: timedelta = execution.finished_at - execution.started_at
+        return format_seconds(max(0.0, elapsed.total_seconds()))
+    if execution.status == Status.RUNNING:
+        elapsed = timezone.now() - execution.started_at
+        return f"running for {format_seconds(max(0.0, elapsed.total_seconds()))}"
+    return None
 
 
 class ReadOnlyAdminMixin:
@@ -52,8 +139,49 @@ class ExecutionInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ("attempt", "backend", "status", "verdict", "score", "queued_at", "finished_at")
+    fields = (
+        "attempt",
+        "backend",
+        "status_",
+        "verdict_",
+        "score",
+        "results_",
+        "duration",
+        "requested_by",
+        "queued_at",
+    )
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
+        # Output blobs stay in the database; results come in one query for all attempts.
+        results = TestResult.objects.select_related("test_case").defer("stdout", "stderr")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("requested_by")
+            .defer("stdout", "stderr")
+            .prefetch_related(Prefetch("results", queryset=results))
+        )
+
+    @admin.display(description="status")
+    def status_(self, execution: Execution) -> SafeString:
+        return status_badge(execution)
+
+    @admin.display(description="verdict")
+    def verdict_(self, execution: Execution) -> SafeString | str:
+        return verdict_badge(execution)
+
+    @admin.display(description="results per test case")
+    def results_(self, execution: Execution) -> SafeString:
+        return format_html_join(
+            " ",
+            '<span title="{}">{}</span>',
+            ((str(result.test_case), verdict_badge(result)) for result in execution.results.all()),
+        )
+
+    @admin.display
+    def duration(self, execution: Execution) -> str:
+        return execution_duration(execution) or self.get_empty_value_display()
 
 
 @admin.action(description="Re-run selected evaluations")
@@ -71,6 +199,58 @@ def rerun_evaluations(
             modeladmin.message_user(request, f"{evaluation}: re-run queued.")
 
 
+def rerun_backend_choices() -> list[tuple[str, str]]:
+    """Backends an operator may re-run on: every known one, ``fake`` only when it is active."""
+    active = active_selection().name
+    return [
+        (name, f"{name} (active)" if name == active else name)
+        for name in BACKENDS
+        if name != "fake" or name == active
+    ]
+
+
+class RerunOnBackendForm(forms.Form):
+    backend = forms.ChoiceField(label="Backend")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["backend"].choices = rerun_backend_choices()  # type: ignore[attr-defined]
+
+
+@admin.action(description="Re-run selected evaluations on another backend")
+def rerun_on_backend(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Evaluation]
+) -> TemplateResponse | None:
+    """Ask for a backend on an intermediate page, then re-run each evaluation on it."""
+    form = RerunOnBackendForm(request.POST if "apply" in request.POST else None)
+    if form.is_bound and form.is_valid():
+        name = form.cleaned_data["backend"]
+        queued = 0
+        for evaluation in queryset.select_related("runtime"):
+            try:
+                services.execution_rerun(user=request.user, evaluation=evaluation, backend=name)  # type: ignore[arg-type]
+            except ValidationError as exc:
+                modeladmin.message_user(
+                    request, f"{evaluation}: {'; '.join(exc.messages)}", messages.ERROR
+                )
+            else:
+                queued += 1
+        if queued:
+            modeladmin.message_user(request, f"Queued {queued} re-run(s) on {name}.")
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Re-run on another backend",
+        "subtitle": None,
+        "opts": modeladmin.model._meta,
+        "form": form,
+        "evaluations": queryset.select_related("owner"),
+        "action_name": "rerun_on_backend",
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/executions/evaluation/rerun_on_backend.html", context)
+
+
 @admin.register(Evaluation)
 class EvaluationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "title", "owner", "runtime", "created_at")
@@ -78,15 +258,30 @@ class EvaluationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("owner", "runtime")
     search_fields = ("=id", "title", "owner__username")
     inlines = (TestCaseInline, ExecutionInline)
-    actions = (rerun_evaluations,)
+    actions = (rerun_evaluations, rerun_on_backend)
 
 
 class TestResultInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = TestResult
     extra = 0
     can_delete = False
-    fields = ("test_case", "verdict", "exit_code", "signal", "wall_time_ms", "stdout_truncated")
+    fields = (
+        "test_case",
+        "verdict_",
+        "exit_code",
+        "signal",
+        "wall_time_ms",
+        "peak_memory_kb",
+        "stdout_truncated",
+    )
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TestResult]:
+        return super().get_queryset(request).select_related("test_case").defer("stdout", "stderr")
+
+    @admin.display(description="verdict")
+    def verdict_(self, result: TestResult) -> SafeString | str:
+        return verdict_badge(result)
 
 
 @admin.action(description="Cancel selected executions")
@@ -97,34 +292,145 @@ def cancel_executions(
     modeladmin.message_user(request, f"Cancelled {cancelled} of {queryset.count()} executions.")
 
 
+class ExecutionChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        # A list page never shows output, which can be megabytes per row.
+        return super().get_queryset(request, exclude_parameters).defer("stdout", "stderr")
+
+
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "evaluation",
         "attempt",
+        "owner",
+        "status_",
+        "verdict_",
         "backend",
-        "status",
-        "verdict",
+        "runtime",
+        "duration",
         "score",
-        "wall_time_ms",
         "queued_at",
     )
     list_filter = ("status", "verdict", "backend", "evaluation__runtime", "queued_at")
-    list_select_related = ("evaluation",)
+    list_select_related = ("evaluation__owner", "evaluation__runtime")
     search_fields = ("=id", "=evaluation__id", "evaluation__title", "evaluation__owner__username")
-    readonly_fields = ("stdout_text", "stderr_text")
+    readonly_fields = ("duration", "stdout_text", "stderr_text")
     exclude = ("stdout", "stderr")
     inlines = (TestResultInline,)
     actions = (cancel_executions,)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ExecutionChangeList
+
+    @admin.display(description="owner", ordering="evaluation__owner__username")
+    def owner(self, execution: Execution) -> str:
+        return str(execution.evaluation.owner)
+
+    @admin.display(description="runtime", ordering="evaluation__runtime__name")
+    def runtime(self, execution: Execution) -> str:
+        return execution.evaluation.runtime.name
+
+    @admin.display(description="status", ordering="status")
+    def status_(self, execution: Execution) -> SafeString:
+        return status_badge(execution)
+
+    @admin.display(description="verdict", ordering="verdict")
+    def verdict_(self, execution: Execution) -> SafeString | str:
+        return verdict_badge(execution)
+
+    @admin.display(description="duration")
+    def duration(self, execution: Execution) -> str:
+        return execution_duration(execution) or self.get_empty_value_display()
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "actor", "action", "evaluation", "execution")
-    list_filter = ("action", "created_at")
+    list_filter = ("action", ("actor", admin.RelatedOnlyFieldListFilter), "created_at")
     list_select_related = ("actor", "evaluation", "execution")
     search_fields = ("actor__username", "=evaluation__id")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Quotas ------------------------------------------------------------------------------------
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(admin.ModelAdmin):
+    list_display = (
+        "user",
+        "max_concurrent",
+        "max_per_day",
+        "effective_max_concurrent",
+        "effective_max_per_day",
+    )
+    list_select_related = ("user",)
+    search_fields = ("user__username", "user__email")
+    autocomplete_fields = ("user",)
+    readonly_fields = ("effective_max_concurrent", "effective_max_per_day")
+
+    @admin.display(description="in effect: at once")
+    def effective_max_concurrent(self, quota: UserQuota) -> int:
+        return quota.effective_max_concurrent
+
+    @admin.display(description="in effect: per 24 h")
+    def effective_max_per_day(self, quota: UserQuota) -> int:
+        return quota.effective_max_per_day
+
+
+class UserQuotaInline(admin.StackedInline):
+    model = UserQuota
+    can_delete = True
+    max_num = 1
+    fields = ("max_concurrent", "max_per_day")
+    verbose_name = verbose_name_plural = "execution quota"
+
+
+class QuotaUserAdmin(UserAdmin):
+    """django.contrib.auth's user admin with the user's execution quota inline."""
+
+    inlines = (*UserAdmin.inlines, UserQuotaInline)
+
+
+admin.site.unregister(User)
+admin.site.register(User, QuotaUserAdmin)
+
+
+# Backend health ----------------------------------------------------------------------------
+
+
+def backend_health_view(request: HttpRequest) -> HttpResponse:
+    """Each backend's health and isolation summary, and which one is active and why."""
+    context = {
+        **admin.site.each_context(request),
+        "title": "Backend health",
+        "subtitle": None,
+        "opts": Execution._meta,
+        "rows": selectors.backends_overview(),
+    }
+    return TemplateResponse(request, "admin/executions/backend_health.html", context)
+
+
+def _with_operator_urls(
+    site_urls: Callable[[], list[URLResolver | URLPattern]],
+) -> Callable[[], list[URLResolver | URLPattern]]:
+    def get_urls() -> list[URLResolver | URLPattern]:
+        health = path(
+            "executions/backend-health/",
+            admin.site.admin_view(backend_health_view),
+            name="executions_backend_health",
+        )
+        # First, so that it wins over the app index and the admin's catch-all.
+        return [health, *site_urls()]
+
+    return get_urls
+
+
+# The page lives beside the app's models in the admin; a ModelAdmin's own URLs would sit
+# under /admin/executions/execution/, and a custom AdminSite would mean replacing
+# django.contrib.admin in INSTALLED_APPS for one page.
+admin.site.get_urls = _with_operator_urls(admin.site.get_urls)  # type: ignore[method-assign]

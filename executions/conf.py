@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "REAPER_GRACE_S": 30,
     "QUEUED_STALL_S": 900,
     "MAX_REQUEUES": 1,
+    "QUOTA_MAX_CONCURRENT": 4,
+    "QUOTA_MAX_PER_DAY": 500,
     "FAKE_RUN_LOG": "",
 }
 

@@ -297,3 +297,42 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         actor = self.actor or "system"
         return f"{actor} {self.get_action_display().lower()} evaluation {self.evaluation_id}"
+
+
+class UserQuota(models.Model):
+    """Per-user limits on executions. An empty limit means the platform default
+    (``EXECUTIONS["QUOTA_MAX_CONCURRENT"]`` and ``["QUOTA_MAX_PER_DAY"]``); 0 blocks."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="execution_quota"
+    )
+    max_concurrent = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Executions of this user's evaluations queued or running at once. "
+        "Empty: the platform default.",
+    )
+    max_per_day = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Executions of this user's evaluations requested in any 24 hours. "
+        "Empty: the platform default.",
+    )
+
+    class Meta:
+        verbose_name = "user quota"
+
+    def __str__(self) -> str:
+        return f"Quota of {self.user}"
+
+    @property
+    def effective_max_concurrent(self) -> int:
+        if self.max_concurrent is None:
+            return int(execution_settings.QUOTA_MAX_CONCURRENT)
+        return self.max_concurrent
+
+    @property
+    def effective_max_per_day(self) -> int:
+        if self.max_per_day is None:
+            return int(execution_settings.QUOTA_MAX_PER_DAY)
+        return self.max_per_day

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Prefetch, QuerySet
 
+from executions.backends import BACKENDS, Selection, active_selection, get_backend
+from executions.backends.base import Health, Isolation
 from executions.models import Evaluation, Execution, Runtime, TestResult
 
 
@@ -49,3 +56,94 @@ def execution_for_user(user: AbstractBaseUser | AnonymousUser, pk: int) -> Execu
 
 def can_see_hidden_cases(user: AbstractBaseUser | AnonymousUser) -> bool:
     return bool(getattr(user, "is_staff", False))
+
+
+# Backend health, for the admin's operator console ------------------------------------------
+
+# A backend whose engine or cluster hangs must not hang the admin page with it.
+BACKEND_PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class BackendOverview:
+    """One backend as the operator sees it. ``health_error`` / ``describe_error`` hold what
+    went wrong instead of raising, so one broken backend cannot break the page."""
+
+    name: str
+    active: bool
+    selection_reason: str
+    health: Health | None
+    health_error: str
+    isolation: Isolation | None
+    describe_error: str
+
+
+def backends_overview(timeout_s: float = BACKEND_PROBE_TIMEOUT_S) -> list[BackendOverview]:
+    """Every known backend (``fake`` only when active; a dotted-path active backend too) with
+    its ``health()`` and ``describe()``, the active one first.
+
+    Never raises: an exception, or a probe slower than ``timeout_s`` in all, is reported in
+    the row's ``*_error`` field. Probes run in parallel threads, which are left to finish on
+    their own when they overrun.
+    """
+    try:
+        selection: Selection | None = active_selection()
+        active_error = ""
+    except Exception as exc:
+        selection, active_error = None, f"Could not choose a backend: {_describe_error(exc)}"
+    active = selection.name if selection else ""
+    names = [name for name in BACKENDS if name != "fake" or name == active]
+    if active and active not in names:
+        names.append(active)
+    names.sort(key=lambda name: name != active)
+
+    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="backend-probe")
+    probes = {name: pool.submit(_probe_backend, name) for name in names}
+    # Not waiting: a hung probe's thread is abandoned, not joined.
+    pool.shutdown(wait=False)
+    deadline = time.monotonic() + timeout_s
+    rows = []
+    for name in names:
+        try:
+            health, health_error, isolation, describe_error = probes[name].result(
+                timeout=max(0.0, deadline - time.monotonic())
+            )
+        except FuturesTimeout:
+            health, isolation = None, None
+            health_error = describe_error = f"No answer within {timeout_s:g} s."
+        rows.append(
+            BackendOverview(
+                name=name,
+                active=name == active,
+                selection_reason=selection.reason if selection and name == active else "",
+                health=health,
+                health_error=health_error or (active_error if name == active else ""),
+                isolation=isolation,
+                describe_error=describe_error,
+            )
+        )
+    return rows
+
+
+def _probe_backend(name: str) -> tuple[Health | None, str, Isolation | None, str]:
+    try:
+        backend = get_backend(name)
+    except Exception as exc:
+        error = _describe_error(exc)
+        return None, error, None, error
+    health: Health | None = None
+    isolation: Isolation | None = None
+    health_error = describe_error = ""
+    try:
+        health = backend.health()
+    except Exception as exc:
+        health_error = _describe_error(exc)
+    try:
+        isolation = backend.describe()
+    except Exception as exc:
+        describe_error = _describe_error(exc)
+    return health, health_error, isolation, describe_error
+
+
+def _describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
 from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -40,6 +40,7 @@ from executions.models import (
     Status,
     TestCase,
     TestResult,
+    UserQuota,
     Verdict,
 )
 from executions.policy import Limits, SandboxPolicy
@@ -256,6 +257,74 @@ def _clean_test_cases(
     return cleaned
 
 
+# Quotas ----------------------------------------------------------------------------------
+
+QUOTA_WINDOW = timedelta(hours=24)
+# A concurrent slot frees when a run ends; runs are short, so ask the client to retry soon.
+CONCURRENT_RETRY_AFTER_S = 5
+
+
+class QuotaExceeded(ValidationError):
+    """A user's quota refuses another execution.
+
+    Raised as a non-field error (``{"__all__": [message]}``) so forms and the API show it
+    above the input. ``code`` is ``quota_concurrent`` or ``quota_per_day``; ``limit`` names the
+    ``UserQuota`` field and ``value`` its effective value; ``retry_after_s`` estimates when a
+    slot frees, or is None when none will (a limit of 0).
+    """
+
+    def __init__(
+        self, message: str, *, code: str, limit: str, value: int, retry_after_s: int | None
+    ) -> None:
+        super().__init__({NON_FIELD_ERRORS: [ValidationError(message, code=code)]})
+        self.code = code
+        self.limit = limit
+        self.value = value
+        self.retry_after_s = retry_after_s
+
+
+def _quota_check(*, owner_id: int) -> None:
+    """Raise ``QuotaExceeded`` if one more execution would break the quota of the user who
+    owns the evaluation (whoever requests the run, it is their workload that grows).
+
+    Call inside the transaction that creates the execution: the lock on the owner's row makes
+    concurrent requests of one user take turns, so two of them cannot both pass the count.
+    """
+    User.objects.select_for_update().filter(pk=owner_id).first()
+    quota = UserQuota.objects.filter(user_id=owner_id).first() or UserQuota(user_id=owner_id)
+    theirs = Execution.objects.filter(evaluation__owner_id=owner_id)
+    since = timezone.now() - QUOTA_WINDOW
+    per_day = quota.effective_max_per_day
+    today = theirs.filter(queued_at__gte=since).count()
+    if today >= per_day:
+        retry_after_s = None
+        if per_day > 0:
+            # The window frees a slot when the (today - per_day + 1)-th oldest run leaves it.
+            freeing = (
+                theirs.filter(queued_at__gte=since)
+                .order_by("queued_at")
+                .values_list("queued_at", flat=True)[today - per_day]
+            )
+            retry_after_s = max(1, math.ceil((freeing - since).total_seconds()))
+        raise QuotaExceeded(
+            f"Daily limit reached: at most {per_day} executions in 24 hours (max_per_day).",
+            code="quota_per_day",
+            limit="max_per_day",
+            value=per_day,
+            retry_after_s=retry_after_s,
+        )
+    concurrent = quota.effective_max_concurrent
+    if theirs.filter(status__in=ACTIVE_STATUSES).count() >= concurrent:
+        raise QuotaExceeded(
+            f"Concurrency limit reached: at most {concurrent} executions queued or running "
+            "at once (max_concurrent). Wait for one to finish or cancel one.",
+            code="quota_concurrent",
+            limit="max_concurrent",
+            value=concurrent,
+            retry_after_s=CONCURRENT_RETRY_AFTER_S if concurrent > 0 else None,
+        )
+
+
 def evaluation_submit(
     *,
     user: User,
@@ -271,8 +340,8 @@ def evaluation_submit(
 ) -> Evaluation:
     """Validate a submission, store it with its first execution, and queue that execution.
 
-    Raises ``ValidationError`` whose ``message_dict`` names every bad field; in that case
-    nothing is stored.
+    Raises ``ValidationError`` whose ``message_dict`` names every bad field, or its subclass
+    ``QuotaExceeded``; in either case nothing is stored.
     """
     errors = _Errors()
     found = _resolve_runtime(runtime, errors)
@@ -302,6 +371,7 @@ def evaluation_submit(
     assert found is not None
 
     with transaction.atomic():
+        _quota_check(owner_id=user.pk)
         evaluation = Evaluation.objects.create(
             owner=user,
             title=clean_title,
@@ -371,7 +441,11 @@ def _enqueue(execution_id: int, timeout: int) -> None:
 
 
 def execution_rerun(*, user: User, evaluation: Evaluation, backend: str | None = None) -> Execution:
-    """Queue a new attempt of ``evaluation``; earlier attempts are kept as they are."""
+    """Queue a new attempt of ``evaluation``; earlier attempts are kept as they are.
+
+    Raises ``ValidationError`` (``QuotaExceeded`` when the owner's quota is used up); in that
+    case nothing is stored.
+    """
     errors = _Errors()
     if not evaluation.runtime.enabled:
         errors.add("runtime", f"Runtime {evaluation.runtime.name!r} is disabled.")
@@ -384,6 +458,7 @@ def execution_rerun(*, user: User, evaluation: Evaluation, backend: str | None =
             errors.add("backend", str(exc))
     errors.raise_if_any()
     with transaction.atomic():
+        _quota_check(owner_id=evaluation.owner_id)
         Evaluation.objects.select_for_update().filter(pk=evaluation.pk).first()
         execution = _create_execution(
             evaluation, user=user, backend=backend or active_selection().name

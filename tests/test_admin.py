@@ -1,17 +1,23 @@
-"""Admin: staff only, run records read-only, actions go through services, constant queries."""
+"""Admin, the operator's console: staff only, run records read-only, actions go through
+services and are audited, backend health never fails, list pages cost constant queries."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from executions import services
-from executions.models import AuditEvent, Evaluation, Execution, Runtime
+from executions import selectors, services
+from executions.admin import rerun_backend_choices
+from executions.backends.fake import FakeBackend
+from executions.models import AuditEvent, Evaluation, Execution, Runtime, UserQuota
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +45,7 @@ def test_non_staff_cannot_reach_admin(client: Client, user: Any) -> None:
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-@pytest.mark.parametrize("model", ["evaluation", "execution", "runtime", "auditevent"])
+@pytest.mark.parametrize("model", ["evaluation", "execution", "runtime", "auditevent", "userquota"])
 def test_changelists_render(admin_client_: Client, user: Any, runtime: Runtime, model: str) -> None:
     make_evaluations(user, runtime, 2)
     response = admin_client_.get(reverse(f"admin:executions_{model}_changelist"))
@@ -118,3 +124,234 @@ def test_list_pages_cost_constant_queries(
         admin_client_.get(url)
     assert len(many) == len(few), [q["sql"] for q in many.captured_queries]
     assert Execution.objects.count() == 10
+
+
+def test_execution_list_shows_the_operator_columns(
+    admin_client_: Client, user: Any, runtime: Runtime
+) -> None:
+    make_evaluations(user, runtime, 1)
+    # A filter with a single choice is not shown.
+    Runtime.objects.create(name="other", display_name="Other", image="x", command=["x"])
+    running = services.evaluation_submit(user=user, runtime=runtime, source="print(1)")
+    services.execution_claim(running.executions.get().pk)
+    response = admin_client_.get(reverse("admin:executions_execution_changelist"))
+    page = response.content.decode()
+    for column in ("owner", "status", "verdict", "backend", "runtime", "duration", "score"):
+        assert f"column-{column}" in page, column
+    assert 'class="badge badge-finished"' in page and 'class="badge badge-accepted"' in page
+    assert "running for" in page and runtime.name in page and "ada" in page
+    filters = {spec.title for spec in response.context["cl"].filter_specs}
+    assert {"status", "verdict", "backend", "runtime", "queued at"} <= filters, filters
+
+
+def test_execution_search_by_owner_title_and_id(
+    admin_client_: Client, user: Any, other_user: Any, runtime: Runtime
+) -> None:
+    (mine,) = make_evaluations(user, runtime, 1)
+    services.evaluation_submit(user=other_user, runtime=runtime, source="1", title="Needle")
+    url = reverse("admin:executions_execution_changelist")
+
+    def found(term: str) -> set[int]:
+        return {e.pk for e in admin_client_.get(url, {"q": term}).context["cl"].result_list}
+
+    mine_id = mine.executions.get().pk
+    assert found("Needle") == {Execution.objects.get(evaluation__title="Needle").pk}
+    assert found("ada") == {mine_id}
+    # "=id" and "=evaluation__id" both match a number; the execution is among the hits.
+    assert mine_id in found(str(mine_id))
+
+
+def test_coloured_status_is_escaped(admin_client_: Client, user: Any, runtime: Runtime) -> None:
+    (evaluation,) = make_evaluations(user, runtime, 1)
+    Execution.objects.filter(evaluation=evaluation).update(
+        status="<b>x</b>", verdict="<i>y</i>", backend="<s>z</s>"
+    )
+    page = admin_client_.get(reverse("admin:executions_execution_changelist")).content.decode()
+    assert "<b>x</b>" not in page and "<i>y</i>" not in page and "<s>z</s>" not in page
+    assert 'class="badge badge-&lt;b&gt;x&lt;/b&gt;"' in page
+    assert ">&lt;b&gt;x&lt;/b&gt;</span>" in page
+
+
+def test_evaluation_page_shows_cases_executions_and_their_results(
+    admin_client_: Client, user: Any, runtime: Runtime
+) -> None:
+    evaluation = services.evaluation_submit(
+        user=user,
+        runtime=runtime,
+        source="print(input())",
+        test_cases=[
+            {"name": "echo", "stdin": "1", "expected_output": "1"},
+            {"name": "wrong", "stdin": "2", "expected_output": "3"},
+        ],
+    )
+    services.execution_run(evaluation.executions.get().pk)
+    url = reverse("admin:executions_evaluation_change", args=[evaluation.pk])
+    admin_client_.get(url)  # warms the content-type cache
+    with CaptureQueriesContext(connection) as one:
+        page = admin_client_.get(url).content.decode()
+    assert "echo" in page and "wrong" in page
+    assert "badge-accepted" in page and "badge-wrong_answer" in page
+    for _ in range(3):
+        rerun = services.execution_rerun(user=user, evaluation=evaluation)
+        services.execution_run(rerun.pk)
+    with CaptureQueriesContext(connection) as four:
+        admin_client_.get(url)
+    assert len(four) == len(one), [q["sql"] for q in four.captured_queries]
+
+
+def test_rerun_on_another_backend_asks_then_reruns_and_audits(
+    admin_client_: Client, staff: Any, user: Any, runtime: Runtime
+) -> None:
+    evaluations = make_evaluations(user, runtime, 2)
+    url = reverse("admin:executions_evaluation_changelist")
+    selected = {"action": "rerun_on_backend", "_selected_action": [e.pk for e in evaluations]}
+    page = admin_client_.post(url, selected)
+    assert page.status_code == 200
+    choices = dict(page.context["form"].fields["backend"].choices)
+    assert {"disabled", "docker", "fake"} <= set(choices) and "(active)" in choices["fake"]
+    assert not Execution.objects.filter(attempt=2).exists()
+
+    response = admin_client_.post(url, {**selected, "apply": "Re-run", "backend": "disabled"})
+    assert response.status_code == 302
+    reruns = Execution.objects.filter(attempt=2)
+    assert sorted(reruns.values_list("evaluation_id", flat=True)) == sorted(
+        e.pk for e in evaluations
+    )
+    assert set(reruns.values_list("backend", flat=True)) == {"disabled"}
+    assert set(reruns.values_list("requested_by", flat=True)) == {staff.pk}
+    events = AuditEvent.objects.filter(action="rerun", execution__in=reruns)
+    assert events.count() == 2 and set(events.values_list("actor", flat=True)) == {staff.pk}
+    assert all(event.detail["backend"] == "disabled" for event in events)
+
+
+def test_rerun_on_another_backend_reports_errors_per_evaluation(
+    admin_client_: Client, user: Any, other_user: Any, runtime: Runtime
+) -> None:
+    (refused,) = make_evaluations(user, runtime, 1)
+    (accepted,) = make_evaluations(other_user, runtime, 1)
+    UserQuota.objects.create(user=user, max_concurrent=0)
+    response = admin_client_.post(
+        reverse("admin:executions_evaluation_changelist"),
+        {
+            "action": "rerun_on_backend",
+            "_selected_action": [refused.pk, accepted.pk],
+            "apply": "Re-run",
+            "backend": "fake",
+        },
+        follow=True,
+    )
+    notes = [str(message) for message in response.context["messages"]]
+    assert any(str(refused) in note and "max_concurrent" in note for note in notes), notes
+    assert any("Queued 1 re-run(s) on fake" in note for note in notes), notes
+    assert accepted.executions.count() == 2 and refused.executions.count() == 1
+
+
+def test_fake_is_offered_only_when_active(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "disabled"}
+    names = [name for name, _ in rerun_backend_choices()]
+    assert "fake" not in names and {"disabled", "docker"} <= set(names)
+
+
+def test_backend_health_is_staff_only(client: Client, user: Any) -> None:
+    url = reverse("admin:executions_backend_health")
+    assert url == "/admin/executions/backend-health/"
+    response = client.get(url)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    client.force_login(user)
+    response = client.get(url)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_backend_health_shows_every_backend(admin_client_: Client) -> None:
+    response = admin_client_.get("/admin/executions/backend-health/")
+    assert response.status_code == 200
+    rows = {row.name: row for row in response.context["rows"]}
+    assert next(iter(rows)) == "fake" and {"disabled", "docker"} <= set(rows)
+    assert rows["fake"].active and rows["fake"].health.ok
+    assert rows["fake"].selection_reason == "Configured by EXECUTION_BACKEND."
+    assert not rows["disabled"].active and not rows["disabled"].health.ok
+    page = response.content.decode()
+    assert "Fake backend: nothing is executed." in page
+    assert "Execution is disabled: no code runs on this deployment." in page
+    assert "Runs nothing. Every submission is refused" in page
+    assert 'href="/security/"' in page
+
+
+def test_backend_health_shows_errors_instead_of_failing(
+    admin_client_: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Any) -> None:
+        raise RuntimeError("engine <on fire>")
+
+    monkeypatch.setattr(FakeBackend, "health", broken)
+    response = admin_client_.get(reverse("admin:executions_backend_health"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "RuntimeError: engine &lt;on fire&gt;" in page
+    assert "A stand-in for tests" in page  # describe() still answered
+
+
+def test_a_hung_backend_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def hangs(self: Any) -> None:
+        release.wait(10)
+
+    monkeypatch.setattr(FakeBackend, "health", hangs)
+    started = time.monotonic()
+    try:
+        rows = {row.name: row for row in selectors.backends_overview(timeout_s=0.3)}
+    finally:
+        release.set()
+    assert time.monotonic() - started < 3
+    assert rows["fake"].health is None and "No answer within 0.3 s" in rows["fake"].health_error
+    assert rows["disabled"].health is not None
+
+
+def test_admin_index_links_the_operator_pages(admin_client_: Client) -> None:
+    page = admin_client_.get(reverse("admin:index")).content.decode()
+    assert 'href="/admin/executions/backend-health/"' in page
+    assert 'href="/security/"' in page
+    assert "executions/execution/" in page  # the app list is still there
+
+
+def test_audit_trail_filters_by_actor(
+    admin_client_: Client, staff: Any, user: Any, runtime: Runtime
+) -> None:
+    (evaluation,) = make_evaluations(user, runtime, 1)
+    services.execution_rerun(user=staff, evaluation=evaluation)
+    url = reverse("admin:executions_auditevent_changelist")
+    response = admin_client_.get(url, {"actor__id__exact": staff.pk})
+    assert [event.action for event in response.context["cl"].result_list] == ["rerun"]
+    response = admin_client_.get(url, {"actor__id__exact": user.pk})
+    assert [event.action for event in response.context["cl"].result_list] == ["submit"]
+
+
+def test_quotas_in_admin_and_on_the_user_page(
+    admin_client_: Client, user: Any, other_user: Any
+) -> None:
+    UserQuota.objects.create(user=user, max_concurrent=2)
+    page = admin_client_.get(reverse("admin:executions_userquota_changelist"))
+    assert page.status_code == 200
+    (row,) = page.context["cl"].result_list
+    assert row.effective_max_concurrent == 2 and row.effective_max_per_day == 500
+
+    url = reverse("admin:auth_user_change", args=[other_user.pk])
+    assert "execution_quota-0-max_concurrent" in admin_client_.get(url).content.decode()
+
+
+def test_quota_list_costs_constant_queries(admin_client_: Client) -> None:
+    url = reverse("admin:executions_userquota_changelist")
+
+    def add_quotas(count: int) -> None:
+        for _ in range(count):
+            quota_user = User.objects.create_user(f"user{User.objects.count()}")
+            UserQuota.objects.create(user=quota_user, max_per_day=10)
+
+    add_quotas(2)
+    with CaptureQueriesContext(connection) as few:
+        admin_client_.get(url)
+    add_quotas(8)
+    with CaptureQueriesContext(connection) as many:
+        admin_client_.get(url)
+    assert len(many) == len(few), [q["sql"] for q in many.captured_queries]
