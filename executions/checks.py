@@ -46,6 +46,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
                 id="executions.E002",
             )
         )
+    messages += _posture_messages()
     if execution_settings.BACKEND == "fake":
         messages.append(
             checks.Warning(
@@ -55,3 +56,32 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
             )
         )
     return messages
+
+
+def _posture_messages() -> list[checks.CheckMessage]:
+    """The security page's execution checks, as system checks: a fail is an error."""
+    from django.db import DatabaseError
+
+    from executions.security import Level, posture_checks
+
+    try:
+        found = posture_checks(deployment_only=True)
+    except (DatabaseError, ImproperlyConfigured):
+        return []  # not migrated yet, or the backend check above already reports it
+    messages: list[checks.CheckMessage] = []
+    for check in found:
+        if check.level == Level.PASS:
+            continue
+        kind = checks.Error if check.level == Level.FAIL else checks.Warning
+        code = POSTURE_IDS.get(check.name, "S000")
+        messages.append(
+            kind(f"{check.name}: {check.detail}", hint=check.fix, id=f"executions.{code}")
+        )
+    return messages
+
+
+POSTURE_IDS = {
+    "Where the platform runs": "S001",
+    "Socket proxy admits only the allow-list": "S002",
+    "Sandbox network": "S003",
+}

@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Runtimes leave these markers; cgroup paths name the container manager.
 CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
@@ -72,8 +73,12 @@ def socket_reachable(path: str) -> bool:
     return True
 
 
-def posture_checks() -> list[PostureCheck]:
-    """Every check shown on the security page, worst first within its order of importance."""
+def posture_checks(*, deployment_only: bool = False) -> list[PostureCheck]:
+    """Every check shown on the security page, in order of importance.
+
+    ``deployment_only`` keeps the checks about code execution that ``check --deploy`` adds to
+    Django's own (which already judge DEBUG and SECRET_KEY).
+    """
     from executions.backends import active_selection
 
     selection = active_selection()
@@ -82,13 +87,14 @@ def posture_checks() -> list[PostureCheck]:
     socket_open = socket_reachable(socket_path)
     checks = [
         _container_check(selection.name, evidence, socket_open),
-        _socket_check(selection.name, evidence, socket_path, socket_open),
+        None
+        if deployment_only
+        else _socket_check(selection.name, evidence, socket_path, socket_open),
         _proxy_check(selection.name),
         _network_check(),
-        _root_check(),
-        _debug_check(),
-        _secret_key_check(),
     ]
+    if not deployment_only:
+        checks += [_root_check(), _debug_check(), _secret_key_check()]
     return [check for check in checks if check is not None]
 
 
@@ -299,3 +305,25 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
         choose_when="Production at scale, across many nodes.",
     ),
 )
+
+
+def active_profile_key() -> str:
+    """Which column of the comparison describes this deployment."""
+    from executions.backends import active_selection
+
+    name = active_selection().name
+    if name == "docker" and os.environ.get("DOCKER_HOST", "").startswith("tcp://"):
+        return "docker-proxy"
+    return name
+
+
+def active_isolation() -> Any:
+    """The active backend's own account of its isolation (``Isolation``), or None."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from executions.backends import get_backend
+
+    try:
+        return get_backend().describe()
+    except (ImproperlyConfigured, NotImplementedError):
+        return None

@@ -8,11 +8,11 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
 from executions.backends import BACKENDS, Selection, active_selection, get_backend
 from executions.backends.base import Health, Isolation
-from executions.models import Evaluation, Execution, Runtime, TestResult
+from executions.models import Evaluation, Execution, Runtime, Status, TestResult
 
 
 def runtimes_enabled() -> QuerySet[Runtime]:
@@ -27,9 +27,41 @@ def evaluations_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[E
     return evaluations.filter(owner_id=user.pk)
 
 
-def evaluation_list(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Evaluation]:
-    latest = Execution.objects.order_by("-attempt")
-    return evaluations_visible_to(user).prefetch_related(Prefetch("executions", queryset=latest))
+def evaluation_list(
+    user: AbstractBaseUser | AnonymousUser,
+    *,
+    status: str = "",
+    verdict: str = "",
+    runtime: str = "",
+) -> QuerySet[Evaluation]:
+    """Evaluations the user may see, each annotated with its latest attempt's status,
+    verdict and score (one query whatever the page size), optionally filtered by those."""
+    latest = Execution.objects.filter(evaluation=OuterRef("pk")).order_by("-attempt")
+    evaluations = (
+        evaluations_visible_to(user)
+        .annotate(
+            latest_status=Subquery(latest.values("status")[:1]),
+            latest_verdict=Subquery(latest.values("verdict")[:1]),
+            latest_score=Subquery(latest.values("score")[:1]),
+            attempts=Count("executions", distinct=True),
+        )
+        .order_by("-created_at", "-id")
+    )
+    if status:
+        evaluations = evaluations.filter(latest_status=status)
+    if verdict:
+        evaluations = evaluations.filter(latest_verdict=verdict)
+    if runtime:
+        evaluations = evaluations.filter(runtime__name=runtime)
+    return evaluations
+
+
+def queue_position(execution: Execution) -> int | None:
+    """1 for the next queued execution to start, None when it is not queued."""
+    if execution.status != Status.QUEUED:
+        return None
+    ahead = Execution.objects.filter(status=Status.QUEUED, queued_at__lt=execution.queued_at)
+    return ahead.count() + 1
 
 
 def evaluation_detail(user: AbstractBaseUser | AnonymousUser, pk: int) -> Evaluation:

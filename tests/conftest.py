@@ -27,6 +27,8 @@ def require_real(part: str, reason: str) -> NoReturn:
 def _test_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Production settings redirect to HTTPS; the test client speaks plain HTTP.
     settings.SECURE_SSL_REDIRECT = False
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
     # Real hashing costs a second per test user; strength is not under test here.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "fake"}

@@ -6,53 +6,37 @@ transactions (``transactional_db``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 from django_q.conf import Conf
 from django_q.models import Success
 from django_q.tasks import async_task
 
 from executions import services
 from executions.models import Execution, Runtime
+from tests.cluster import ClusterFactory, clusters, wait_for
 from tests.conftest import require_real
 
-ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def database_url() -> str:
-    """The test database as a URL the subprocess can use."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    credentials = quote(db["USER"] or "")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"])
-    host = f"{credentials}@" if credentials else ""
-    return f"postgres://{host}{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture(params=["orm", "redis"])
-def broker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point this process's enqueueing and the cluster at one broker, on a queue of their own."""
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setattr(Conf, "PREFIX", name)
-    monkeypatch.setattr(Conf, "CLUSTER_NAME", name)
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ClusterFactory]:
+    """Clusters on the ORM broker, then on Redis; this process enqueues to the same one."""
+    environ = {
+        "EXECUTION_BACKEND": "fake",
+        "EXECUTION_FAKE_RUN_LOG": str(tmp_path / "runs.log"),
+    }
     if request.param == "redis":
         import redis
 
@@ -62,72 +46,11 @@ def broker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
             require_real("Redis", f"{REDIS_URL}: {exc}")
         monkeypatch.setattr(Conf, "ORM", None)
         monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
+        environ["REDIS_URL"] = REDIS_URL
     else:
         monkeypatch.setattr(Conf, "ORM", "default")
-    return request.param
-
-
-@pytest.fixture
-def cluster(
-    broker: str, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start ``manage.py qcluster`` processes (as many times as a test asks); stop them all."""
-    # Tasks are signed with SECRET_KEY: both sides must share it.
-    settings.SECRET_KEY = "test-cluster-secret-" + uuid.uuid4().hex
-    monkeypatch.setattr(Conf, "SECRET_KEY", settings.SECRET_KEY)
-    environ = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-    environ.update(
-        DJANGO_SETTINGS_MODULE="evalplatform.settings",
-        SECRET_KEY=settings.SECRET_KEY,
-        DATABASE_URL=database_url(),
-        EXECUTION_BACKEND="fake",
-        EXECUTION_FAKE_RUN_LOG=str(tmp_path / "runs.log"),
-        EXECUTION_HEARTBEAT_INTERVAL_S="1",
-        Q_CLUSTER_NAME=Conf.CLUSTER_NAME,
-        Q_WORKERS="2",
-    )
-    if broker == "redis":
-        environ["REDIS_URL"] = REDIS_URL
-    processes: list[subprocess.Popen[bytes]] = []
-    log = (tmp_path / "cluster.log").open("ab")
-
-    def start() -> subprocess.Popen[bytes]:
-        # A session of its own, so a test can kill the whole cluster as a crash would.
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            # The cluster stops in order when only its main process is signalled.
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    log.close()
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float, what: str, log: Path | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            detail = log.read_text()[-3000:] if log and log.exists() else ""
-            pytest.fail(f"Timed out waiting for {what}.\n{detail}")
-        time.sleep(0.1)
+    with clusters(tmp_path, settings, monkeypatch, **environ) as start:
+        yield start
 
 
 def fake(**spec: Any) -> str:

@@ -199,3 +199,72 @@ def test_disabled_backend_banner_and_refusal(
     assert "Refused" in page and "root on the" in page
     assert FakeBackend.runs == []
     assert Execution.objects.get().backend == "disabled"
+
+
+def test_list_filters_by_latest_status_verdict_and_runtime(
+    logged_in: Client, user: Any, runtime: Runtime
+) -> None:
+    passed = services.evaluation_submit(user=user, runtime=runtime, source="print(1)", title="ok")
+    services.execution_run(passed.executions.get().pk)
+    failed = services.evaluation_submit(
+        user=user, runtime=runtime, source='# fake: {"exit_code": 1}', title="crash"
+    )
+    services.execution_run(failed.executions.get().pk)
+    services.evaluation_submit(user=user, runtime=runtime, source="print(1)", title="waiting")
+    url = reverse("executions:evaluation-list")
+
+    def titles(**query: str) -> list[str]:
+        page = logged_in.get(url, query).context["page"]
+        return [evaluation.title for evaluation in page.object_list]
+
+    assert titles() == ["waiting", "crash", "ok"]
+    assert titles(status="queued") == ["waiting"]
+    assert titles(verdict="runtime_error") == ["crash"]
+    assert titles(status="finished", verdict="accepted") == ["ok"]
+    assert titles(runtime="other") == []
+    assert "No evaluation matches" in logged_in.get(url, {"runtime": "other"}).content.decode()
+
+
+def test_live_section_follows_the_run(logged_in: Client, user: Any, runtime: Runtime) -> None:
+    first = services.evaluation_submit(user=user, runtime=runtime, source="print(1)")
+    second = services.evaluation_submit(user=user, runtime=runtime, source="print(2)")
+    live = reverse("executions:evaluation-live", args=[second.pk])
+    fragment = logged_in.get(live).content.decode()
+    assert 'data-active="true"' in fragment and "position 2 in the queue" in fragment
+    assert "<html" not in fragment, "only the section, for the page to swap in"
+    services.execution_run(first.executions.get().pk)
+    services.execution_run(second.executions.get().pk)
+    fragment = logged_in.get(live).content.decode()
+    assert 'data-active="false"' in fragment and "Finished" in fragment
+
+
+def test_live_section_is_private(
+    client: Client, user: Any, other_user: Any, runtime: Runtime
+) -> None:
+    evaluation = services.evaluation_submit(user=user, runtime=runtime, source="print(1)")
+    client.force_login(other_user)
+    assert (
+        client.get(reverse("executions:evaluation-live", args=[evaluation.pk])).status_code == 404
+    )
+
+
+def test_removed_test_cases_are_not_submitted(logged_in: Client, runtime: Runtime) -> None:
+    data = submit_form(
+        runtime,
+        **{
+            "cases-0-stdin": "1",
+            "cases-0-expected_output": "1",
+            "cases-0-DELETE": "on",
+            "cases-1-stdin": "2",
+            "cases-1-expected_output": "2",
+        },
+    )
+    logged_in.post(reverse("executions:evaluation-submit"), data)
+    evaluation = Evaluation.objects.get()
+    assert list(evaluation.test_cases.values_list("stdin", flat=True)) == ["2"]
+
+
+def test_submit_page_shows_runtime_limits(logged_in: Client, runtime: Runtime) -> None:
+    page = logged_in.get(reverse("executions:evaluation-submit")).content.decode()
+    assert 'id="runtime-data"' in page and '"time_limit_ms": [5000, 10000]' in page
+    assert "codemirror.js" in page

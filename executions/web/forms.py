@@ -44,4 +44,7 @@ class TestCaseForm(forms.Form):
     hidden = forms.BooleanField(required=False)
 
 
-TestCaseFormSet = forms.formset_factory(TestCaseForm, extra=2, max_num=50)
+# One empty row to start with; the page's script adds and removes rows.
+TestCaseFormSet = forms.formset_factory(
+    TestCaseForm, extra=1, max_num=50, absolute_max=50, can_delete=True
+)

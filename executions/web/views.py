@@ -1,8 +1,12 @@
-"""Evaluator pages: submit, list, detail, cancel and re-run. Thin: services do the work."""
+"""Evaluator pages: submit, list, follow a run live, cancel and re-run, and the security page.
+
+Thin: selectors read, services write, templates render.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,8 +17,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from executions import selectors, services
-from executions.models import Evaluation, Execution
+from executions import security, selectors, services
+from executions.models import Evaluation, Execution, Status, Verdict
 from executions.web.forms import SubmitForm, TestCaseFormSet
 
 CASE_FIELD = re.compile(r"^test_cases\[(\d+)\]\.(\w+)$")
@@ -22,8 +26,24 @@ CASE_FIELD = re.compile(r"^test_cases\[(\d+)\]\.(\w+)$")
 
 @login_required
 def evaluation_list(request: HttpRequest) -> HttpResponse:
-    page = Paginator(selectors.evaluation_list(request.user), 25).get_page(request.GET.get("page"))
-    return render(request, "executions/evaluation_list.html", {"page": page})
+    filters = {
+        "status": request.GET.get("status", ""),
+        "verdict": request.GET.get("verdict", ""),
+        "runtime": request.GET.get("runtime", ""),
+    }
+    evaluations = selectors.evaluation_list(request.user, **filters)
+    page = Paginator(evaluations, 25).get_page(request.GET.get("page"))
+    query = "&".join(f"{key}={value}" for key, value in filters.items() if value)
+    context = {
+        "page": page,
+        "filters": filters,
+        "filtered": any(filters.values()),
+        "query": query,
+        "statuses": Status.choices,
+        "verdicts": Verdict.choices,
+        "runtimes": selectors.runtimes_enabled(),
+    }
+    return render(request, "executions/evaluation_list.html", context)
 
 
 @login_required
@@ -36,8 +56,12 @@ def evaluation_submit(request: HttpRequest) -> HttpResponse:
         test_cases = [
             {**case, "tolerance": case["tolerance"] if case["tolerance"] is not None else 1e-6}
             for case in cases.cleaned_data
-            if case and (case.get("stdin") or case.get("expected_output"))
+            if case
+            and not case.get("DELETE")
+            and (case.get("stdin") or case.get("expected_output"))
         ]
+        for case in test_cases:
+            case.pop("DELETE", None)
         try:
             evaluation = services.evaluation_submit(
                 user=request.user,  # type: ignore[arg-type]
@@ -54,48 +78,68 @@ def evaluation_submit(request: HttpRequest) -> HttpResponse:
             _attach_errors(exc, form, cases)
         else:
             return redirect(evaluation)
-    return render(
-        request,
-        "executions/evaluation_submit.html",
-        {"form": form, "cases": cases, "runtimes": runtimes},
-    )
+    runtime_limits = {
+        runtime.name: {
+            "language": runtime.language,
+            "time_limit_ms": [runtime.default_time_limit_ms, runtime.max_time_limit_ms],
+            "memory_mb": [runtime.default_memory_mb, runtime.max_memory_mb],
+            "output_kb": [runtime.default_output_kb, runtime.max_output_kb],
+            "network": runtime.network_enabled,
+        }
+        for runtime in runtimes
+    }
+    context = {"form": form, "cases": cases, "runtimes": runtimes, "runtime_limits": runtime_limits}
+    return render(request, "executions/evaluation_submit.html", context)
 
 
 def _attach_errors(exc: ValidationError, form: SubmitForm, cases: BaseFormSet) -> None:
-    """Show each service error next to the field it names."""
-    for path, errors in exc.message_dict.items():
+    """Show each service error next to the field it names; the rest above the form."""
+    errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+    filled = [
+        case
+        for case in cases.forms
+        if not case.cleaned_data.get("DELETE")
+        and (case.cleaned_data.get("stdin") or case.cleaned_data.get("expected_output"))
+    ]
+    for path, messages_ in errors.items():
         match = CASE_FIELD.match(path)
         if match:
-            # Submitted cases skip empty rows, so map back by order among non-empty ones.
-            filled = [
-                f
-                for f in cases.forms
-                if f.cleaned_data.get("stdin") or f.cleaned_data.get("expected_output")
-            ]
+            # Submitted cases skip empty rows, so map back by order among the filled ones.
             index, name = int(match.group(1)), match.group(2)
             if index < len(filled) and name in filled[index].fields:
-                filled[index].add_error(name, errors)
+                filled[index].add_error(name, messages_)
                 continue
         name = path.split("[", 1)[0].split(".", 1)[0]
         if name == "files":
             name = "source"
-        form.add_error(name if name in form.fields else None, errors)
+        form.add_error(name if name in form.fields else None, messages_)
 
 
-@login_required
-def evaluation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def _detail_context(request: HttpRequest, pk: int) -> dict[str, Any]:
     try:
         evaluation = selectors.evaluation_detail(request.user, pk)
     except Evaluation.DoesNotExist:
         raise Http404("No such evaluation.") from None
     executions = list(evaluation.executions.all())
-    context = {
+    latest = executions[0] if executions else None
+    return {
         "evaluation": evaluation,
         "executions": executions,
-        "latest": executions[0] if executions else None,
+        "latest": latest,
+        "queue_position": selectors.queue_position(latest) if latest else None,
         "show_hidden": selectors.can_see_hidden_cases(request.user),
     }
-    return render(request, "executions/evaluation_detail.html", context)
+
+
+@login_required
+def evaluation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return render(request, "executions/evaluation_detail.html", _detail_context(request, pk))
+
+
+@login_required
+def evaluation_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The latest attempt's section alone, polled by the detail page while it runs."""
+    return render(request, "executions/_latest_execution.html", _detail_context(request, pk))
 
 
 @login_required
@@ -106,9 +150,9 @@ def execution_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     except Execution.DoesNotExist:
         raise Http404("No such execution.") from None
     if services.execution_cancel(user=request.user, execution=execution):  # type: ignore[arg-type]
-        messages.success(request, f"Execution {execution.pk} was cancelled.")
+        messages.success(request, f"Attempt {execution.attempt} was cancelled.")
     else:
-        messages.info(request, f"Execution {execution.pk} had already ended.")
+        messages.info(request, f"Attempt {execution.attempt} had already ended.")
     return redirect(execution.evaluation)
 
 
@@ -122,9 +166,22 @@ def evaluation_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         execution = services.execution_rerun(user=request.user, evaluation=evaluation)  # type: ignore[arg-type]
     except ValidationError as exc:
-        for errors in exc.message_dict.values():
-            for error in errors:
-                messages.error(request, error)
+        for error in exc.messages:
+            messages.error(request, error)
     else:
         messages.success(request, f"Attempt {execution.attempt} was queued.")
     return redirect(evaluation)
+
+
+@login_required
+def security_page(request: HttpRequest) -> HttpResponse:
+    """Which backend runs code here and why, what each backend trusts, and (for staff) the
+    live posture of this deployment."""
+    is_staff = bool(getattr(request.user, "is_staff", False))
+    context = {
+        "profiles": security.BACKEND_PROFILES,
+        "active_profile": security.active_profile_key(),
+        "checks": security.posture_checks() if is_staff else None,
+        "isolation": security.active_isolation(),
+    }
+    return render(request, "executions/security.html", context)
