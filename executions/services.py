@@ -661,12 +661,14 @@ def _finish(
     score: Any = None,
     error_kind: str = "",
     error_message: str = "",
+    from_status: Status = Status.RUNNING,
 ) -> bool:
-    """End a running execution once. Returns False if something else ended it first."""
+    """End an execution that is still ``from_status``, once. Returns False if something else
+    ended it first."""
     outcome = _outcome(result) if result is not None else {}
     if result is not None and not error_message:
         error_message = result.error_message
-    ended = Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+    ended = Execution.objects.filter(pk=execution.pk, status=from_status).update(
         status=status,
         verdict=verdict,
         score=score,
@@ -681,7 +683,12 @@ def _finish(
 
 
 def _finish_error(
-    execution: Execution, kind: ErrorKind | str, message: str, result: RunResult | None = None
+    execution: Execution,
+    kind: ErrorKind | str,
+    message: str,
+    result: RunResult | None = None,
+    *,
+    from_status: Status = Status.RUNNING,
 ) -> bool:
     return _finish(
         execution,
@@ -690,6 +697,7 @@ def _finish_error(
         verdict=Verdict.INTERNAL_ERROR,
         error_kind=kind,
         error_message=message,
+        from_status=from_status,
     )
 
 
@@ -796,6 +804,19 @@ class ReapReport:
     orphans_removed: int = 0
 
 
+def _reap(execution: Execution, reason: str, *, from_status: Status) -> bool:
+    """Close an abandoned execution as an infrastructure error, and record that."""
+    if not _finish_error(execution, ErrorKind.WORKER_LOST, reason, from_status=from_status):
+        return False
+    AuditEvent.objects.create(
+        action=AuditEvent.Action.REAP,
+        evaluation_id=execution.evaluation_id,
+        execution=execution,
+        detail={"reason": reason},
+    )
+    return True
+
+
 def executions_reap() -> ReapReport:
     """Close running executions whose worker is gone or whose deadline has long passed, and
     re-queue (once) queued executions that no worker picked up; close those after that."""
@@ -813,14 +834,8 @@ def executions_reap() -> ReapReport:
             if execution.heartbeat_at and execution.heartbeat_at < stale
             else "The run went past its deadline and was abandoned."
         )
-        if _finish_error(execution, ErrorKind.WORKER_LOST, reason):
+        if _reap(execution, reason, from_status=Status.RUNNING):
             closed += 1
-            AuditEvent.objects.create(
-                action=AuditEvent.Action.REAP,
-                evaluation_id=execution.evaluation_id,
-                execution=execution,
-                detail={"reason": reason},
-            )
             if execution.backend_handle:
                 _cancel_sandbox(execution.backend, execution.backend_handle)
 
@@ -849,19 +864,6 @@ def executions_reap() -> ReapReport:
             "No worker picked this run up; "
             "check that the task cluster (manage.py qcluster) is running."
         )
-        ended = Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(
-            status=Status.ERROR,
-            verdict=Verdict.INTERNAL_ERROR,
-            finished_at=now,
-            error_kind=ErrorKind.WORKER_LOST,
-            error_message=reason,
-        )
-        if ended:
+        if _reap(execution, reason, from_status=Status.QUEUED):
             closed += 1
-            AuditEvent.objects.create(
-                action=AuditEvent.Action.REAP,
-                evaluation_id=execution.evaluation_id,
-                execution=execution,
-                detail={"reason": reason},
-            )
     return ReapReport(closed=closed, requeued=requeued, orphans_removed=sandboxes_janitor())
