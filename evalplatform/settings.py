@@ -50,6 +50,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "executions",
 ]
 
@@ -164,6 +168,18 @@ EXECUTIONS: dict[str, Any] = {
     "QUOTA_MAX_CONCURRENT": envint("EXECUTION_QUOTA_MAX_CONCURRENT", 4, minimum=0),
     "QUOTA_MAX_PER_DAY": envint("EXECUTION_QUOTA_MAX_PER_DAY", 500, minimum=0),
     "FAKE_RUN_LOG": env("EXECUTION_FAKE_RUN_LOG") or "",
+    # Back-pressure: past this many queued executions every submission is refused (503).
+    "MAX_QUEUE_DEPTH": envint("EXECUTION_MAX_QUEUE_DEPTH", 1000, minimum=0),
+    # The API: how long ?wait= may hold a request, and how many submissions a batch may hold.
+    "API_MAX_WAIT_S": envint("EXECUTION_API_MAX_WAIT_S", 30, minimum=0),
+    "API_MAX_BATCH": envint("EXECUTION_API_MAX_BATCH", 50, minimum=1),
+    "API_MAX_PAGE_SIZE": envint("EXECUTION_API_MAX_PAGE_SIZE", 100, minimum=1),
+    # Webhooks never reach private, loopback, link-local or metadata addresses unless a host
+    # name or CIDR is listed here.
+    "WEBHOOK_ALLOWLIST": envlist("EXECUTION_WEBHOOK_ALLOWLIST", []),
+    "WEBHOOK_MAX_ATTEMPTS": envint("EXECUTION_WEBHOOK_MAX_ATTEMPTS", 5, minimum=1),
+    "WEBHOOK_BACKOFF_S": envint("EXECUTION_WEBHOOK_BACKOFF_S", 10, minimum=1),
+    "WEBHOOK_TIMEOUT_S": envint("EXECUTION_WEBHOOK_TIMEOUT_S", 5, minimum=1),
     # Per-backend options. Docker reads DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)
     # itself: a unix socket, or tcp://host:port of a socket proxy.
     "BACKEND_OPTIONS": {
@@ -198,6 +214,40 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# The REST API (/api/v1/). Throttle rates are per user; the cache that counts them is this
+# process's memory, so with several web processes each enforces its own count.
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["executions.api.throttling.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env("API_THROTTLE_USER") or "600/min",
+        "submit": env("API_THROTTLE_SUBMIT") or "120/min",
+    },
+    "DEFAULT_PAGINATION_CLASS": "executions.api.pagination.Pagination",
+    "PAGE_SIZE": 20,
+    "EXCEPTION_HANDLER": "executions.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "evalplatform API",
+    "DESCRIPTION": "Submit untrusted code, follow its runs, receive signed webhooks.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The documentation page loads its assets from this platform, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 LOGGING = {
     "version": 1,

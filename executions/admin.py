@@ -35,6 +35,8 @@ from executions.models import (
     TestResult,
     UserQuota,
     Verdict,
+    WebhookDelivery,
+    WebhookSecret,
 )
 
 STATUS_COLOURS = {
@@ -434,3 +436,53 @@ def _with_operator_urls(
 # under /admin/executions/execution/, and a custom AdminSite would mean replacing
 # django.contrib.admin in INSTALLED_APPS for one page.
 admin.site.get_urls = _with_operator_urls(admin.site.get_urls)  # type: ignore[method-assign]
+
+
+@admin.register(WebhookSecret)
+class WebhookSecretAdmin(admin.ModelAdmin):
+    """The secret itself is never listed: rotating shows the new one once, in a message."""
+
+    list_display = ["user", "rotated_at"]
+    search_fields = ["user__username"]
+    fields = ["user", "rotated_at"]
+    readonly_fields = ["user", "rotated_at"]
+    actions = ["rotate"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Rotate the webhook secret (shows the new one once)")
+    def rotate(self, request: HttpRequest, queryset: QuerySet[WebhookSecret]) -> None:
+        for row in queryset.select_related("user"):
+            secret = services.webhook_secret_rotate(row.user)
+            self.message_user(
+                request, f"New webhook secret of {row.user}: {secret}", messages.WARNING
+            )
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Every delivery attempt, read-only: the record of what receivers were sent."""
+
+    list_display = [
+        "execution",
+        "attempt",
+        "url",
+        "succeeded",
+        "status_code",
+        "duration_ms",
+        "next_retry_at",
+        "created_at",
+    ]
+    list_filter = ["succeeded", "created_at"]
+    search_fields = ["url", "execution__evaluation__owner__username"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

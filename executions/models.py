@@ -115,6 +115,11 @@ class Evaluation(models.Model):
     time_limit_ms = models.PositiveIntegerField()
     memory_mb = models.PositiveIntegerField()
     output_kb = models.PositiveIntegerField()
+    callback_url = models.URLField(
+        max_length=2000,
+        blank=True,
+        help_text="Receives a signed POST whenever one of this evaluation's executions ends.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -336,3 +341,69 @@ class UserQuota(models.Model):
         if self.max_per_day is None:
             return int(execution_settings.QUOTA_MAX_PER_DAY)
         return self.max_per_day
+
+
+class WebhookSecret(models.Model):
+    """The key a user's webhook deliveries are signed with (HMAC-SHA256). Created on first
+    use; rotating it (admin, or the API) invalidates the old one at once."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret"
+    )
+    secret = models.CharField(max_length=128)
+    rotated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "webhook secret"
+
+    def __str__(self) -> str:
+        return f"Webhook secret of {self.user}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to POST an execution's ending to its evaluation's callback URL."""
+
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    url = models.CharField(max_length=2000)
+    attempt = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    succeeded = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    next_retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next attempt is due; empty when none will be."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "attempt"], name="unique_webhook_attempt")
+        ]
+
+    def __str__(self) -> str:
+        return f"Webhook for execution {self.execution_id}, attempt {self.attempt}"
+
+
+class IdempotencyKey(models.Model):
+    """The first response to a POST made with an ``Idempotency-Key`` header, replayed to
+    retries of the same request by the same user. ``status_code`` is null while the first
+    request is still being handled."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="unique_idempotency_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"Idempotency key {self.key!r} of user {self.user_id}"

@@ -6,13 +6,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
 from executions.backends import BACKENDS, Selection, active_selection, get_backend
 from executions.backends.base import Health, Isolation
-from executions.models import Evaluation, Execution, Runtime, Status, TestResult
+from executions.models import (
+    ACTIVE_STATUSES,
+    Evaluation,
+    Execution,
+    Runtime,
+    Status,
+    TestResult,
+)
 
 
 def runtimes_enabled() -> QuerySet[Runtime]:
@@ -33,9 +41,13 @@ def evaluation_list(
     status: str = "",
     verdict: str = "",
     runtime: str = "",
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    ordering: str = "-created_at",
 ) -> QuerySet[Evaluation]:
     """Evaluations the user may see, each annotated with its latest attempt's status,
-    verdict and score (one query whatever the page size), optionally filtered by those."""
+    verdict and score (one query whatever the page size), optionally filtered by those and
+    by creation time, ordered by ``ordering`` (``[-]created_at`` or ``[-]id``)."""
     latest = Execution.objects.filter(evaluation=OuterRef("pk")).order_by("-attempt")
     evaluations = (
         evaluations_visible_to(user)
@@ -45,8 +57,12 @@ def evaluation_list(
             latest_score=Subquery(latest.values("score")[:1]),
             attempts=Count("executions", distinct=True),
         )
-        .order_by("-created_at", "-id")
+        .order_by(ordering, "-id" if ordering.startswith("-") else "id")
     )
+    if created_after:
+        evaluations = evaluations.filter(created_at__gte=created_after)
+    if created_before:
+        evaluations = evaluations.filter(created_at__lt=created_before)
     if status:
         evaluations = evaluations.filter(latest_status=status)
     if verdict:
@@ -179,3 +195,23 @@ def _probe_backend(name: str) -> tuple[Health | None, str, Isolation | None, str
 
 def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def execution_wait(execution_id: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for an execution to end; True if it has.
+
+    Polls one indexed column by primary key, starting at 50 ms and backing off to 500 ms,
+    so a waiting request costs a few cheap queries a second at most.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        current = Execution.objects.filter(pk=execution_id).values_list("status", flat=True)
+        status = current.first()
+        if status is None or status not in ACTIVE_STATUSES:
+            return status is not None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.5)

@@ -36,12 +36,14 @@ from executions.models import (
     Comparison,
     Evaluation,
     Execution,
+    IdempotencyKey,
     Runtime,
     Status,
     TestCase,
     TestResult,
     UserQuota,
     Verdict,
+    WebhookSecret,
 )
 from executions.policy import Limits, SandboxPolicy
 
@@ -283,6 +285,51 @@ class QuotaExceeded(ValidationError):
         self.retry_after_s = retry_after_s
 
 
+class QueueFull(ValidationError):
+    """The platform's queue holds ``EXECUTIONS["MAX_QUEUE_DEPTH"]`` executions already.
+
+    A non-field error like ``QuotaExceeded``, but about the whole platform rather than one
+    user: the API answers it with 503. ``retry_after_s`` is a hint for when to try again.
+    """
+
+    def __init__(self, message: str, *, depth: int, retry_after_s: int) -> None:
+        super().__init__({NON_FIELD_ERRORS: [ValidationError(message, code="queue_full")]})
+        self.code = "queue_full"
+        self.depth = depth
+        self.retry_after_s = retry_after_s
+
+
+def queue_depth_check(adding: int = 1) -> None:
+    """Raise ``QueueFull`` if ``adding`` more queued executions would pass the global cap."""
+    cap = execution_settings.MAX_QUEUE_DEPTH
+    depth = Execution.objects.filter(status=Status.QUEUED).count()
+    if depth + adding > cap:
+        raise QueueFull(
+            f"The platform is busy: {depth} executions are waiting (the limit is {cap}). "
+            "Try again shortly.",
+            depth=depth,
+            retry_after_s=int(execution_settings.QUEUE_FULL_RETRY_AFTER_S),
+        )
+
+
+def _clean_callback_url(value: object, errors: _Errors) -> str:
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        errors.add("callback_url", "Must be a URL.")
+        return ""
+    from django.core.validators import URLValidator
+
+    try:
+        URLValidator(schemes=["http", "https"])(value)
+    except ValidationError:
+        errors.add("callback_url", "Must be an http:// or https:// URL.")
+        return ""
+    if len(value) > 2000:
+        errors.add("callback_url", "Must be at most 2000 characters.")
+    return value
+
+
 def _quota_check(*, owner_id: int) -> None:
     """Raise ``QuotaExceeded`` if one more execution would break the quota of the user who
     owns the evaluation (whoever requests the run, it is their workload that grows).
@@ -291,6 +338,7 @@ def _quota_check(*, owner_id: int) -> None:
     concurrent requests of one user take turns, so two of them cannot both pass the count.
     """
     User.objects.select_for_update().filter(pk=owner_id).first()
+    queue_depth_check()
     quota = UserQuota.objects.filter(user_id=owner_id).first() or UserQuota(user_id=owner_id)
     theirs = Execution.objects.filter(evaluation__owner_id=owner_id)
     since = timezone.now() - QUOTA_WINDOW
@@ -337,13 +385,17 @@ def evaluation_submit(
     memory_mb: int | str | None = None,
     output_kb: int | str | None = None,
     title: str = "",
+    callback_url: str = "",
 ) -> Evaluation:
     """Validate a submission, store it with its first execution, and queue that execution.
 
-    Raises ``ValidationError`` whose ``message_dict`` names every bad field, or its subclass
-    ``QuotaExceeded``; in either case nothing is stored.
+    Raises ``ValidationError`` whose ``message_dict`` names every bad field, or its subclasses
+    ``QuotaExceeded`` and ``QueueFull``; in any case nothing is stored. ``callback_url`` is
+    checked for syntax and scheme here; whether its address may be reached is decided at
+    each delivery (see ``executions.webhooks``).
     """
     errors = _Errors()
+    clean_callback = _clean_callback_url(callback_url, errors)
     found = _resolve_runtime(runtime, errors)
     cleaned_files = _clean_files(files, source, found, errors)
     clean_stdin = _clean_text(stdin, "stdin", execution_settings.MAX_STDIN_BYTES, errors)
@@ -378,6 +430,7 @@ def evaluation_submit(
             runtime=found,
             files=cleaned_files,
             stdin=clean_stdin,
+            callback_url=clean_callback,
             **limits,
         )
         TestCase.objects.bulk_create(
@@ -403,6 +456,59 @@ def evaluation_submit(
             detail={"runtime": found.name, "test_cases": len(cases), "backend": execution.backend},
         )
     return evaluation
+
+
+class BatchInvalid(ValidationError):
+    """Some submissions of a batch are invalid; ``errors_by_index`` maps each bad item's
+    index to its ``message_dict``. Nothing of the batch was stored."""
+
+    def __init__(self, errors_by_index: dict[int, dict[str, list[str]]]) -> None:
+        super().__init__(
+            {
+                f"items[{index}].{path}" if path != NON_FIELD_ERRORS else f"items[{index}]": msgs
+                for index, messages in errors_by_index.items()
+                for path, msgs in messages.items()
+            }
+        )
+        self.errors_by_index = errors_by_index
+
+
+def evaluations_submit_batch(
+    *, user: User, submissions: Sequence[Mapping[str, Any]]
+) -> list[Evaluation]:
+    """Submit every item (keyword arguments of ``evaluation_submit``) or none of them.
+
+    All items are validated, in one transaction; if any is invalid the transaction is rolled
+    back and ``BatchInvalid`` lists every bad item. ``QuotaExceeded`` and ``QueueFull`` stop
+    the batch at once (nothing stored) and are raised as they are, so callers can answer them
+    with 429 / 503 like a single submission.
+    """
+    if len(submissions) > execution_settings.API_MAX_BATCH:
+        raise ValidationError(
+            {
+                "items": [
+                    f"A batch holds at most {execution_settings.API_MAX_BATCH} submissions; "
+                    f"this one has {len(submissions)}."
+                ]
+            }
+        )
+    if not submissions:
+        raise ValidationError({"items": ["Give at least one submission."]})
+    created: list[Evaluation] = []
+    errors: dict[int, dict[str, list[str]]] = {}
+    with transaction.atomic():
+        for index, item in enumerate(submissions):
+            try:
+                created.append(evaluation_submit(user=user, **item))
+            except (QuotaExceeded, QueueFull):
+                raise
+            except ValidationError as exc:
+                errors[index] = exc.message_dict
+        if errors:
+            # Leaving the block by an exception rolls back every item, and with them the
+            # on_commit hooks that would have queued their executions.
+            raise BatchInvalid(errors)
+    return created
 
 
 def _create_execution(
@@ -491,10 +597,20 @@ def execution_cancel(*, user: User, execution: Execution) -> bool:
             evaluation_id=execution.evaluation_id,
             execution=execution,
         )
+        _execution_ended(execution.pk)
     execution.refresh_from_db()
     if execution.backend_handle:
         transaction.on_commit(lambda: _cancel_sandbox(execution.backend, execution.backend_handle))
     return True
+
+
+def _execution_ended(execution_id: int) -> None:
+    """Called once per execution, right after the conditional update that ended it (any
+    terminal state, whoever ended it). Queues the webhook, if the evaluation has one, after
+    the surrounding transaction commits, so a slow receiver never holds up a worker."""
+    from executions import webhooks
+
+    transaction.on_commit(functools.partial(webhooks.execution_ended, execution_id))
 
 
 def _cancel_sandbox(backend: str, handle: str) -> None:
@@ -503,6 +619,91 @@ def _cancel_sandbox(backend: str, handle: str) -> None:
     except Exception:
         # The sandbox dies at its own deadline anyway; a failed kill must not fail the request.
         logger.exception("Could not cancel sandbox %s on backend %s", handle, backend)
+
+
+# Webhook secrets and idempotency keys ----------------------------------------------------
+
+
+def webhook_secret_for(user: User) -> str:
+    """The user's webhook signing secret, created on first use."""
+    import secrets
+
+    found, _ = WebhookSecret.objects.get_or_create(
+        user=user, defaults={"secret": secrets.token_urlsafe(32)}
+    )
+    return found.secret
+
+
+def webhook_secret_rotate(user: User) -> str:
+    """Replace the user's webhook secret with a new one and return it; the old one stops
+    verifying at once."""
+    import secrets
+
+    secret = secrets.token_urlsafe(32)
+    WebhookSecret.objects.update_or_create(user=user, defaults={"secret": secret})
+    return secret
+
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What ``idempotency_claim`` found: ``replay`` holds the stored (status, body) of an
+    earlier identical request; ``conflict`` says why the key cannot be used; neither means
+    the caller owns the key now and must call ``idempotency_store`` or
+    ``idempotency_release``."""
+
+    record_id: int | None = None
+    replay: tuple[int, Any] | None = None
+    conflict: str = ""
+    in_progress: bool = False
+
+
+def idempotency_claim(*, user: User, key: str, fingerprint: str) -> IdempotencyClaim:
+    """Reserve ``key`` for this request, or report the earlier response or a conflict.
+
+    Race-safe: the unique (user, key) constraint lets exactly one concurrent request create
+    the record; the others read it. Keys older than 24 hours are forgotten.
+    """
+    from django.db import IntegrityError
+
+    if not key or len(key) > 255:
+        return IdempotencyClaim(conflict="Idempotency-Key must be 1 to 255 characters.")
+    IdempotencyKey.objects.filter(
+        user=user, key=key, created_at__lt=timezone.now() - IDEMPOTENCY_TTL
+    ).delete()
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint)
+        return IdempotencyClaim(record_id=record.pk)
+    except IntegrityError:
+        pass
+    existing = IdempotencyKey.objects.filter(user=user, key=key).first()
+    if existing is None:  # expired and deleted by a concurrent request in between
+        return IdempotencyClaim(conflict="Idempotency-Key was just reused; retry the request.")
+    if existing.fingerprint != fingerprint:
+        return IdempotencyClaim(
+            conflict="This Idempotency-Key was already used for a different request "
+            "(another path or body). Use a new key for a new request."
+        )
+    if existing.status_code is None:
+        return IdempotencyClaim(
+            conflict="A request with this Idempotency-Key is still being handled; "
+            "retry when it has finished.",
+            in_progress=True,
+        )
+    return IdempotencyClaim(replay=(existing.status_code, existing.response))
+
+
+def idempotency_store(record_id: int, status_code: int, response: Any) -> None:
+    IdempotencyKey.objects.filter(pk=record_id).update(status_code=status_code, response=response)
+
+
+def idempotency_release(record_id: int) -> None:
+    """Forget a claimed key whose request should be retried for real (e.g. refused by
+    back-pressure, or failed inside the platform)."""
+    IdempotencyKey.objects.filter(pk=record_id, status_code__isnull=True).delete()
 
 
 # Running ---------------------------------------------------------------------------------
@@ -679,7 +880,9 @@ def _finish(
     )
     if not ended:
         logger.info("Execution %s had already ended; its late result is discarded.", execution.pk)
-    return bool(ended)
+        return False
+    _execution_ended(execution.pk)
+    return True
 
 
 def _finish_error(

@@ -15,3 +15,9 @@ def reap_executions() -> str:
         f"closed {report.closed}, re-queued {report.requeued}, "
         f"removed {report.orphans_removed} orphaned sandboxes"
     )
+
+
+def deliver_webhook(execution_id: int, attempt: int) -> None:
+    from executions import webhooks
+
+    webhooks.deliver(execution_id, attempt)

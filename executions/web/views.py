@@ -31,7 +31,12 @@ def evaluation_list(request: HttpRequest) -> HttpResponse:
         "verdict": request.GET.get("verdict", ""),
         "runtime": request.GET.get("runtime", ""),
     }
-    evaluations = selectors.evaluation_list(request.user, **filters)
+    evaluations = selectors.evaluation_list(
+        request.user,
+        status=filters["status"],
+        verdict=filters["verdict"],
+        runtime=filters["runtime"],
+    )
     page = Paginator(evaluations, 25).get_page(request.GET.get("page"))
     query = "&".join(f"{key}={value}" for key, value in filters.items() if value)
     context = {

@@ -1,0 +1,34 @@
+"""``manage.py api_token create|revoke USERNAME``: the API token of a user.
+
+``create`` prints the user's token, making one if there is none (run it again to see the
+same token); ``revoke`` deletes it, so requests made with it get 401 from then on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rest_framework.authtoken.models import Token
+
+
+class Command(BaseCommand):
+    help = "Create (or show) or revoke the API token of a user."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["create", "revoke"])
+        parser.add_argument("username")
+
+    def handle(self, *args: Any, action: str, username: str, **options: Any) -> None:
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"No user named {username!r}.")
+        if action == "create":
+            token, _ = Token.objects.get_or_create(user=user)
+            self.stdout.write(token.key)
+            return
+        deleted, _ = Token.objects.filter(user=user).delete()
+        if not deleted:
+            raise CommandError(f"{username!r} has no API token.")
+        self.stdout.write(f"Revoked the API token of {username}.")

@@ -1,0 +1,337 @@
+"""Signed webhooks sent when an execution ends: the one module that speaks HTTP to receivers.
+
+Contract for receivers. Each delivery is ``POST callback_url`` with a JSON body (see
+``payload``) and these headers:
+
+``X-Evalplatform-Event``
+    ``execution.ended``
+``X-Evalplatform-Delivery``
+    ``<execution id>-<attempt>``; a retry of the same event carries the same execution id.
+``X-Evalplatform-Timestamp``
+    Unix seconds when this attempt was signed.
+``X-Evalplatform-Signature``
+    ``sha256=<hex>``: HMAC-SHA256, keyed with the owner's webhook secret, over
+    ``f"{timestamp}.{body}"`` (the raw body bytes). Check it with ``verify_signature``.
+
+Any 2xx answer ends the delivery; anything else (or no answer within the timeout) is retried
+with exponential backoff, ``EXECUTIONS["WEBHOOK_MAX_ATTEMPTS"]`` attempts in all. Every
+attempt is recorded as a ``WebhookDelivery``.
+
+SSRF guard: only http(s); the host is resolved once, every address must be public (not
+loopback, private, link-local, reserved, multicast, unspecified, nor 169.254.169.254) unless
+the host name or a CIDR holding the address is in ``EXECUTIONS["WEBHOOK_ALLOWLIST"]``; the
+connection goes to that checked address (no second lookup an attacker's DNS could change),
+with the original Host header and, for https, the original name for SNI and the certificate
+check. Redirects are never followed; timeouts and the response size are bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.db import IntegrityError
+from django.utils import timezone
+
+from executions.conf import execution_settings
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Evalplatform-Signature"
+TIMESTAMP_HEADER = "X-Evalplatform-Timestamp"
+EVENT = "execution.ended"
+USER_AGENT = "evalplatform-webhooks/1"
+METADATA_ADDRESSES = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("fd00:ec2::254"),
+}
+# A receiver's clock may differ a little; older signatures are refused as replays.
+DEFAULT_TOLERANCE_S = 300
+
+
+def sign(secret: str, timestamp: int | str, body: bytes) -> str:
+    """The ``X-Evalplatform-Signature`` value for ``body`` sent at ``timestamp``."""
+    message = str(timestamp).encode() + b"." + body
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(
+    secret: str,
+    body: bytes,
+    timestamp: str,
+    signature: str,
+    *,
+    tolerance_s: int = DEFAULT_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """True when ``signature`` (the ``X-Evalplatform-Signature`` header) was made with
+    ``secret`` over this exact ``body`` and ``timestamp`` header, and the timestamp is within
+    ``tolerance_s`` of now. Compares in constant time. Receivers may copy this function: it
+    needs only the standard library."""
+    try:
+        age = abs((time.time() if now is None else now) - int(timestamp))
+    except (TypeError, ValueError):
+        return False
+    if age > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+# Address checks ---------------------------------------------------------------------------
+
+
+class Refused(Exception):
+    """The callback URL may not be reached; the message says why."""
+
+
+def _allowlisted(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    for entry in execution_settings.WEBHOOK_ALLOWLIST:
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == host.lower():
+            return True
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _forbidden_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return _forbidden_reason(address.ipv4_mapped)
+    if address in METADATA_ADDRESSES:
+        return "the cloud metadata address"
+    checks = [
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("private", address.is_private),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("unspecified", address.is_unspecified),
+    ]
+    for name, hit in checks:
+        if hit:
+            return f"a {name} address"
+    return ""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str
+
+
+def resolve_target(url: str) -> Target:
+    """Check ``url`` and pick the address to connect to; raise ``Refused`` saying why not."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        raise Refused(f"Only http and https callback URLs are allowed, not {parts.scheme!r}.")
+    host = parts.hostname
+    if not host:
+        raise Refused("The callback URL has no host.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise Refused(f"The callback URL's port is invalid: {exc}.") from exc
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise Refused(f"Cannot resolve {host!r}: {exc}.") from exc
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    if not addresses:
+        raise Refused(f"{host!r} has no address.")
+    for address in addresses:
+        reason = _forbidden_reason(address)
+        if reason and not _allowlisted(host, address):
+            # Every address must pass: a name resolving to one public and one private address
+            # must not reach the private one on a later connection.
+            raise Refused(
+                f"{host!r} resolves to {address}, {reason}; webhooks may not reach it "
+                "unless an admin adds the host or network to EXECUTION_WEBHOOK_ALLOWLIST."
+            )
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return Target(parts.scheme, host, port, path, str(addresses[0]))
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a fixed address, with SNI and certificate checks for the original host."""
+
+    def __init__(self, address: str, server_name: str, **kwargs: Any) -> None:
+        super().__init__(address, **kwargs)
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        context = ssl.create_default_context()
+        self.sock = context.wrap_socket(sock, server_hostname=self._server_name)
+
+
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    body: bytes
+
+
+def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float) -> Response:
+    """POST to the checked address; a redirect is returned as it is, never followed."""
+    connection: http.client.HTTPConnection
+    if target.scheme == "https":
+        connection = _PinnedHTTPSConnection(
+            target.address, target.host, port=target.port, timeout=timeout_s
+        )
+    else:
+        connection = http.client.HTTPConnection(target.address, target.port, timeout=timeout_s)
+    default_port = 443 if target.scheme == "https" else 80
+    host_header = target.host if ":" not in target.host else f"[{target.host}]"
+    if target.port != default_port:
+        host_header += f":{target.port}"
+    try:
+        connection.request(
+            "POST",
+            target.path,
+            body=body,
+            headers={
+                "Host": host_header,
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                **headers,
+            },
+        )
+        answer = connection.getresponse()
+        # Only the start of the answer is read: a receiver cannot make us buffer gigabytes.
+        data = answer.read(execution_settings.WEBHOOK_MAX_RESPONSE_BYTES)
+        return Response(answer.status, data)
+    finally:
+        connection.close()
+
+
+# Deliveries -------------------------------------------------------------------------------
+
+
+def payload(execution: Any) -> dict[str, Any]:
+    """The JSON body of an ``execution.ended`` delivery. Only what the owner may see: no
+    test case contents and no program output (fetch the evaluation for those)."""
+    return {
+        "event": EVENT,
+        "evaluation_id": execution.evaluation_id,
+        "execution_id": execution.pk,
+        "attempt": execution.attempt,
+        "status": execution.status,
+        "verdict": execution.verdict,
+        "score": None if execution.score is None else str(execution.score),
+        "error_kind": execution.error_kind,
+        "finished_at": execution.finished_at.isoformat() if execution.finished_at else None,
+    }
+
+
+def execution_ended(execution_id: int) -> None:
+    """Queue the first delivery for an execution that just ended, if its evaluation has a
+    callback URL. Called by the services after commit; never raises into them."""
+    from executions.models import Execution
+
+    try:
+        if Execution.objects.filter(pk=execution_id).exclude(evaluation__callback_url="").exists():
+            _enqueue(execution_id, 1)
+    except Exception:
+        logger.exception("Could not queue the webhook of execution %s", execution_id)
+
+
+def _enqueue(execution_id: int, attempt: int, delay_s: int = 0) -> None:
+    from django_q.models import Schedule
+    from django_q.tasks import async_task, schedule
+
+    name = f"webhook-{execution_id}-{attempt}"
+    if delay_s <= 0:
+        async_task("executions.tasks.deliver_webhook", execution_id, attempt, task_name=name)
+        return
+    schedule(
+        "executions.tasks.deliver_webhook",
+        execution_id,
+        attempt,
+        name=name,
+        schedule_type=Schedule.ONCE,
+        repeats=1,
+        next_run=timezone.now() + timedelta(seconds=delay_s),
+    )
+
+
+def backoff_s(attempt: int) -> int:
+    """Delay before attempt ``attempt + 1``: the base doubling each time (10 s, 20 s, 40 s…)."""
+    return int(execution_settings.WEBHOOK_BACKOFF_S * 2 ** (attempt - 1))
+
+
+def deliver(execution_id: int, attempt: int) -> Any:
+    """Make attempt ``attempt`` of an execution's webhook, record it, and schedule the next
+    one if it failed and attempts remain. Returns the ``WebhookDelivery``, or None when there
+    is nothing to do (no callback URL, or this attempt was already made)."""
+    from executions import services
+    from executions.models import Execution, WebhookDelivery
+
+    execution = Execution.objects.select_related("evaluation__owner").filter(pk=execution_id)
+    found = execution.first()
+    if found is None or not found.evaluation.callback_url:
+        return None
+    url = found.evaluation.callback_url
+    try:
+        delivery = WebhookDelivery.objects.create(execution=found, url=url, attempt=attempt)
+    except IntegrityError:
+        logger.info("Webhook attempt %s of execution %s was already made.", attempt, execution_id)
+        return None
+    body = json.dumps(payload(found), separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    secret = services.webhook_secret_for(found.evaluation.owner)
+    headers = {
+        "X-Evalplatform-Event": EVENT,
+        "X-Evalplatform-Delivery": f"{execution_id}-{attempt}",
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
+    }
+    started = time.monotonic()
+    status_code: int | None = None
+    error = ""
+    retry = True
+    try:
+        target = resolve_target(url)
+        answer = post(target, body, headers, execution_settings.WEBHOOK_TIMEOUT_S)
+        status_code = answer.status_code
+        if not 200 <= status_code < 300:
+            error = f"The receiver answered {status_code}."
+            if 300 <= status_code < 400:
+                error += " Redirects are not followed."
+    except Refused as exc:
+        error = f"Refused: {exc}"
+        retry = False  # the same address check would refuse every retry
+    except (OSError, http.client.HTTPException) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    delivery.duration_ms = int((time.monotonic() - started) * 1000)
+    delivery.status_code = status_code
+    delivery.succeeded = not error
+    delivery.error = error
+    if error and retry and attempt < execution_settings.WEBHOOK_MAX_ATTEMPTS:
+        delay = backoff_s(attempt)
+        delivery.next_retry_at = timezone.now() + timedelta(seconds=delay)
+        _enqueue(execution_id, attempt + 1, delay)
+    delivery.save(
+        update_fields=["duration_ms", "status_code", "succeeded", "error", "next_retry_at"]
+    )
+    return delivery
