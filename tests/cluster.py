@@ -45,8 +45,9 @@ def clusters(
 ) -> Iterator[ClusterFactory]:
     """Yield a function that starts a cluster (as often as a test asks); stop them all after.
 
-    The cluster gets a queue of its own and shares this process's SECRET_KEY (tasks are
-    signed with it); ``environ`` adds or overrides its environment.
+    The cluster gets a queue of its own on the broker this process enqueues to, and shares
+    this process's SECRET_KEY (tasks are signed with it); ``environ`` adds or overrides its
+    environment.
     """
     name = f"test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr(Conf, "PREFIX", name)
@@ -61,8 +62,10 @@ def clusters(
         EXECUTION_HEARTBEAT_INTERVAL_S="1",
         Q_CLUSTER_NAME=name,
         Q_WORKERS="2",
-        **environ,
     )
+    if not Conf.ORM and isinstance(Conf.REDIS, str):
+        base["REDIS_URL"] = Conf.REDIS
+    base.update(environ)
     processes: list[subprocess.Popen[bytes]] = []
     log = (tmp_path / "cluster.log").open("ab")
 
