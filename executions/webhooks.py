@@ -117,12 +117,12 @@ def _forbidden_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
     if address in METADATA_ADDRESSES:
         return "the cloud metadata address"
     checks = [
+        ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
         ("private", address.is_private),
         ("multicast", address.is_multicast),
         ("reserved", address.is_reserved),
-        ("unspecified", address.is_unspecified),
     ]
     for name, hit in checks:
         if hit:

@@ -227,6 +227,13 @@ class EvaluationSummarySerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class EvaluationPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EvaluationSummarySerializer(many=True)
+
+
 class EvaluationDetailSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     title = serializers.CharField()

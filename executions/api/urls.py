@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
@@ -34,4 +34,5 @@ urlpatterns = [
         ),
         name="docs",
     ),
+    re_path(r"^(?P<path>.*)$", views.not_found),
 ]

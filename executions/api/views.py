@@ -8,7 +8,8 @@ from typing import Any
 from django.contrib.auth.models import User
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -69,8 +70,9 @@ class EvaluationListCreateView(APIView):
     throttle_classes = [UserThrottle, SubmitThrottle]
 
     @extend_schema(
+        operation_id="evaluations_list",
         parameters=[s.EvaluationFilterSerializer],
-        responses={200: s.EvaluationSummarySerializer(many=True), **READ_ERRORS},
+        responses={200: s.EvaluationPageSerializer, **READ_ERRORS},
     )
     def get(self, request: Request) -> Response:
         """Your evaluations (staff: everyone's), newest first, with the latest attempt."""
@@ -228,3 +230,12 @@ class WebhookSecretView(APIView):
         verifying."""
         secret = services.webhook_secret_rotate(_user(request))
         return Response({"secret": secret}, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(exclude=True)
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+@permission_classes([AllowAny])
+@authentication_classes([])
+def not_found(request: Request, path: str = "") -> Response:
+    """Any other path under /api/v1/: a JSON 404 like every other API error."""
+    raise exceptions.NotFound(f"No API endpoint at {request.path}.")

@@ -1,0 +1,156 @@
+"""Idempotency keys, quotas and throttles (429), and the global queue depth (503)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.test import APIClient
+
+from executions import services
+from executions.api.throttling import UserThrottle
+from executions.models import Evaluation, IdempotencyKey, UserQuota
+from tests.api.conftest import submission
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client: APIClient, path: str, body: Any, **headers: str) -> Any:
+    return client.post(path, body, format="json", headers=headers)
+
+
+# Idempotency -------------------------------------------------------------------------------
+
+
+def test_same_key_replays_first_response(api: APIClient) -> None:
+    first = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
+    again = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert Evaluation.objects.count() == 1
+
+
+def test_same_key_other_body_is_422(api: APIClient) -> None:
+    post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
+    other = post(api, "/api/v1/evaluations/", submission(stdin="x"), **{"Idempotency-Key": "k1"})
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert "different request" in other.json()["error"]["message"]
+    assert Evaluation.objects.count() == 1
+
+
+def test_keys_are_per_user(api: APIClient, other_api: APIClient) -> None:
+    post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
+    theirs = post(other_api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
+    assert theirs.status_code == 201
+    assert Evaluation.objects.count() == 2
+
+
+def test_expired_key_is_forgotten(api: APIClient) -> None:
+    post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
+    old = IdempotencyKey.objects.get()
+    IdempotencyKey.objects.filter(pk=old.pk).update(created_at=old.created_at - timedelta(hours=25))
+    again = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+    assert Evaluation.objects.count() == 2
+
+
+def test_errors_are_not_stored(api: APIClient) -> None:
+    bad = post(api, "/api/v1/evaluations/", submission(runtime="x"), **{"Idempotency-Key": "k"})
+    assert bad.status_code == 400
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_key_in_progress_is_reported(user: User) -> None:
+    first = services.idempotency_claim(user=user, key="busy", fingerprint="f")
+    assert first.record_id is not None
+    second = services.idempotency_claim(user=user, key="busy", fingerprint="f")
+    assert second.in_progress and second.record_id is None
+    services.idempotency_release(first.record_id)
+    assert services.idempotency_claim(user=user, key="busy", fingerprint="f").record_id
+
+
+def test_batch_and_rerun_are_idempotent(api: APIClient, roomy_quota: UserQuota) -> None:
+    items = {"items": [submission(), submission()]}
+    first = post(api, "/api/v1/evaluations/batch/", items, **{"Idempotency-Key": "b"})
+    again = post(api, "/api/v1/evaluations/batch/", items, **{"Idempotency-Key": "b"})
+    assert first.json() == again.json()
+    assert Evaluation.objects.count() == 2
+
+
+# Quotas and throttles ----------------------------------------------------------------------
+
+
+def test_quota_is_429_with_retry_after(api: APIClient, user: User) -> None:
+    UserQuota.objects.create(user=user, max_concurrent=1)
+    assert post(api, "/api/v1/evaluations/", submission()).status_code == 201
+    refused = post(api, "/api/v1/evaluations/", submission())
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "5"
+    assert refused.json()["error"]["code"] == "quota_concurrent"
+
+
+def test_quota_stops_a_batch(api: APIClient, user: User) -> None:
+    UserQuota.objects.create(user=user, max_concurrent=2)
+    refused = post(api, "/api/v1/evaluations/batch/", {"items": [submission()] * 3})
+    assert refused.status_code == 429
+    assert Evaluation.objects.count() == 0
+
+
+def test_throttle_is_429_with_retry_after(
+    api: APIClient, settings: Any, roomy_quota: UserQuota
+) -> None:
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"user": "100/min", "submit": "2/min"},
+    }
+    UserThrottle.cache.clear()
+    assert post(api, "/api/v1/evaluations/", submission()).status_code == 201
+    assert post(api, "/api/v1/evaluations/", submission()).status_code == 201
+    refused = post(api, "/api/v1/evaluations/", submission())
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "throttled"
+    assert int(refused.headers["Retry-After"]) > 0
+    # Reads are counted apart from submissions.
+    assert api.get("/api/v1/evaluations/").status_code == 200
+    UserThrottle.cache.clear()
+
+
+# Queue depth -------------------------------------------------------------------------------
+
+
+def test_queue_depth_is_503(api: APIClient, settings: Any, roomy_quota: UserQuota) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "MAX_QUEUE_DEPTH": 1}
+    assert post(api, "/api/v1/evaluations/", submission()).status_code == 201
+    refused = post(api, "/api/v1/evaluations/", submission())
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "10"
+    error = refused.json()["error"]
+    assert error["code"] == "queue_full" and "busy" in error["message"]
+    batch = post(api, "/api/v1/evaluations/batch/", {"items": [submission()]})
+    assert batch.status_code == 503
+    assert Evaluation.objects.count() == 1
+
+
+def test_web_submit_enforces_queue_depth(user: User, runtime: Any, settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "MAX_QUEUE_DEPTH": 0}
+    client = Client()
+    client.force_login(user)
+    response = client.post(
+        "/evaluations/new/",
+        {
+            "runtime": "python-3.11",
+            "source": "print(1)\n",
+            "stdin": "",
+            "title": "",
+            "cases-TOTAL_FORMS": "0",
+            "cases-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert "The platform is busy" in response.content.decode()
+    assert Evaluation.objects.count() == 0

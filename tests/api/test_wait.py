@@ -1,0 +1,62 @@
+"""``?wait=N`` holds the request until the execution ends; here a worker thread runs it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from executions import services
+from executions.models import Execution, Status
+from tests.api.conftest import submission
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def worker(stop: threading.Event) -> None:
+    """Run queued executions as a cluster worker would, until told to stop."""
+    try:
+        while not stop.is_set():
+            for pk in Execution.objects.filter(status=Status.QUEUED).values_list("pk", flat=True):
+                services.execution_run(pk)
+            time.sleep(0.05)
+    finally:
+        connection.close()
+
+
+def test_wait_returns_finished_result(api: APIClient) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=worker, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        response = api.post(
+            "/api/v1/evaluations/?wait=20", submission(stdin="hello\n"), format="json"
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert response.status_code == 201
+    execution = response.json()["executions"][0]
+    assert execution["status"] == "finished"
+    assert execution["stdout"] == "hello\n"
+    assert time.monotonic() - started < 20
+
+
+def test_wait_is_capped(api: APIClient, settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "API_MAX_WAIT_S": 1}
+    started = time.monotonic()
+    response = api.post("/api/v1/evaluations/?wait=600", submission(), format="json")
+    assert response.status_code == 201
+    assert response.json()["executions"][0]["status"] == "queued"
+    assert 0.9 < time.monotonic() - started < 5
+
+
+def test_wait_must_be_a_number(api: APIClient) -> None:
+    response = api.post("/api/v1/evaluations/?wait=soon", submission(), format="json")
+    assert response.status_code == 400
+    assert "wait" in response.json()["error"]["fields"]

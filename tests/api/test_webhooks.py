@@ -1,0 +1,228 @@
+"""Webhooks against a real HTTP receiver on 127.0.0.1 (allow-listed here, as an admin would):
+signatures, retries with backoff, the SSRF guard and redirects."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from executions import services, webhooks
+from executions.models import Evaluation, Execution, Runtime, WebhookDelivery
+
+pytestmark = pytest.mark.django_db
+
+
+class Receiver:
+    """Records every request; answers with the next status from ``answers`` (then 200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body}
+                )
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[Receiver]:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_ALLOWLIST": ["127.0.0.1"]}
+    found = Receiver()
+    thread = threading.Thread(target=found.server.serve_forever, daemon=True)
+    thread.start()
+    yield found
+    found.server.shutdown()
+    found.server.server_close()
+
+
+@pytest.fixture
+def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Deliveries queued (execution id, attempt, delay) instead of sent to the task queue."""
+    calls: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(
+        webhooks, "_enqueue", lambda pk, attempt, delay_s=0: calls.append((pk, attempt, delay_s))
+    )
+    return calls
+
+
+def ended_execution(user: User, url: str) -> Execution:
+    evaluation = services.evaluation_submit(
+        user=user, runtime="python-3.11", source="print(1)\n", callback_url=url
+    )
+    execution = evaluation.executions.get()
+    services.execution_run(execution.pk)
+    return Execution.objects.get(pk=execution.pk)
+
+
+def test_signed_delivery_verifies(
+    user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any]
+) -> None:
+    execution = ended_execution(user, receiver.url)
+    delivery = webhooks.deliver(execution.pk, 1)
+    assert delivery.succeeded and delivery.status_code == 200 and delivery.duration_ms >= 0
+    [request] = receiver.requests
+    assert request["path"] == "/hook?x=1"
+    headers = request["headers"]
+    assert headers["Host"] == receiver.url.split("/")[2]
+    secret = services.webhook_secret_for(user)
+    assert webhooks.verify_signature(
+        secret,
+        request["body"],
+        headers["X-Evalplatform-Timestamp"],
+        headers["X-Evalplatform-Signature"],
+    )
+    assert not webhooks.verify_signature(
+        secret,
+        request["body"] + b" ",
+        headers["X-Evalplatform-Timestamp"],
+        headers["X-Evalplatform-Signature"],
+    )
+    assert not webhooks.verify_signature(
+        "wrong",
+        request["body"],
+        headers["X-Evalplatform-Timestamp"],
+        headers["X-Evalplatform-Signature"],
+    )
+    payload = json.loads(request["body"])
+    assert payload["event"] == "execution.ended"
+    assert payload["execution_id"] == execution.pk and payload["status"] == "finished"
+    assert enqueued == []
+    # A second delivery of the same task does not send twice.
+    assert webhooks.deliver(execution.pk, 1) is None
+    assert len(receiver.requests) == 1
+
+
+def test_old_signatures_are_refused() -> None:
+    body = b"{}"
+    signature = webhooks.sign("s", 1000, body)
+    assert webhooks.verify_signature("s", body, "1000", signature, now=1100)
+    assert not webhooks.verify_signature("s", body, "1000", signature, now=2000)
+    assert not webhooks.verify_signature("s", body, "soon", signature)
+
+
+def test_retries_with_backoff_then_gives_up(
+    user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any], settings: Any
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_MAX_ATTEMPTS": 3}
+    receiver.answers = [500, 500, 500]
+    execution = ended_execution(user, receiver.url)
+    for attempt in (1, 2, 3):
+        webhooks.deliver(execution.pk, attempt)
+    deliveries = list(WebhookDelivery.objects.order_by("attempt"))
+    assert [d.attempt for d in deliveries] == [1, 2, 3]
+    assert all(d.status_code == 500 and not d.succeeded for d in deliveries)
+    assert deliveries[0].next_retry_at and deliveries[1].next_retry_at
+    assert deliveries[2].next_retry_at is None
+    assert enqueued == [(execution.pk, 2, 10), (execution.pk, 3, 20)]
+    assert len(receiver.requests) == 3
+
+
+def test_retry_succeeds(
+    user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any]
+) -> None:
+    receiver.answers = [500]
+    execution = ended_execution(user, receiver.url)
+    assert not webhooks.deliver(execution.pk, 1).succeeded
+    assert webhooks.deliver(execution.pk, 2).succeeded
+    assert enqueued == [(execution.pk, 2, 10)]
+
+
+def test_redirects_are_not_followed(
+    user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any], settings: Any
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_MAX_ATTEMPTS": 1}
+    receiver.answers = [302]
+    execution = ended_execution(user, receiver.url)
+    delivery = webhooks.deliver(execution.pk, 1)
+    assert delivery.status_code == 302 and not delivery.succeeded
+    assert "Redirects are not followed" in delivery.error
+    assert [r["path"] for r in receiver.requests] == ["/hook?x=1"]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:9/", "loopback"),
+        ("http://localhost:9/", "loopback"),
+        ("http://10.1.2.3/", "private"),
+        ("http://192.168.0.1/", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://[::1]:9/", "loopback"),
+        ("http://[::ffff:127.0.0.1]:9/", "loopback"),
+        ("http://0.0.0.0:9/", "unspecified"),
+        ("http://224.0.0.1/", "multicast"),
+    ],
+)
+def test_private_targets_are_refused(
+    user: User, runtime: Runtime, enqueued: list[Any], url: str, reason: str
+) -> None:
+    execution = ended_execution(user, url)
+    delivery = webhooks.deliver(execution.pk, 1)
+    assert not delivery.succeeded and delivery.status_code is None
+    assert delivery.error.startswith("Refused:") and reason in delivery.error
+    assert "EXECUTION_WEBHOOK_ALLOWLIST" in delivery.error
+    assert delivery.next_retry_at is None and enqueued == []
+
+
+def test_allowlist_by_cidr(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_ALLOWLIST": ["10.0.0.0/8"]}
+    assert webhooks.resolve_target("http://10.1.2.3:8080/x").address == "10.1.2.3"
+    with pytest.raises(webhooks.Refused):
+        webhooks.resolve_target("http://192.168.1.1/")
+
+
+def test_only_http_schemes() -> None:
+    with pytest.raises(webhooks.Refused, match="Only http and https"):
+        webhooks.resolve_target("file:///etc/passwd")
+
+
+def test_every_terminal_transition_queues_one_delivery(
+    user: User,
+    runtime: Runtime,
+    enqueued: list[Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        finished = ended_execution(user, "https://example.org/hook")
+        cancelled = services.evaluation_submit(
+            user=user, runtime="python-3.11", source="1\n", callback_url="https://example.org/h"
+        ).executions.get()
+        services.execution_cancel(user=user, execution=cancelled)
+        services.execution_cancel(user=user, execution=cancelled)  # already ended: no hook
+        silent = services.evaluation_submit(user=user, runtime="python-3.11", source="1\n")
+        services.execution_run(silent.executions.get().pk)
+    assert enqueued == [(finished.pk, 1, 0), (cancelled.pk, 1, 0)]
+
+
+def test_task_entry_point(
+    user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any]
+) -> None:
+    from executions.tasks import deliver_webhook
+
+    execution = ended_execution(user, receiver.url)
+    deliver_webhook(execution.pk, 1)
+    assert WebhookDelivery.objects.get().succeeded
+    assert Evaluation.objects.get().callback_url == receiver.url
