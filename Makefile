@@ -7,7 +7,7 @@ PORT ?= 8000
 DEBUG ?= 1
 export DEBUG PORT
 
-.PHONY: run test lint check-types pytest runtime-image bench clean
+.PHONY: run test lint check-types pytest runtime-image bench load clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ runtime-image: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(PY) bench/docker_bench.py
 	$(PY) bench/end_to_end_bench.py
+
+# 1000 submissions through the API against gunicorn, a qcluster, PostgreSQL and Redis
+# (DATABASE_URL / REDIS_URL, or the local defaults); checks each ended exactly once.
+load: $(VENV)/.installed-dev
+	$(PY) bench/api_load.py --count $${COUNT:-1000}
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
