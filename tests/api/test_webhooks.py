@@ -7,13 +7,17 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django_q.conf import Conf
 
 from executions import services, webhooks
 from executions.models import Evaluation, Execution, Runtime, WebhookDelivery
+from tests.api.conftest import client_for
+from tests.cluster import clusters, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -226,3 +230,42 @@ def test_task_entry_point(
     deliver_webhook(execution.pk, 1)
     assert WebhookDelivery.objects.get().succeeded
     assert Evaluation.objects.get().callback_url == receiver.url
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_delivered_by_the_cluster_when_a_run_ends(
+    user: User,
+    runtime: Runtime,
+    receiver: Receiver,
+    tmp_path: Path,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole path: the API submits, a real qcluster runs the execution, the terminal
+    hook queues the delivery after commit, and a worker POSTs it, signed."""
+    monkeypatch.setattr(Conf, "ORM", "default")
+    environ = {"EXECUTION_BACKEND": "fake", "EXECUTION_WEBHOOK_ALLOWLIST": "127.0.0.1"}
+    with clusters(tmp_path, settings, monkeypatch, **environ) as start:
+        start()
+        response = client_for(user).post(
+            "/api/v1/evaluations/",
+            {"runtime": runtime.name, "source": "print(1)\n", "callback_url": receiver.url},
+            format="json",
+        )
+        assert response.status_code == 201
+        wait_for(
+            lambda: WebhookDelivery.objects.filter(succeeded=True).exists(),
+            30,
+            "the webhook delivery",
+            tmp_path / "cluster.log",
+        )
+    [request] = receiver.requests
+    headers = request["headers"]
+    assert webhooks.verify_signature(
+        services.webhook_secret_for(user),
+        request["body"],
+        headers["X-Evalplatform-Timestamp"],
+        headers["X-Evalplatform-Signature"],
+    )
+    assert json.loads(request["body"])["status"] == "finished"
