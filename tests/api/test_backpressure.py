@@ -154,3 +154,37 @@ def test_web_submit_enforces_queue_depth(user: User, runtime: Any, settings: Any
     assert response.status_code == 200
     assert "The platform is busy" in response.content.decode()
     assert Evaluation.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_submit_once(user: User, runtime: Any, roomy_quota: UserQuota) -> None:
+    """Eight clients retry one request at the same moment: one submission, the others get
+    its response replayed or are told it is still in progress."""
+    import threading
+
+    from django.db import connection
+
+    from tests.api.conftest import client_for
+
+    statuses: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def retry() -> None:
+        try:
+            client = client_for(user)
+            barrier.wait()
+            response = post(
+                client, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "r"}
+            )
+            statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=retry) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Evaluation.objects.count() == 1
+    assert statuses.count(201) >= 1
+    assert set(statuses) <= {201, 409}
