@@ -15,6 +15,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -261,6 +262,8 @@ class EvaluationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("=id", "title", "owner__username")
     inlines = (TestCaseInline, ExecutionInline)
     actions = (rerun_evaluations, rerun_on_backend)
+    # Callback URLs are stored with their scheme; a bare host means https.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 class TestResultInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -788,10 +788,14 @@ def _run_claimed(execution: Execution) -> None:
         )
         result = _run_on_backend(backend, request)
         if result.error_kind == ErrorKind.REFUSED:
-            _finish(execution, Status.REFUSED, result, error_kind=result.error_kind)
+            _finish(
+                execution, Status.REFUSED, _summary(result, cases), error_kind=result.error_kind
+            )
             return
         if result.error_kind is not None:
-            _finish_error(execution, result.error_kind, result.error_message, result)
+            _finish_error(
+                execution, result.error_kind, result.error_message, _summary(result, cases)
+            )
             return
         if case is None:
             verdict = judging.run_verdict(result)
@@ -812,7 +816,18 @@ def _run_claimed(execution: Execution) -> None:
     result, verdict = deciding
     score = judging.overall(scored)[1] if scored else None
     overall_verdict = judging.overall(scored)[0] if scored else verdict
-    _finish(execution, Status.FINISHED, result, verdict=overall_verdict, score=score)
+    _finish(
+        execution, Status.FINISHED, _summary(result, cases), verdict=overall_verdict, score=score
+    )
+
+
+def _summary(result: RunResult, cases: Sequence[TestCase]) -> RunResult:
+    """What the execution row keeps of its deciding run. With test cases the output lives in
+    each case's result, where a hidden case's is withheld from non-staff; copying it onto the
+    execution would show it to them."""
+    if not cases:
+        return result
+    return replace(result, stdout=b"", stderr=b"", stdout_truncated=False, stderr_truncated=False)
 
 
 def _run_on_backend(backend: Any, request: RunRequest) -> RunResult:

@@ -348,3 +348,38 @@ def test_task_timeout_follows_the_runtime_maximum(user: Any, runtime: Runtime) -
     # Two runs, each up to the runtime's 10 s cap plus overhead, plus the reaper's grace.
     assert services.task_timeout_s(evaluation) == 2 * (10 + services.RUN_OVERHEAD_S) + 30
     assert CaseResult.objects.count() == 0
+
+
+def test_a_hidden_case_output_never_lands_on_the_execution(
+    user: Any, runtime: Runtime, client: Any
+) -> None:
+    evaluation = submit(
+        user,
+        runtime,
+        source=fake(stdout="the hidden answer", exit_code=0),
+        test_cases=[{"stdin": "secret", "expected_output": "x", "hidden": True}],
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.verdict == "wrong_answer" and execution.exit_code == 0
+    assert bytes(execution.stdout) == b"" and bytes(execution.stderr) == b""
+    client.force_login(user)
+    page = client.get(evaluation.get_absolute_url()).content.decode()
+    assert 'id="stdout"' not in page and "(hidden)" in page
+
+
+def test_an_infrastructure_error_on_a_hidden_case_shows_no_output(
+    user: Any, runtime: Runtime, client: Any
+) -> None:
+    evaluation = submit(
+        user,
+        runtime,
+        source=fake(error_kind="unavailable", error_message="engine down"),
+        test_cases=[{"stdin": "secret", "expected_output": "x", "hidden": True}],
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.status == "error" and bytes(execution.stdout) == b""
+    client.force_login(user)
+    page = client.get(evaluation.get_absolute_url()).content.decode()
+    assert "engine down" in page and "secret" not in page
