@@ -26,6 +26,8 @@ WORKDIR /app
 COPY --chown=root:root manage.py ./
 COPY --chown=root:root evalplatform ./evalplatform
 COPY --chown=root:root executions ./executions
+# Shared with the remote backend: request signing and the wire format.
+COPY --chown=root:root execution_service ./execution_service
 COPY --chown=root:root templates ./templates
 COPY --chown=root:root static ./static
 RUN DEBUG=1 python manage.py collectstatic --noinput --verbosity 0

@@ -31,7 +31,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 
 check-types: $(VENV)/.installed-dev
-	$(VENV)/bin/mypy evalplatform executions tests
+	$(VENV)/bin/mypy evalplatform executions execution_service tests
 
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

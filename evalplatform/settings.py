@@ -187,6 +187,12 @@ EXECUTIONS: dict[str, Any] = {
             "runtime": env("EXECUTION_DOCKER_RUNTIME") or "",
             "max_concurrent": envint("EXECUTION_DOCKER_MAX_CONCURRENT", 4, minimum=1),
         },
+        # The remote execution services (python -m execution_service) and their shared
+        # signing secret. Tuples: backend options must be hashable.
+        "remote": {
+            "urls": tuple(envlist("EXECUTION_REMOTE_URLS", [])),
+            "secret": env("EXECUTION_SERVICE_SECRET") or "",
+        },
     },
 }
 

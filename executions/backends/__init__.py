@@ -24,6 +24,7 @@ BACKENDS = {
     "disabled": "executions.backends.disabled.DisabledBackend",
     "docker": "executions.backends.docker.DockerBackend",
     "fake": "executions.backends.fake.FakeBackend",
+    "remote": "executions.backends.remote.RemoteBackend",
 }
 
 # Tried in order when no backend is configured and the platform is not in a container.

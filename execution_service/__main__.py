@@ -1,0 +1,119 @@
+"""``python -m execution_service``: serve the execution API over the local Docker engine.
+
+Caps come from arguments or ``EXECUTION_SERVICE_MAX_*`` environment variables; the shared
+secret from ``EXECUTION_SERVICE_SECRET`` or ``EXECUTION_SERVICE_SECRET_FILE``. Serve plain
+HTTP on a private network or loopback and put a TLS-terminating reverse proxy in front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from execution_service.server import ExecutionService, ServiceConfig
+from execution_service.signing import load_secret
+from executions.policy import Limits
+
+CAPS: tuple[tuple[str, type, float], ...] = (
+    ("wall_time_ms", int, 30_000),
+    ("memory_mb", int, 512),
+    ("output_bytes", int, 1024 * 1024),
+    ("cpus", float, 2.0),
+    ("pids", int, 128),
+    ("scratch_mb", int, 64),
+    ("open_files", int, 256),
+    ("file_size_mb", int, 64),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m execution_service", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("EXECUTION_SERVICE_HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("EXECUTION_SERVICE_PORT", "8700"))
+    )
+    parser.add_argument("--backend", choices=["docker"], default="docker")
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=int(os.environ.get("EXECUTION_SERVICE_MAX_CONCURRENT", "4")),
+    )
+    parser.add_argument("--docker-url", default=None, help="engine URL (default $DOCKER_HOST)")
+    parser.add_argument("--runtime", default="", help="OCI runtime for sandboxes, e.g. runsc")
+    parser.add_argument("--lock-dir", default=None, help="slot lock directory of DockerBackend")
+    parser.add_argument("--retention-s", type=float, default=600.0)
+    parser.add_argument("--retention-count", type=int, default=1000)
+    parser.add_argument(
+        "--orphan-age-s",
+        type=float,
+        default=None,
+        help="the janitor at start removes managed sandboxes older than this "
+        "(default: the wall-time cap plus 60 s, longer than any live run)",
+    )
+    for name, kind, default in CAPS:
+        env_name = f"EXECUTION_SERVICE_MAX_{name.upper()}"
+        parser.add_argument(
+            f"--max-{name.replace('_', '-')}",
+            dest=f"max_{name}",
+            type=kind,
+            default=kind(os.environ.get(env_name, default)),
+            help=f"cap on {name} (env {env_name}, default {default})",
+        )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parse_args(argv)
+    try:
+        secret = load_secret()
+    except (ValueError, OSError) as exc:
+        print(f"execution_service: {exc}", file=sys.stderr)
+        return 2
+    from executions.backends.docker import DockerBackend
+
+    backend = DockerBackend(
+        base_url=args.docker_url,
+        runtime=args.runtime,
+        max_concurrent=args.max_concurrent,
+        lock_dir=args.lock_dir,
+    )
+    caps = Limits(**{name: getattr(args, f"max_{name}") for name, _, _ in CAPS})
+    config = ServiceConfig(
+        secret=secret,
+        caps=caps,
+        max_concurrent=args.max_concurrent,
+        retention_s=args.retention_s,
+        retention_count=args.retention_count,
+    )
+    service = ExecutionService(backend, config)
+    log = logging.getLogger("execution_service")
+    try:
+        age = args.orphan_age_s
+        removed = backend.remove_orphans(caps.wall_time_s + 60 if age is None else age)
+        log.info("janitor removed %d orphaned sandboxes", removed)
+    except Exception as exc:
+        log.warning("janitor could not run: %s", exc)
+    server = service.make_server(args.host, args.port)
+    log.info(
+        "serving on http://%s:%d/v1/ with backend %s, %d slots, caps %s",
+        args.host,
+        server.server_port,
+        backend.name,
+        args.max_concurrent,
+        caps,
+    )
+    print(f"listening on {args.host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""Run sandboxes on remote execution services; the only module that talks to them.
+
+The platform holds no Docker client and no socket: every run is a signed HTTP call to one of
+the services in ``urls`` (``python -m execution_service`` on the execution nodes). A run goes:
+
+1. pick the service with the most free capacity from its last ``/v1/health`` answer (cached
+   for ``health_ttl_s``; unreachable services go last);
+2. ``PUT /v1/runs/{handle}`` (idempotent on the service: a retry returns the same run); on a
+   connection failure, a 429 or a 5xx try the next service, within ``failover_budget_s``;
+3. long-poll ``GET /v1/runs/{handle}?wait=...`` until the run is done, at most the wall time
+   plus ``grace_s``; past that the run is cancelled and reported as a backend error.
+
+A service that stops answering mid-run ends the run with ``UNAVAILABLE`` and a message naming
+it (retried for ``poll_retry_s`` first, to ride out a blip). ``run`` never raises for a
+failure of the infrastructure. All HTTP goes through ``requests`` here; signing is
+``execution_service.signing``, shared with the service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from execution_service import signing, wire
+from executions.backends.base import (
+    ErrorKind,
+    ExecutionBackend,
+    Health,
+    Isolation,
+    RunRequest,
+    RunResult,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A service answered with an error or did not answer; ``retry_elsewhere`` if another may."""
+
+    def __init__(self, message: str, *, retry_elsewhere: bool, kind: ErrorKind) -> None:
+        super().__init__(message)
+        self.retry_elsewhere = retry_elsewhere
+        self.kind = kind
+
+
+class RemoteBackend(ExecutionBackend):
+    """Sends each run to a remote execution service.
+
+    Options: ``urls`` (one or more service base URLs), ``secret`` (the shared signing secret),
+    ``timeout_s`` (5, per HTTP call besides long polls), ``grace_s`` (15), ``poll_wait_s``
+    (5, long-poll length), ``poll_retry_s`` (2), ``failover_budget_s`` (10) and
+    ``health_ttl_s`` (2).
+    """
+
+    name = "remote"
+
+    def __init__(self, **options: Any) -> None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        super().__init__(**options)
+        urls = options.get("urls") or ()
+        if isinstance(urls, str):
+            urls = [url for url in urls.split(",") if url.strip()]
+        self.urls: tuple[str, ...] = tuple(url.strip().rstrip("/") for url in urls)
+        if not self.urls:
+            raise ImproperlyConfigured(
+                "The remote backend needs EXECUTION_REMOTE_URLS: the execution services' URLs."
+            )
+        self.secret: str = options.get("secret") or ""
+        try:
+            signing.check_secret(self.secret)
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from exc
+        self.timeout_s = float(options.get("timeout_s", 5.0))
+        self.grace_s = float(options.get("grace_s", 15.0))
+        self.poll_wait_s = float(options.get("poll_wait_s", 5.0))
+        self.poll_retry_s = float(options.get("poll_retry_s", 2.0))
+        self.failover_budget_s = float(options.get("failover_budget_s", 10.0))
+        self.health_ttl_s = float(options.get("health_ttl_s", 2.0))
+        self._local = threading.local()
+        self._health_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- HTTP
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _call(
+        self,
+        base: str,
+        method: str,
+        path: str,
+        payload: Any = None,
+        timeout_s: float | None = None,
+    ) -> requests.Response:
+        body = wire.dumps(payload) if payload is not None else b""
+        headers = signing.sign(self.secret, method, path, body)
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        return self._session().request(
+            method, base + path, data=body, headers=headers, timeout=timeout_s or self.timeout_s
+        )
+
+    def _service_health(self, base: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._health_cache.get(base)
+        if cached and not fresh and now - cached[0] < self.health_ttl_s:
+            return cached[1]
+        try:
+            response = self._call(base, "GET", "/v1/health")
+            data = response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            data = None
+        with self._lock:
+            self._health_cache[base] = (now, data)
+        return data
+
+    def _candidates(self) -> list[str]:
+        """Services by free capacity, most first; unreachable or unhealthy ones last."""
+
+        def free(base: str) -> int:
+            data = self._service_health(base)
+            if not data or not data.get("ok"):
+                return -1
+            return int(data.get("capacity", 0)) - int(data.get("in_use", 0))
+
+        return sorted(self.urls, key=free, reverse=True)
+
+    # -- the contract
+
+    def run(self, request: RunRequest) -> RunResult:
+        try:
+            base = self._submit(request)
+            return self._await(base, request)
+        except ServiceError as exc:
+            return RunResult.failure(exc.kind, str(exc), handle=request.handle)
+        except Exception as exc:  # run() must not raise for infrastructure failures
+            logger.exception("remote backend failed on execution %s", request.execution_id)
+            return RunResult.failure(
+                ErrorKind.BACKEND_ERROR,
+                f"Remote backend error: {type(exc).__name__}: {exc}",
+                handle=request.handle,
+            )
+
+    def _submit(self, request: RunRequest) -> str:
+        """PUT the run on a service that takes it; return that service's URL."""
+        payload = wire.request_to_json(request)
+        path = f"/v1/runs/{request.handle}"
+        deadline = time.monotonic() + self.failover_budget_s
+        errors: list[str] = []
+        while True:
+            for base in self._candidates():
+                try:
+                    response = self._call(base, "PUT", path, payload)
+                except requests.RequestException as exc:
+                    errors.append(f"{base}: unreachable ({type(exc).__name__})")
+                    with self._lock:
+                        self._health_cache[base] = (time.monotonic(), None)
+                    continue
+                if response.status_code in (200, 202):
+                    return base
+                message = _error_text(response)
+                if response.status_code == 429 or response.status_code >= 500:
+                    errors.append(f"{base}: {response.status_code} {message}")
+                    continue
+                raise ServiceError(
+                    f"Execution service {base} refused the run ({response.status_code}): {message}",
+                    retry_elsewhere=False,
+                    kind=ErrorKind.BACKEND_ERROR,
+                )
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        raise ServiceError(
+            "No execution service took the run within "
+            f"{self.failover_budget_s:g} s: " + "; ".join(errors[-len(self.urls) :]),
+            retry_elsewhere=True,
+            kind=ErrorKind.UNAVAILABLE,
+        )
+
+    def _await(self, base: str, request: RunRequest) -> RunResult:
+        path = f"/v1/runs/{request.handle}"
+        deadline = time.monotonic() + request.limits.wall_time_s + self.grace_s
+        lost_since: float | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._cancel_on(base, request.handle)
+                raise ServiceError(
+                    f"Execution service {base} did not finish run {request.handle} within its "
+                    f"wall time plus {self.grace_s:g} s; it was cancelled.",
+                    retry_elsewhere=False,
+                    kind=ErrorKind.BACKEND_ERROR,
+                )
+            wait = max(0.0, min(self.poll_wait_s, remaining))
+            try:
+                response = self._call(
+                    base, "GET", f"{path}?wait={wait:.2f}", timeout_s=wait + self.timeout_s
+                )
+            except requests.RequestException as exc:
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if now - lost_since >= self.poll_retry_s:
+                    raise ServiceError(
+                        f"Execution service {base} stopped answering during run "
+                        f"{request.handle}: {type(exc).__name__}: {exc}",
+                        retry_elsewhere=False,
+                        kind=ErrorKind.UNAVAILABLE,
+                    ) from exc
+                time.sleep(0.1)
+                continue
+            lost_since = None
+            if response.status_code != 200:
+                raise ServiceError(
+                    f"Execution service {base} lost run {request.handle} "
+                    f"({response.status_code}): {_error_text(response)}",
+                    retry_elsewhere=False,
+                    kind=ErrorKind.UNAVAILABLE
+                    if response.status_code in (404, 503)
+                    else ErrorKind.BACKEND_ERROR,
+                )
+            data = response.json()
+            if data.get("status") == "done":
+                return wire.result_from_json(data.get("result"))
+
+    def _cancel_on(self, base: str, handle: str) -> bool:
+        try:
+            response = self._call(base, "POST", f"/v1/runs/{handle}/cancel")
+        except requests.RequestException:
+            return False
+        return response.status_code == 200
+
+    def cancel(self, handle: str) -> None:
+        """Cancel ``handle`` on every service that knows it; unknown handles are ignored."""
+        for base in self.urls:
+            self._cancel_on(base, handle)
+
+    def health(self) -> Health:
+        answers = {base: self._service_health(base, fresh=True) for base in self.urls}
+        live = {base: data for base, data in answers.items() if data and data.get("ok")}
+        capacity = sum(int(data.get("capacity", 0)) for data in live.values())
+        in_use = sum(int(data.get("in_use", 0)) for data in live.values())
+        parts = []
+        for base, data in answers.items():
+            if data is None:
+                parts.append(f"{base}: unreachable or refused the signature")
+            else:
+                state = "ok" if data.get("ok") else "not ready"
+                parts.append(
+                    f"{base}: {state}, {data.get('in_use')}/{data.get('capacity')} in use "
+                    f"({data.get('detail', '')})"
+                )
+        return Health(
+            ok=bool(live),
+            detail=f"{len(live)} of {len(self.urls)} execution services ready. " + " ".join(parts),
+            version=",".join(sorted({str(d.get("version", "")) for d in live.values()})),
+            capacity=capacity,
+            in_use=in_use,
+            extra={"services": answers},
+        )
+
+    def describe(self) -> Isolation:
+        return Isolation(
+            summary=(
+                f"Each run is sent, signed, to an execution service ({', '.join(self.urls)}) "
+                "that runs it in a fresh, hardened Docker container on its own node. The "
+                "platform holds no Docker socket and no Docker client."
+            ),
+            trusts=(
+                "The execution nodes (their kernel and Docker engine) and the shared signing "
+                "secret. Transport confidentiality comes from the TLS proxy in front of each "
+                "service, not from the signature."
+            ),
+            escape_impact=(
+                "A sandbox escape gives the attacker the execution node, not the platform's "
+                "host, its database or its secrets. A compromised platform can only submit "
+                "runs within the service's own caps; it cannot create a privileged container."
+            ),
+            features=[
+                "requests signed with HMAC-SHA256 over method, path, time, nonce and body; "
+                "expired and replayed requests refused",
+                "the service refuses limits above its own caps (400), never trusting the platform",
+                "the service applies the Docker sandbox policy (no network, read-only root, "
+                "uid 65534, no capabilities, seccomp, memory/CPU/PID caps)",
+                "back-pressure (429) and fail-over across several services",
+            ],
+            choose_when=(
+                "Production: the platform runs in a container and must hold no Docker socket."
+            ),
+        )
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("error", ""))[:500]
+    except (ValueError, AttributeError, json.JSONDecodeError):
+        return response.text[:200]
+
+
+__all__: Sequence[str] = ("RemoteBackend",)
