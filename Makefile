@@ -44,6 +44,7 @@ runtime-image: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(PY) bench/docker_bench.py
 	$(PY) bench/end_to_end_bench.py
+	$(PY) bench/remote_bench.py
 
 # 1000 submissions through the API against gunicorn, a qcluster, PostgreSQL and Redis
 # (DATABASE_URL / REDIS_URL, or the local defaults); checks each ended exactly once.

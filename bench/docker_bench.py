@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from executions.backends.base import RunRequest
+from executions.backends.base import ExecutionBackend, RunRequest
 from executions.backends.docker import DockerBackend, container_config_for
 from executions.policy import Limits, SandboxPolicy
 
@@ -71,7 +71,7 @@ def raw_run(backend: DockerBackend, config: dict[str, Any]) -> None:
         api.remove_container(container["Id"], v=True, force=True)
 
 
-def backend_run(backend: DockerBackend, image: str) -> None:
+def backend_run(backend: ExecutionBackend, image: str) -> None:
     result = backend.run(request(image))
     if result.error_kind or result.exit_code != 0:
         raise SystemExit(f"backend run failed: {result}")

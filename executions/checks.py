@@ -12,19 +12,21 @@ from executions.conf import execution_settings
 
 @checks.register("executions")
 def check_backend(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from executions.backends import backend_class
+    from executions.backends import backend_class, get_backend
 
     name = execution_settings.BACKEND
     if not name:
         return []
     try:
         backend_class(name)
+        get_backend(name)  # its options, e.g. the remote backend's URLs and secret
     except ImproperlyConfigured as exc:
         return [
             checks.Error(
                 str(exc),
                 hint="Set EXECUTION_BACKEND to one of the known names, a dotted path, "
-                "or leave it unset to choose automatically.",
+                "or leave it unset to choose automatically; give the backend the settings "
+                "the message names.",
                 id="executions.E001",
             )
         ]

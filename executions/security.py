@@ -283,12 +283,19 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
     BackendProfile(
         key="remote",
         title="Remote execution service",
-        available=False,
-        trusts="Separate execution nodes and a shared signing secret.",
-        sandbox_escape="The execution node, not the platform's host or its database.",
-        platform_compromise="Submitting runs within the service's own caps; no Docker access.",
-        isolation=("Docker hardening on the nodes", "the service enforces its own caps"),
-        choose_when="Production: the platform holds no Docker socket at all.",
+        available=True,
+        trusts="The execution nodes (kernel, Docker engine) and the shared signing secret.",
+        sandbox_escape="The execution node, not the platform's host, its database or secrets.",
+        platform_compromise=(
+            "Submitting signed runs within the service's own caps; no Docker access, so no "
+            "privileged container. Whoever holds the secret can do the same."
+        ),
+        isolation=(
+            "Docker hardening on the nodes",
+            "HMAC-signed requests, expired and replayed ones refused",
+            "the service refuses limits above its own caps",
+        ),
+        choose_when="Production: the platform runs in a container and holds no Docker socket.",
     ),
     BackendProfile(
         key="kubernetes",

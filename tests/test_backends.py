@@ -111,6 +111,21 @@ def test_unknown_backend_is_a_configuration_error(settings: Any) -> None:
     assert len(errors) == 1 and "teleport" in errors[0].msg
 
 
+def test_remote_backend_without_urls_or_secret_is_a_configuration_error(settings: Any) -> None:
+    options = {"urls": (), "secret": ""}
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "remote",
+        "BACKEND_OPTIONS": {"remote": options},
+    }
+    errors = [message for message in run_checks() if message.id == "executions.E001"]
+    assert len(errors) == 1 and "EXECUTION_REMOTE_URLS" in errors[0].msg
+    options["urls"] = ("https://exec.internal",)
+    backends.reset()
+    errors = [message for message in run_checks() if message.id == "executions.E001"]
+    assert len(errors) == 1 and "EXECUTION_SERVICE_SECRET" in errors[0].msg
+
+
 @pytest.mark.parametrize(
     "path", ["executions.backends.nothere.Backend", "executions.models.Runtime"]
 )
@@ -136,6 +151,7 @@ def test_fake_follows_its_directive() -> None:
 
 
 def test_backend_descriptions_are_complete() -> None:
+    required = {"remote": {"urls": ("https://exec.internal",), "secret": "s" * 40}}
     for name in backends.BACKENDS:
-        isolation = backends.backend_class(name)().describe()
+        isolation = backends.backend_class(name)(**required.get(name, {})).describe()
         assert isolation.summary and isolation.trusts and isolation.escape_impact

@@ -90,6 +90,19 @@ def test_page_shows_backend_and_comparison_to_everyone(client: Client, user: Any
     assert 'id="posture"' not in page, "posture details are for staff"
 
 
+def test_page_explains_how_to_turn_on_the_remote_service(client: Client, user: Any) -> None:
+    client.force_login(user)
+    page = client.get("/security/").content.decode()
+    assert page.count("not in this version yet") == 1, "only Kubernetes is still missing"
+    for setting in (
+        "EXECUTION_BACKEND=remote",
+        "EXECUTION_REMOTE_URLS",
+        "EXECUTION_SERVICE_SECRET",
+        "python -m execution_service",
+    ):
+        assert setting in page
+
+
 def test_page_shows_posture_to_staff(client: Client, staff: Any, bare_host: None) -> None:
     client.force_login(staff)
     page = client.get("/security/").content.decode()
