@@ -11,6 +11,23 @@ RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
 
+# The execution service for execution nodes (docker build --target execution-service):
+# python -m execution_service over the node's engine. Only this image gets the engine's
+# socket, which makes it root on its node: run it on nodes that hold nothing else.
+FROM ${PYTHON_IMAGE} AS execution-service
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --chown=root:root execution_service ./execution_service
+COPY --chown=root:root executions ./executions
+EXPOSE 8700
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD python -c "import socket; socket.create_connection(('127.0.0.1', 8700), timeout=4).close()"
+CMD ["python", "-m", "execution_service", "--host", "0.0.0.0", "--port", "8700"]
+
+# The platform (the default, last target).
 FROM ${PYTHON_IMAGE} AS app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
