@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
+from django.core.cache import caches
 from django.contrib.auth.models import User
 from django_q.conf import Conf
 
@@ -37,6 +38,9 @@ def _test_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setattr(Conf, "CLUSTER_NAME", "evalplatform-tests")
     FakeBackend.reset()
     backends.reset()
+    # Request counts live in the process's cache; a user id reused by a later test would
+    # otherwise inherit an earlier test's requests and be throttled.
+    caches["default"].clear()
     yield
     backends.reset()
 
