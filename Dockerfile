@@ -7,9 +7,12 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Offline builds (scripts/build-images.sh with no registry) bring the wheels in .wheelhouse
+# and pass PIP_NO_INDEX=1; otherwise the pattern matches nothing and pip uses the index.
+ARG PIP_NO_INDEX
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
+COPY requirements.txt .wheelhous[e] /tmp/build/
+RUN /opt/venv/bin/pip install --find-links /tmp/build -r /tmp/build/requirements.txt
 
 # The execution service for execution nodes (docker build --target execution-service):
 # python -m execution_service over the node's engine. Only this image gets the engine's

@@ -7,7 +7,7 @@ PORT ?= 8000
 DEBUG ?= 1
 export DEBUG PORT
 
-.PHONY: run test lint check-types pytest runtime-image bench load clean
+.PHONY: run test lint check-types pytest runtime-image images bench load clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ pytest: $(VENV)/.installed-dev
 # a registry answers, else from a debootstrap root filesystem (needs root and debootstrap).
 runtime-image: $(VENV)/.installed
 	$(PY) -m executions.runtime_images
+
+# The platform and execution-service images from ./Dockerfile (offline base when no registry).
+images: $(VENV)/.installed
+	PYTHON=$(PY) scripts/build-images.sh
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/docker_bench.py

@@ -56,6 +56,13 @@ OFFLINE_RECIPES: dict[str, OfflineRecipe] = {
             "ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1",
         ),
     ),
+    # Not a sandbox runtime: the base the project's own Dockerfile builds on when no registry
+    # serves python:3.11-slim (scripts/build-images.sh passes it as PYTHON_IMAGE). The build
+    # stages need root, venv and pip, so it keeps root as its user.
+    "python-base": OfflineRecipe(
+        packages=("python3", "python3-venv", "python-is-python3", "ca-certificates"),
+        changes=('CMD ["python3"]', "ENV LANG=C.UTF-8"),
+    ),
 }
 
 

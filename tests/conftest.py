@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
-from django.core.cache import caches
 from django.contrib.auth.models import User
+from django.core.cache import caches
 from django_q.conf import Conf
 
 from executions import backends
