@@ -193,6 +193,21 @@ EXECUTIONS: dict[str, Any] = {
             "urls": tuple(envlist("EXECUTION_REMOTE_URLS", [])),
             "secret": env("EXECUTION_SERVICE_SECRET") or "",
         },
+        # Kubernetes Jobs in the sandbox namespace (deploy/kubernetes). The cluster comes from
+        # the in-cluster ServiceAccount when KUBERNETES_SERVICE_HOST is set, else KUBECONFIG.
+        "kubernetes": {
+            "namespace": env("EXECUTION_KUBERNETES_NAMESPACE") or "evalplatform-sandbox",
+            "service_account": env("EXECUTION_KUBERNETES_SERVICE_ACCOUNT")
+            or "evalplatform-sandbox",
+            "runtime_class": env("EXECUTION_KUBERNETES_RUNTIME_CLASS") or "",
+            # "key=value,key2=value2"; tolerations are a JSON list, checked by the backend.
+            "node_selector": env("EXECUTION_KUBERNETES_NODE_SELECTOR") or "",
+            "tolerations": env("EXECUTION_KUBERNETES_TOLERATIONS") or "",
+            "image_pull_secrets": tuple(envlist("EXECUTION_KUBERNETES_IMAGE_PULL_SECRETS", [])),
+            "pending_timeout_s": envint("EXECUTION_KUBERNETES_PENDING_TIMEOUT_S", 60, minimum=1),
+            "ttl_seconds_after_finished": envint("EXECUTION_KUBERNETES_TTL_S", 300, minimum=0),
+            "max_concurrent": envint("EXECUTION_KUBERNETES_MAX_CONCURRENT", 8, minimum=1),
+        },
     },
 }
 

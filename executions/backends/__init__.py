@@ -24,6 +24,7 @@ BACKENDS = {
     "disabled": "executions.backends.disabled.DisabledBackend",
     "docker": "executions.backends.docker.DockerBackend",
     "fake": "executions.backends.fake.FakeBackend",
+    "kubernetes": "executions.backends.kubernetes.KubernetesBackend",
     "remote": "executions.backends.remote.RemoteBackend",
 }
 
