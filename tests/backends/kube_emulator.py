@@ -23,6 +23,7 @@ from kmock import KubernetesEmulator
 JOBS = kmock.resource("batch", "v1", "jobs")
 PODS = kmock.resource("", "v1", "pods")
 CONFIGMAPS = kmock.resource("", "v1", "configmaps")
+PLAYER_AGENT = "evalplatform-tests/kubelet-player"
 
 
 def now() -> str:
@@ -130,8 +131,11 @@ class KubeletPlayer:
     def __init__(self, api_client: Any, namespace: str, job: dict[str, Any]) -> None:
         from kubernetes import client
 
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
+        # Its own client and user agent, so tests can tell its requests from the backend's.
+        own = client.ApiClient(api_client.configuration)
+        own.user_agent = PLAYER_AGENT
+        self.core = client.CoreV1Api(own)
+        self.batch = client.BatchV1Api(own)
         self.namespace = namespace
         self.job = job
         self.pod_name = f"{job['metadata']['name']}-x7k2p"

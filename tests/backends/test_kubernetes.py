@@ -30,7 +30,16 @@ from executions.backends.kubernetes import (
 )
 from executions.policy import Limits, SandboxPolicy
 
-from .kube_emulator import CONFIGMAPS, JOBS, Emulator, KubeletPlayer, configmap_files, now
+from .kube_emulator import (
+    CONFIGMAPS,
+    JOBS,
+    PLAYER_AGENT,
+    Emulator,
+    KubeletPlayer,
+    configmap_files,
+    now,
+)
+from .test_kubernetes_manifests import allowed
 
 NS = "evalplatform-sandbox"
 OLD = "2020-01-01T00:00:00Z"
@@ -712,3 +721,42 @@ def test_describe_is_honest_about_trust() -> None:
     assert "RBAC" in isolation.trusts and "NetworkPolicy" in isolation.trusts
     assert "node" in isolation.escape_impact
     assert any("stderr" in feature for feature in isolation.features)
+
+
+# --- least privilege -----------------------------------------------------------------------------
+
+VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create", "DELETE": "delete"}
+
+
+def test_backend_uses_only_what_the_platform_role_allows(
+    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+) -> None:
+    """Every API call of a run, a cancel, health and remove_orphans is one the Role in
+    deploy/kubernetes/platform-rbac.yaml grants, in the sandbox namespace."""
+    play(emulator, api_client, backend, make_request(), finish(0))
+    cancelled = make_request("evalplatform-42-0")
+
+    def cancel(player: KubeletPlayer) -> None:
+        player.create_pod()
+        player.running()
+        make_backend(api_client).cancel(cancelled.handle)
+
+    assert play(emulator, api_client, backend, cancelled, cancel).error_kind == ErrorKind.CANCELLED
+    backend.health()
+    backend.remove_orphans(older_than_s=0)
+
+    calls = set()
+    for req in emulator.on_loop(lambda: list(emulator.kmock)):
+        if req.headers.get("User-Agent") == PLAYER_AGENT or req.resource is None:
+            continue  # the test's own calls, and /version (public to every client)
+        verb = "patch" if req.method.value.upper() == "PATCH" else VERBS[req.action.name]
+        resource = req.resource.plural + (f"/{req.subresource}" if req.subresource else "")
+        calls.add((req.resource.group, resource, verb, req.namespace))
+    assert {(group, resource, verb) for group, resource, verb, _ in calls} >= {
+        ("batch", "jobs", "create"),
+        ("", "pods/log", "get"),
+        ("", "configmaps", "patch"),
+    }, "the flows did not exercise the backend"
+    for group, resource, verb, namespace in sorted(calls):
+        assert namespace == NS, (group, resource, verb, namespace)
+        assert allowed(group, resource, verb), f"the Role does not grant {verb} {resource}"
