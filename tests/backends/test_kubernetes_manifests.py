@@ -559,3 +559,15 @@ def test_role_allows_every_resource_the_backend_creates() -> None:
     assert allowed("", "pods", "watch") and allowed("", "pods/log", "get")
     assert not allowed("", "secrets", "get"), "the Role must not reach Secrets"
     assert not allowed("", "pods/exec", "create")
+
+
+def test_the_client_sends_exactly_the_validated_objects(case: tuple[Any, JobOptions]) -> None:
+    """The backend passes its dicts through the client's models; nothing may be dropped or
+    renamed on the way (a field the models did not know would vanish silently)."""
+    from kubernetes.client import ApiClient, V1ConfigMap, V1Job
+
+    request, options = case
+    job, configmap = job_for(request, options), configmap_for(request, options.namespace)
+    serialize = ApiClient().sanitize_for_serialization
+    assert serialize(V1Job.from_dict(job)) == job
+    assert serialize(V1ConfigMap.from_dict(configmap)) == configmap
