@@ -300,13 +300,22 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
     BackendProfile(
         key="kubernetes",
         title="Kubernetes Jobs",
-        available=False,
-        trusts="The cluster: its nodes, its API server and RBAC.",
-        sandbox_escape="The node that ran the pod; NetworkPolicy keeps it off the network.",
-        platform_compromise="Creating Jobs in one sandbox namespace under the restricted profile.",
+        available=True,
+        trusts="The cluster: its nodes, API server, RBAC, Pod Security admission and CNI.",
+        sandbox_escape=(
+            "The node that ran the pod, not the platform's host; the deny-all NetworkPolicy "
+            "keeps sandboxes off the network."
+        ),
+        platform_compromise=(
+            "Creating Jobs, reading pods and their logs and ConfigMaps in the sandbox "
+            "namespace only; Pod Security admission (restricted) refuses privileged pods."
+        ),
         isolation=(
             "Pod Security Standard restricted",
-            "deny-all egress NetworkPolicy",
+            "uid 65534, no capabilities, RuntimeDefault seccomp, read-only root",
+            "no ServiceAccount token, no service links",
+            "deny-all NetworkPolicy",
+            "requests = limits, activeDeadlineSeconds",
             "optional gVisor runtime class",
         ),
         choose_when="Production at scale, across many nodes.",
