@@ -307,7 +307,7 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
             "keeps sandboxes off the network."
         ),
         platform_compromise=(
-            "Creating Jobs, reading pods and their logs and ConfigMaps in the sandbox "
+            "Creating Jobs and ConfigMaps and reading pods and their logs, in the sandbox "
             "namespace only; Pod Security admission (restricted) refuses privileged pods."
         ),
         isolation=(

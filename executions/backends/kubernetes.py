@@ -582,6 +582,7 @@ class _Progress:
     terminated_seen: float | None = None
     pending_reason: str = ""
     pod_name: str = ""
+    pod_gone: bool = False
     followers: dict[str, _LogFollower] = field(default_factory=dict)
 
 
@@ -760,7 +761,12 @@ class KubernetesBackend(ExecutionBackend):
                     self.watch_timeout_s,
                 ),
             ]
-            result = self._follow(core, request, name, events, progress)
+            result = self._follow(core, batch, request, name, events, progress)
+        except _Failure as exc:
+            if exc.kind != ErrorKind.CANCELLED:
+                raise
+            # Stopped by someone else: keep what the program wrote until then.
+            result = RunResult(handle=request.handle, error_kind=exc.kind, error_message=str(exc))
         except ApiException as exc:
             raise _Failure(*self._api_failure(exc, f"run sandbox {name}")) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -828,6 +834,7 @@ class KubernetesBackend(ExecutionBackend):
     def _follow(
         self,
         core: Any,
+        batch: Any,
         request: RunRequest,
         name: str,
         events: queue.Queue,
@@ -878,6 +885,9 @@ class KubernetesBackend(ExecutionBackend):
                     return result
             elif kind == "pod":
                 self._on_pod(core, request, name, payload[0], payload[1], progress)
+                if progress.pod_gone and progress.terminated is None:
+                    self._on_pod_gone(batch, name, progress, result)
+                    return result
 
     def _on_job(
         self,
@@ -893,7 +903,10 @@ class KubernetesBackend(ExecutionBackend):
                 ErrorKind.CANCELLED, "The sandbox was stopped and removed before it finished."
             )
         for condition in _conditions(job):
-            if condition.get("type") != "Failed" or condition.get("status") != "True":
+            # FailureTarget comes first: the controller then deletes the pod, then says Failed.
+            if condition.get("type") not in ("Failed", "FailureTarget"):
+                continue
+            if condition.get("status") != "True":
                 continue
             if condition.get("reason") == "DeadlineExceeded":
                 if progress.terminated is not None:
@@ -943,10 +956,8 @@ class KubernetesBackend(ExecutionBackend):
         if progress.terminated is not None:
             return
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
-            raise _Failure(
-                ErrorKind.CANCELLED,
-                "The sandbox pod was removed before the program finished.",
-            )
+            progress.pod_gone = True
+            return
         # Preparation failed: the image lacks what the stream wiring needs.
         prepare = ((inits.get(PREPARE) or {}).get("state") or {}).get("terminated") or {}
         if prepare and prepare.get("exitCode", 0) != 0:
@@ -980,6 +991,35 @@ class KubernetesBackend(ExecutionBackend):
                 f"The sandbox pod failed before the program ran: {status.get('reason', '')} "
                 f"{status.get('message', '')}".strip(),
             )
+
+    def _on_pod_gone(self, batch: Any, name: str, progress: _Progress, result: RunResult) -> None:
+        """The pod is going away before the program ended: the Job's deadline (the Job
+        controller deletes the pod, possibly before it marks the Job failed) or a removal."""
+        try:
+            job = batch.read_namespaced_job(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            job = None
+        conditions = (job.status.conditions or []) if job is not None and job.status else []
+        deadline = any(
+            c.type in ("Failed", "FailureTarget")
+            and c.status == "True"
+            and c.reason == "DeadlineExceeded"
+            for c in conditions
+        )
+        if job is None or job.metadata is None or job.metadata.deletion_timestamp or not deadline:
+            raise _Failure(
+                ErrorKind.CANCELLED, "The sandbox pod was removed before the program finished."
+            )
+        if progress.started_at is None:
+            raise _Failure(
+                ErrorKind.BACKEND_ERROR,
+                f"The sandbox Job {name} reached its deadline before the program started. "
+                f"{self._pending_message(name, progress)}",
+            )
+        result.timed_out = True
+        result.wall_time_ms = int((time.monotonic() - progress.started_at) * 1000)
 
     def _finish(self, request: RunRequest, progress: _Progress, result: RunResult) -> RunResult:
         terminated = progress.terminated or {}

@@ -373,6 +373,47 @@ def test_job_deadline_exceeded_is_a_time_out(
     assert_cleaned_up(emulator, request.handle)
 
 
+def test_pod_deleted_for_the_jobs_deadline_is_a_time_out(
+    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+) -> None:
+    """The Job controller may delete the pod before the backend sees the Job fail."""
+    request = make_request(wall_time_ms=30_000)
+
+    def scenario(player: KubeletPlayer) -> None:
+        player.create_pod()
+        player.running()
+        wait_for_log_reads(emulator)
+        job = emulator.get(JOBS, NS, request.handle)
+        assert job is not None
+        job["status"] = {
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"}
+            ]
+        }
+        emulator.put(JOBS, NS, job)  # stored without a watch event
+        player.delete_pod()
+
+    result = play(emulator, api_client, backend, request, scenario)
+    assert result.error_kind is None, result.error_message
+    assert result.timed_out
+
+
+def test_pod_removed_by_someone_else_is_a_cancel(
+    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+) -> None:
+    request = make_request(wall_time_ms=30_000)
+
+    def scenario(player: KubeletPlayer) -> None:
+        player.create_pod()
+        player.running()
+        player.delete_pod()
+
+    result = play(emulator, api_client, backend, request, scenario)
+    assert result.error_kind == ErrorKind.CANCELLED
+    assert "pod was removed" in result.error_message
+    assert_cleaned_up(emulator, request.handle)
+
+
 def test_wall_time_is_enforced_by_the_runner(
     emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
 ) -> None:
@@ -395,15 +436,19 @@ def test_cancel_from_another_backend_instance(
     request = make_request(wall_time_ms=30_000)
     other = make_backend(api_client)  # as another worker process would have
 
+    logs.update({"program": b"up\n"})
+
     def scenario(player: KubeletPlayer) -> None:
         player.create_pod()
         player.running()
+        wait_for_log_reads(emulator)
         other.cancel(request.handle)
         assert emulator.get(JOBS, NS, request.handle) is None
 
     started = time.monotonic()
     result = play(emulator, api_client, backend, request, scenario)
     assert result.error_kind == ErrorKind.CANCELLED, (result.error_kind, result.error_message)
+    assert result.stdout == b"up\n", "the output read before the cancel is kept"
     assert time.monotonic() - started < 20  # long before the 30 s wall time
     assert_cleaned_up(emulator, request.handle)
 
