@@ -473,6 +473,57 @@ def test_cancel_unknown_or_unmanaged_handles_is_ignored(
     assert emulator.get(JOBS, NS, "someone-else") is not None
 
 
+@pytest.mark.slow
+def test_watches_resume_after_they_expire(
+    emulator: Emulator, api_client: Any, logs: dict[str, bytes]
+) -> None:
+    # kmock ignores timeout_seconds; the client's read timeout (watch timeout + 5 s) ends
+    # each watch instead, and the backend must start a new one without losing the run.
+    backend = make_backend(api_client, watch_timeout_s=1)
+    request = make_request(wall_time_ms=30_000)
+    watches_before = len(
+        [r for r in emulator.on_loop(lambda: list(emulator.kmock)) if "watch" in r.params]
+    )
+
+    def scenario(player: KubeletPlayer) -> None:
+        player.create_pod()
+        player.running()
+        deadline = time.monotonic() + 30
+        while True:  # until both watches were opened a second time
+            watches = [
+                r
+                for r in emulator.on_loop(lambda: list(emulator.kmock))
+                if "watch" in r.params and r.headers.get("User-Agent") != PLAYER_AGENT
+            ]
+            if len(watches) - watches_before >= 4:
+                break
+            assert time.monotonic() < deadline, "the watches were never resumed"
+            time.sleep(0.2)
+        player.terminated(0)
+
+    result = play(emulator, api_client, backend, request, scenario)
+    assert result.error_kind is None, result.error_message
+    assert result.exit_code == 0
+
+
+def test_runs_beyond_max_concurrent_wait_then_fail_as_unavailable(
+    emulator: Emulator, api_client: Any, logs: dict[str, bytes]
+) -> None:
+    backend = make_backend(api_client, max_concurrent=1, slot_wait_s=0.2)
+    first = make_request("evalplatform-50-0", wall_time_ms=30_000)
+
+    def scenario(player: KubeletPlayer) -> None:
+        player.create_pod()
+        player.running()
+        second = backend.run(make_request("evalplatform-51-0"))
+        assert second.error_kind == ErrorKind.UNAVAILABLE
+        assert "All 1 Kubernetes sandbox slots" in second.error_message
+        assert emulator.get(JOBS, NS, "evalplatform-51-0") is None
+        player.terminated(0)
+
+    assert play(emulator, api_client, backend, first, scenario).exit_code == 0
+
+
 # --- pods that never run -------------------------------------------------------------------------
 
 
