@@ -523,15 +523,28 @@ def _create_execution(
         backend=backend,
         heartbeat_at=timezone.now(),
     )
-    timeout = task_timeout_s(evaluation)
+    timeout = task_timeout_s(evaluation, backend=backend)
     transaction.on_commit(functools.partial(_enqueue, execution.pk, timeout))
     return execution
 
 
-def task_timeout_s(evaluation: Evaluation) -> int:
-    """The task queue's timeout for one execution, from its runtime's maximum wall time."""
+def start_allowance_s(backend: str) -> int:
+    """What the backend called ``backend`` may need before a program starts (0 if unknown)."""
+    try:
+        return math.ceil(get_backend(backend or None).start_allowance_s)
+    except Exception:  # an unusable backend fails the run itself, with its own message
+        return 0
+
+
+def task_timeout_s(evaluation: Evaluation, *, backend: str = "") -> int:
+    """The task queue's timeout for one execution, from its runtime's maximum wall time and
+    the start-up allowance of the backend that will run it."""
     runs = max(1, evaluation.test_cases.count())
-    per_run = math.ceil(evaluation.runtime.max_time_limit_ms / 1000) + RUN_OVERHEAD_S
+    per_run = (
+        math.ceil(evaluation.runtime.max_time_limit_ms / 1000)
+        + RUN_OVERHEAD_S
+        + start_allowance_s(backend)
+    )
     return runs * per_run + execution_settings.REAPER_GRACE_S
 
 
@@ -723,7 +736,11 @@ def execution_claim(execution_id: int) -> Execution | None:
         return None
     now = timezone.now()
     runs = max(1, execution.evaluation.test_cases.count())
-    per_run_s = execution.evaluation.time_limit_ms / 1000 + RUN_OVERHEAD_S
+    per_run_s = (
+        execution.evaluation.time_limit_ms / 1000
+        + RUN_OVERHEAD_S
+        + start_allowance_s(execution.backend)
+    )
     claimed = Execution.objects.filter(pk=execution_id, status=Status.QUEUED).update(
         status=Status.RUNNING,
         started_at=now,
@@ -1001,6 +1018,7 @@ def orphan_age_s() -> int:
     return (
         execution_settings.HARD_MAX_WALL_TIME_MS // 1000
         + RUN_OVERHEAD_S
+        + start_allowance_s("")
         + ORPHAN_SLOT_WAIT_S
         + execution_settings.REAPER_GRACE_S
     )
@@ -1075,7 +1093,7 @@ def executions_reap() -> ReapReport:
                         evaluation_id=execution.evaluation_id,
                         execution=execution,
                     )
-                    timeout = task_timeout_s(execution.evaluation)
+                    timeout = task_timeout_s(execution.evaluation, backend=execution.backend)
                     transaction.on_commit(functools.partial(_enqueue, execution.pk, timeout))
             continue
         reason = (

@@ -350,6 +350,26 @@ def test_task_timeout_follows_the_runtime_maximum(user: Any, runtime: Runtime) -
     assert CaseResult.objects.count() == 0
 
 
+def test_a_backends_start_allowance_extends_timeouts_and_deadlines(
+    user: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend that may wait to start a sandbox (a pod being scheduled) gets that time on
+    top of the wall time, so the reaper does not close a run that is still starting."""
+    evaluation = submit(user, runtime, test_cases=[{"stdin": "1"}, {"stdin": "2"}])
+    plain_timeout = services.task_timeout_s(evaluation, backend="fake")
+    plain_orphan_age = services.orphan_age_s()
+    monkeypatch.setattr(FakeBackend, "start_allowance_s", 45.0)
+    assert services.task_timeout_s(evaluation, backend="fake") == plain_timeout + 2 * 45
+    assert services.orphan_age_s() == plain_orphan_age + 45
+
+    execution = services.execution_claim(evaluation.executions.get().pk)
+    assert execution is not None and execution.deadline_at is not None
+    assert execution.started_at is not None
+    allowed = (execution.deadline_at - execution.started_at).total_seconds()
+    per_run = evaluation.time_limit_ms / 1000 + services.RUN_OVERHEAD_S + 45
+    assert allowed == pytest.approx(2 * per_run)
+
+
 def test_a_hidden_case_output_never_lands_on_the_execution(
     user: Any, runtime: Runtime, client: Any
 ) -> None:

@@ -103,6 +103,9 @@ class ExecutionBackend:
     """
 
     name = "base"
+    # Seconds a run may need beyond its wall time before its program starts (scheduling a pod,
+    # pulling an image). The reaper and the task timeout allow for it.
+    start_allowance_s: float = 0.0
 
     def __init__(self, **options: Any) -> None:
         self.options = options

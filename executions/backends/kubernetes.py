@@ -634,6 +634,8 @@ class KubernetesBackend(ExecutionBackend):
             ttl_seconds_after_finished=int(options.get("ttl_seconds_after_finished", 300)),
         )
         self.namespace = self.job_options.namespace
+        # A pod may wait this long to be scheduled and pull its image before the wall time runs.
+        self.start_allowance_s = float(self.job_options.pending_timeout_s)
         self.max_concurrent = int(options.get("max_concurrent", 8))
         if self.max_concurrent < 1:
             raise ImproperlyConfigured("EXECUTION_KUBERNETES_MAX_CONCURRENT must be at least 1")

@@ -809,6 +809,8 @@ def test_default_settings_build_the_backend_without_a_cluster() -> None:
     assert backend.namespace == "evalplatform-sandbox"
     assert backend.job_options.service_account == "evalplatform-sandbox"
     assert (backend.job_options.pending_timeout_s, backend.max_concurrent) == (60, 8)
+    # The reaper and the task timeout give a pod this long to be scheduled and started.
+    assert backend.start_allowance_s == 60
 
 
 def test_describe_is_honest_about_trust() -> None:
