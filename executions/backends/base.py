@@ -9,6 +9,9 @@ from typing import Any
 
 from executions.policy import Limits, SandboxPolicy
 
+# Highest signal number Linux delivers; exit codes 129..128+MAX_SIGNAL mean "killed by N".
+MAX_SIGNAL = 64
+
 
 class ErrorKind(enum.StrEnum):
     """Why a run produced no trustworthy result. Each is an infrastructure failure."""
@@ -60,6 +63,13 @@ class RunResult:
     handle: str = ""
     error_kind: ErrorKind | None = None
     error_message: str = ""
+
+    def record_exit(self, code: int) -> None:
+        """Set the exit code; a code of ``128 + N`` (a shell or init reporting a child killed
+        by signal N) also sets ``signal``."""
+        self.exit_code = code
+        if 128 < code <= 128 + MAX_SIGNAL:
+            self.signal = code - 128
 
     @property
     def output_limit_exceeded(self) -> bool:

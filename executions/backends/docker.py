@@ -105,8 +105,6 @@ MIB = 1024 * 1024
 _FRAME_HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
 _CHUNK = 64 * 1024
-# Highest signal number Linux delivers; exit codes 129..128+_MAX_SIGNAL mean "killed by N".
-_MAX_SIGNAL = 64
 # The loader that runs first in every sandbox, as uid 65534: unpack exactly $1 bytes of the
 # stream into the working directory (the code tmpfs, which the engine may have given the
 # image's mode for that path, hence the chmod), then become the catalogue's command. A
@@ -537,9 +535,7 @@ class DockerBackend(ExecutionBackend):
         if state.get("Status") in ("removing", "dead"):
             raise _Cancelled
         code = int(state.get("ExitCode", -1))
-        result.exit_code = code
-        if 128 < code <= 128 + _MAX_SIGNAL:
-            result.signal = code - 128
+        result.record_exit(code)
         result.oom_killed = bool(state.get("OOMKilled"))
         engine_ms = _elapsed_ms(state.get("StartedAt"), state.get("FinishedAt"))
         if engine_ms is None:

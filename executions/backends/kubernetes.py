@@ -148,7 +148,6 @@ START_FAILURES = frozenset(
         "RunContainerError",
     }
 )
-_MAX_SIGNAL = 64
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -1026,9 +1025,7 @@ class KubernetesBackend(ExecutionBackend):
     def _finish(self, request: RunRequest, progress: _Progress, result: RunResult) -> RunResult:
         terminated = progress.terminated or {}
         code = int(terminated.get("exitCode", -1))
-        result.exit_code = code
-        if 128 < code <= 128 + _MAX_SIGNAL:
-            result.signal = code - 128
+        result.record_exit(code)
         result.oom_killed = terminated.get("reason") == "OOMKilled"
         started = _parse_time(terminated.get("startedAt"))
         finished = _parse_time(terminated.get("finishedAt"))
