@@ -55,4 +55,6 @@ USER app
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=4)"
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn evalplatform.wsgi --bind 0.0.0.0:${PORT} --workers 2 --access-logfile -"]
+# Threads, not sync workers: an API request may wait for its run (?wait=, up to
+# EXECUTION_API_MAX_WAIT_S) and a sync worker held that long is killed at gunicorn's timeout.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn evalplatform.wsgi --bind 0.0.0.0:${PORT} --workers 2 --threads 8 --access-logfile -"]

@@ -368,6 +368,10 @@ def test_platform_commands_are_the_projects_own() -> None:
     worker = pod_spec(named("Deployment", "worker"))
     assert web["containers"][0]["command"][:2] == ["gunicorn", "evalplatform.wsgi"]
     assert "gunicorn evalplatform.wsgi" in (REPO / "Dockerfile").read_text()
+    # Threaded workers, as in the Dockerfile: a request waiting for its run (?wait=) would
+    # outlive a sync worker's timeout.
+    assert "--threads" in web["containers"][0]["command"]
+    assert "--threads" in (REPO / "Dockerfile").read_text()
     (migrate,) = web["initContainers"]
     assert "manage.py migrate" in migrate["command"][-1]
     assert "manage.py bootstrap" in migrate["command"][-1]

@@ -202,6 +202,9 @@ def test_platform_runs_code_through_the_execution_service_container(network: str
         EXECUTION_BACKEND="remote",
         EXECUTION_REMOTE_URLS="http://execution-service:8700",
         EXECUTION_SERVICE_SECRET=SERVICE_SECRET,
+        # A request that waits for its run outlives gunicorn's worker timeout; the image's
+        # threaded workers keep answering (a sync worker would be killed mid-request).
+        GUNICORN_CMD_ARGS="--timeout 2",
     )
     # The socket is mounted into the service only.
     assert (
@@ -214,7 +217,19 @@ def test_platform_runs_code_through_the_execution_service_container(network: str
         docker("exec", service, "test", "-S", "/var/run/docker.sock", check=False).returncode == 0
     )
 
-    execution = submit(platform, "import sys\nprint(sys.stdin.read()[::-1])\n", "topology")
+    source = "import sys, time\ntime.sleep(4)\nprint(sys.stdin.read()[::-1])\n"
+    response = platform.api(
+        "POST",
+        "/api/v1/evaluations/?wait=30",
+        json={
+            "runtime": "python-3.11",
+            "source": source,
+            "stdin": "topology",
+            "time_limit_ms": 10000,
+        },
+    )
+    assert response.status_code == 201, f"{response.text[:500]}\n{platform.logs()}"
+    execution = response.json()["executions"][0]
     assert execution["status"] == "finished", f"{execution}\n{platform.logs()}"
     assert execution["stdout"] == "ygolopot\n"
     assert execution["exit_code"] == 0
