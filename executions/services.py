@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -787,8 +788,12 @@ def _run_claimed(execution: Execution) -> None:
     )
     scored: list[judging.Scored] = []
     deciding: tuple[RunResult, Verdict] | None = None
+    # Execution ids start again when a database is recreated, and several platforms may share
+    # one engine or cluster: the nonce keeps a sandbox's name from colliding with one that
+    # another platform, or a crashed run of a former database, left behind.
+    nonce = secrets.token_hex(3)
     for index, (case, stdin) in enumerate(runs):
-        handle = f"evalplatform-{execution.pk}-{index}"
+        handle = f"evalplatform-{execution.pk}-{index}-{nonce}"
         if not Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
             backend_handle=handle
         ):

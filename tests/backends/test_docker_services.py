@@ -33,7 +33,9 @@ def docker_runtime(
     return runtime
 
 
-def run(user: Any, runtime: Runtime, source: str, **kwargs: Any) -> Execution:
+def run(
+    user: Any, runtime: Runtime, source: str, *, status: str = "finished", **kwargs: Any
+) -> Execution:
     evaluation: Evaluation = services.evaluation_submit(
         user=user, runtime=runtime, source=source, **kwargs
     )
@@ -41,6 +43,7 @@ def run(user: Any, runtime: Runtime, source: str, **kwargs: Any) -> Execution:
     assert execution.backend == "docker"
     services.execution_run(execution.pk)
     execution.refresh_from_db()
+    assert execution.status == status, (execution.error_kind, execution.error_message)
     return execution
 
 
@@ -115,6 +118,25 @@ def test_hostile_output_is_stored_and_shown_escaped(
 def test_a_missing_image_is_an_infrastructure_error(user: Any, docker_runtime: Runtime) -> None:
     docker_runtime.image = "evalplatform/does-not-exist:1"
     docker_runtime.save()
-    execution = run(user, docker_runtime, "print(1)")
-    assert (execution.status, execution.verdict) == ("error", "internal_error")
+    execution = run(user, docker_runtime, "print(1)", status="error")
+    assert execution.verdict == "internal_error"
     assert "build_runtime_image" in execution.error_message
+
+
+def test_a_sandbox_left_by_an_earlier_database_does_not_block_a_run(
+    user: Any, docker_runtime: Runtime, docker_api: Any
+) -> None:
+    """Execution ids start again with a new database (and repeat across rolled-back tests):
+    a stopped sandbox named after an old execution with the same id must not collide."""
+    evaluation = services.evaluation_submit(user=user, runtime=docker_runtime, source="print(7)")
+    execution = evaluation.executions.get()
+    leftover = docker_api.create_container(
+        docker_runtime.image, command=["true"], name=f"evalplatform-{execution.pk}-0"
+    )["Id"]
+    try:
+        services.execution_run(execution.pk)
+        execution.refresh_from_db()
+        assert execution.status == "finished", execution.error_message
+        assert bytes(execution.stdout) == b"7\n"
+    finally:
+        docker_api.remove_container(leftover, force=True)
