@@ -236,8 +236,18 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
-# The REST API (/api/v1/). Throttle rates are per user; the cache that counts them is this
-# process's memory, so with several web processes each enforces its own count.
+# The cache counts API request rates. With Redis every web process shares the counts; without
+# it (make run: one process) they live in the process's memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "evalplatform-cache",
+        }
+    }
+
+# The REST API (/api/v1/). Throttle rates are per user, counted in the cache above.
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",

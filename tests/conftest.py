@@ -38,8 +38,11 @@ def _test_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setattr(Conf, "CLUSTER_NAME", "evalplatform-tests")
     FakeBackend.reset()
     backends.reset()
-    # Request counts live in the process's cache; a user id reused by a later test would
-    # otherwise inherit an earlier test's requests and be throttled.
+    # Request counts live in the cache; a user id reused by a later test would otherwise
+    # inherit an earlier test's requests and be throttled. Tests count in their own memory
+    # (clearing a Redis cache would flush the database the task broker uses too);
+    # tests/api/test_throttling_redis.py covers the Redis cache.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     caches["default"].clear()
     yield
     backends.reset()

@@ -137,3 +137,36 @@ def test_health_check_answers_any_host_over_http(client: Any, settings: Any) -> 
     response = client.get("/healthz", HTTP_HOST="10.1.2.3:8000")
     assert (response.status_code, response.content) == (200, b"ok")
     assert client.get("/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "backend"),
+    [
+        ("redis://broker.internal:6379/0", "django.core.cache.backends.redis.RedisCache"),
+        ("", "django.core.cache.backends.locmem.LocMemCache"),
+    ],
+)
+def test_rate_counts_are_kept_in_redis_when_there_is_one(redis_url: str, backend: str) -> None:
+    """Throttles count in the default cache: Redis shares the counts between web processes."""
+    clean = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    code = "import django; django.setup(); from django.conf import settings; " + (
+        "print(settings.CACHES['default']['BACKEND'], settings.CACHES['default'].get('LOCATION'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "evalplatform.settings",
+            "DEBUG": "1",
+            "REDIS_URL": redis_url,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    found_backend, location = result.stdout.split()
+    assert found_backend == backend
+    if redis_url:
+        assert location == redis_url
