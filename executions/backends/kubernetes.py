@@ -293,8 +293,20 @@ def job_for(request: RunRequest, options: JobOptions) -> dict[str, Any]:
         {"name": "scratch", "mountPath": policy.scratch_dir},
         {"name": "stderr-pipe", "mountPath": PIPE_DIR},
     ]
-    pipe_mounts = [{"name": "stderr-pipe", "mountPath": PIPE_DIR}]
     helper_env = [{"name": "PATH", "value": policy.environment.get("PATH", "/usr/bin:/bin")}]
+
+    def helper(container: str, script: str) -> dict[str, Any]:
+        """A small container of the stderr plumbing, sharing only the FIFO's volume."""
+        return {
+            "name": container,
+            "image": request.image,
+            "command": ["/bin/sh", "-c", script],
+            "env": helper_env,
+            "resources": {"requests": HELPER_RESOURCES, "limits": HELPER_RESOURCES},
+            "securityContext": _container_security(uid, gid),
+            "volumeMounts": [{"name": "stderr-pipe", "mountPath": PIPE_DIR}],
+        }
+
     pod_spec: dict[str, Any] = {
         "serviceAccountName": options.service_account,
         "automountServiceAccountToken": False,
@@ -312,17 +324,7 @@ def job_for(request: RunRequest, options: JobOptions) -> dict[str, Any]:
             "fsGroup": gid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [
-            {
-                "name": PREPARE,
-                "image": request.image,
-                "command": ["/bin/sh", "-c", PREPARE_SCRIPT],
-                "env": helper_env,
-                "resources": {"requests": HELPER_RESOURCES, "limits": HELPER_RESOURCES},
-                "securityContext": _container_security(uid, gid),
-                "volumeMounts": pipe_mounts,
-            }
-        ],
+        "initContainers": [helper(PREPARE, PREPARE_SCRIPT)],
         "containers": [
             {
                 "name": PROGRAM,
@@ -336,15 +338,7 @@ def job_for(request: RunRequest, options: JobOptions) -> dict[str, Any]:
                 "securityContext": _container_security(uid, gid),
                 "volumeMounts": code_mounts,
             },
-            {
-                "name": STDERR,
-                "image": request.image,
-                "command": ["/bin/sh", "-c", STDERR_SCRIPT],
-                "env": helper_env,
-                "resources": {"requests": HELPER_RESOURCES, "limits": HELPER_RESOURCES},
-                "securityContext": _container_security(uid, gid),
-                "volumeMounts": pipe_mounts,
-            },
+            helper(STDERR, STDERR_SCRIPT),
         ],
         "volumes": [
             {
