@@ -190,6 +190,8 @@ def _prepare(users: int) -> list[str]:
 
 @contextlib.contextmanager
 def _servers(environ: dict[str, str], port: int, web_workers: int) -> Iterator[None]:
+    # A fresh clone has no var/ until the first `make run`.
+    (ROOT / "var").mkdir(exist_ok=True)
     log = open(ROOT / "var" / "api_load.log", "ab")  # noqa: SIM115 (closed below)
     gunicorn = [
         sys.executable,
