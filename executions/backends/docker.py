@@ -9,9 +9,10 @@ Every container is rendered from the request's ``SandboxPolicy`` by ``container_
    tini as PID 1);
 3. attach (stdin, stdout, stderr) before starting, start, and stream in a tar of the source
    files followed by the program's stdin; a loader (``/bin/sh``, ``head``, ``tar`` from the
-   image) unpacks exactly the archive's bytes into the code tmpfs as uid 65534 and ``exec``s
-   the catalogue's command, which inherits the rest of the stream as its stdin. Output is read
-   with a byte cap until the stream ends, the cap is hit or the wall deadline passes;
+   image) unpacks exactly the archive's bytes into the code tmpfs as uid 65534 and runs the
+   catalogue's command, which inherits the rest of the stream as its stdin, then reports the
+   sandbox's peak memory. Output is read with a byte cap until the stream ends, the cap is
+   hit or the wall deadline passes;
 4. inspect (exit code, OOM, timestamps; waiting first only if the process outlived its
    output stream) and force-remove the container, on every path.
 
@@ -29,8 +30,9 @@ Semantics callers rely on:
   cannot deadlock the runner.
 * **Output cap**: ``limits.output_bytes`` applies to stdout and to stderr *separately* (the
   result keeps one truncation flag per stream). The first ``output_bytes`` of each are kept;
-  one byte more on either stream sets that stream's flag, stops reading and kills the
-  sandbox. Memory held per run is bounded by about ``2 * output_bytes``. Output is raw bytes.
+  one byte more on either stream sets that stream's flag, and the sandbox is killed (on
+  stderr once it also passes the room kept for the loader's memory report). Memory held per
+  run is bounded by about ``2 * output_bytes``. Output is raw bytes.
 * **Time**: the deadline is ``wall_time_ms`` after ``start`` returns; past it the container is
   killed and ``timed_out`` is set. ``wall_time_ms`` in the result is the engine's
   StartedAt→FinishedAt when the program ended by itself, else the runner's clock; a program
@@ -39,8 +41,16 @@ Semantics callers rely on:
   killed by signal N exits ``128 + N``; such codes also set ``signal = N`` (a program that
   calls ``exit(137)`` is indistinguishable, as in a shell). Kills made by the runner (deadline,
   output cap) leave ``exit_code`` and ``signal`` unset. ``oom_killed`` is the engine's
-  ``State.OOMKilled``. ``peak_memory_bytes`` is not measured (None): the engine only reports
-  it while a container runs, which would need a polling stats stream per run.
+  ``State.OOMKilled``.
+* **Peak memory**: the engine forgets a container's cgroup when it exits, so the loader
+  reads the high-water mark of the sandbox's memory cgroup itself once the program has
+  ended (``memory.peak`` on cgroup v2, ``memory.max_usage_in_bytes`` on v1: the figure the
+  memory limit is enforced against, page cache and tmpfs included) and writes it after the
+  program's stderr behind a per-run mark sent on stdin, which the program never sees there.
+  The runner strips that line; ``peak_memory_bytes`` is None when it is missing (the
+  runner killed the sandbox, or the program killed the loader). The program runs as the
+  same uid as the loader, so it could forge its own figure: the number is informational
+  and decides no verdict (the memory limit is judged by the engine's OOM flag).
 * **Cancel**: ``cancel(handle)`` force-removes the managed container named ``handle`` from any
   process on any node that reaches the engine. The engine marks a container "removing"
   before killing it, so the run that owned it can tell a cancel from a crash: it returns
@@ -66,6 +76,8 @@ import io
 import logging
 import os
 import random
+import re
+import secrets
 import select
 import socket
 import stat
@@ -105,18 +117,29 @@ MIB = 1024 * 1024
 _FRAME_HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
 _CHUNK = 64 * 1024
-# The loader that runs first in every sandbox, as uid 65534: unpack exactly $1 bytes of the
-# stream into the working directory (the code tmpfs, which the engine may have given the
-# image's mode for that path, hence the chmod), then become the catalogue's command. A
-# failed unpack exits with a status and message of its own so it is not taken for the
-# program's runtime error.
+# The loader that runs first in every sandbox, as uid 65534: read the run's mark (the first
+# line of the stream), unpack exactly $1 bytes of the stream into the working directory (the
+# code tmpfs, which the engine may have given the image's mode for that path, hence the
+# chmod), run the catalogue's command, then write the mark and the memory cgroup's peak
+# after the program's stderr and exit with the program's status. A failed unpack exits with
+# a status and message of its own so it is not taken for the program's runtime error.
+# The shell's own stderr goes to /dev/null while the program runs (the program gets the
+# real one as fd 2, in the subshell only), so no "Killed" or "Segmentation fault" notice
+# of the shell's is mistaken for the program's output.
 LOADER_EXIT = 125
 LOADER_MESSAGE = b"evalplatform: could not unpack the submitted code"
 LOADER = (
+    "IFS= read -r mark; "
     'chmod 0700 . && head -c "$1" | tar -x -m -f -'
     f' || {{ echo "{LOADER_MESSAGE.decode()}" >&2; exit {LOADER_EXIT}; }}; '
-    'shift; exec "$@"'
+    'shift; exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); status=$?; '
+    "{ read -r peak </sys/fs/cgroup/memory.peak"
+    " || read -r peak </sys/fs/cgroup/memory/memory.max_usage_in_bytes; }; "
+    'printf \'%s%s\\n\' "$mark" "$peak" >&3; exit $status'
 )
+# The loader's report: the mark, at most 20 digits and a newline, at the very end of stderr.
+_MARK_BYTES = 16
+_REPORT_ROOM = len("evalplatform-peak-") + 2 * _MARK_BYTES + 1 + 20 + 1
 
 
 class DockerUnavailable(Exception):
@@ -263,9 +286,11 @@ def _safe_relative(name: str) -> PurePosixPath:
 
 @dataclass
 class _CappedStreams:
-    """Demultiplexes Docker attach frames, keeping at most ``cap`` bytes per stream."""
+    """Demultiplexes Docker attach frames, keeping at most ``cap`` bytes per stream (plus
+    ``stderr_room`` on stderr, where the loader's report follows the program's output)."""
 
     cap: int
+    stderr_room: int = 0
     out: dict[int, bytearray] = field(
         default_factory=lambda: {_STDOUT: bytearray(), _STDERR: bytearray()}
     )
@@ -291,12 +316,23 @@ class _CappedStreams:
             # Stream 0 (stdin echo) never comes without a TTY; fold anything odd into stdout.
             target = _STDERR if self._stream == _STDERR else _STDOUT
             buf = self.out[target]
-            room = self.cap - len(buf)
+            room = self.cap + (self.stderr_room if target == _STDERR else 0) - len(buf)
             buf += chunk[:room]
             if len(chunk) > room:
                 self.truncated[target] = True
                 return True
         return False
+
+    def take_stderr(self, mark: bytes) -> tuple[bytes, bool, int | None]:
+        """The program's stderr, capped, its truncation flag, and the peak memory the loader
+        reported after it (None when the report is not the stream's last line)."""
+        stderr, peak = bytes(self.out[_STDERR]), None
+        report = re.search(re.escape(mark) + rb"([0-9]{1,20})?\n\Z", stderr)
+        if report:
+            stderr = stderr[: report.start()]
+            peak = int(report.group(1)) if report.group(1) else None
+        truncated = self.truncated[_STDERR] or len(stderr) > self.cap
+        return stderr[: self.cap], truncated, peak
 
 
 # --- node-wide concurrency slots ---------------------------------------------------------------
@@ -440,7 +476,8 @@ class DockerBackend(ExecutionBackend):
 
         container_id = ""
         attach: Any = None
-        streams = _CappedStreams(cap=request.limits.output_bytes)
+        streams = _CappedStreams(cap=request.limits.output_bytes, stderr_room=_REPORT_ROOM)
+        mark = f"evalplatform-peak-{secrets.token_hex(_MARK_BYTES)}=".encode()
         result = RunResult(handle=request.handle)
         try:
             try:
@@ -471,7 +508,8 @@ class DockerBackend(ExecutionBackend):
             api.start(container_id)
             started = time.monotonic()
             deadline = started + request.limits.wall_time_s
-            ending = _pump(_raw_socket(attach), archive + request.stdin, streams, deadline)
+            stream = mark + b"\n" + archive + request.stdin
+            ending = _pump(_raw_socket(attach), stream, streams, deadline)
             if ending == "eof":
                 self._collect_exit(api, container_id, request, started, result)
                 if result.exit_code == LOADER_EXIT and LOADER_MESSAGE in streams.out[_STDERR]:
@@ -505,9 +543,8 @@ class DockerBackend(ExecutionBackend):
             if container_id:
                 self._remove(api, container_id)
         result.stdout = bytes(streams.out[_STDOUT])
-        result.stderr = bytes(streams.out[_STDERR])
         result.stdout_truncated = streams.truncated[_STDOUT]
-        result.stderr_truncated = streams.truncated[_STDERR]
+        result.stderr, result.stderr_truncated, result.peak_memory_bytes = streams.take_stderr(mark)
         return result
 
     def _collect_exit(

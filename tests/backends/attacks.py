@@ -155,7 +155,13 @@ def _privileges(result: RunResult) -> None:
 def _kill_parent(result: RunResult) -> None:
     assert not result.timed_out, result
     assert result.stdout == b"still here\n", result
-    assert result.signal == 15, result
+    assert result.signal == 9, result
+    assert result.peak_memory_bytes is None, "the loader died before its report"
+
+
+def _stopped_parent(result: RunResult) -> None:
+    assert result.timed_out, result
+    assert result.stdout == b"stopped it\n", result
 
 
 def _raw_bytes(result: RunResult) -> None:
@@ -428,19 +434,28 @@ print(json.dumps({"euid": os.geteuid(), "egid": os.getegid(), "status": status,
         import os, signal, time
         # SIGKILL and SIGSTOP from inside the sandbox cannot touch its init (PID 1).
         for sig in (signal.SIGKILL, signal.SIGSTOP):
-            os.kill(os.getppid(), sig)
-        try:
-            os.kill(-1, signal.SIGKILL)  # everything this uid may signal, except init and us
-        except OSError:
-            pass
+            os.kill(1, sig)
         time.sleep(0.5)
         print("still here", flush=True)
-        # Catchable signals are forwarded by init to the program, which then dies of it.
-        os.kill(os.getppid(), signal.SIGTERM)
+        # Everything else this uid may signal: the parent, the runner's loader, dies, and
+        # with it this run and nothing else.
+        os.kill(-1, signal.SIGKILL)
         time.sleep(30)
         """,
         _kill_parent,
         verdict="runtime_error",
+    ),
+    Attack(
+        "stop_the_loader",
+        """
+        import os, signal
+        # A stopped parent cannot collect the program's exit: the wall deadline still ends it.
+        os.kill(os.getppid(), signal.SIGSTOP)
+        print("stopped it", flush=True)
+        """,
+        _stopped_parent,
+        {"wall_time_ms": 2000},
+        verdict="time_limit",
     ),
     Attack(
         "print_dev_urandom",

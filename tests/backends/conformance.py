@@ -77,6 +77,10 @@ def run_checked(
 class BackendConformance:
     """What every backend promises; see the module docstring for the fixtures it needs."""
 
+    # Peak memory is reported "if known": a backend that measures it says so here, and its
+    # figures must then be plausible; one that does not must leave it None.
+    measures_peak_memory = False
+
     @pytest.fixture
     def run(
         self,
@@ -204,6 +208,21 @@ class BackendConformance:
         assert result.oom_killed
         assert result.exit_code != 0
         assert not result.timed_out
+        if self.measures_peak_memory:
+            # The cgroup's high-water mark: the program reached the limit.
+            assert result.peak_memory_bytes is not None
+            assert 48 << 20 <= result.peak_memory_bytes <= 64 << 20, result.peak_memory_bytes
+
+    def test_peak_memory(self, run: Runner) -> None:
+        small = run("print('hi')")
+        large = run("x = b'x' * (48 << 20)\nprint(len(x))", memory_mb=128)
+        assert large.stdout == b"50331648\n"
+        if not self.measures_peak_memory:
+            assert small.peak_memory_bytes is None and large.peak_memory_bytes is None
+            return
+        assert small.peak_memory_bytes is not None and large.peak_memory_bytes is not None
+        assert 0 < small.peak_memory_bytes < 48 << 20, small.peak_memory_bytes
+        assert 48 << 20 <= large.peak_memory_bytes <= 128 << 20, large.peak_memory_bytes
 
     def test_output_limit(self, run: Runner) -> None:
         result = run(
@@ -224,6 +243,12 @@ class BackendConformance:
         result = run("import sys; sys.stdout.write('z' * 5000)", output_bytes=5000)
         assert result.stdout == b"z" * 5000
         assert not result.stdout_truncated
+        assert result.exit_code == 0
+
+    def test_stderr_exactly_at_cap_is_not_truncated(self, run: Runner) -> None:
+        result = run("import sys; sys.stderr.write('w' * 5000)", output_bytes=5000)
+        assert result.stderr == b"w" * 5000
+        assert not result.stderr_truncated
         assert result.exit_code == 0
 
     def test_nul_bytes_and_invalid_utf8_come_back_raw(self, run: Runner) -> None:

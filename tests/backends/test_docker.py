@@ -42,9 +42,13 @@ def backend(runtime_image: str, require_docker: dict[str, Any], slot_dir: str) -
 class TestDockerDirect(BackendConformance):
     """The suite against the engine's socket (the module's ``backend`` fixture)."""
 
+    measures_peak_memory = True
+
 
 class TestDockerThroughProxy(BackendConformance):
     """The suite through HAProxy with the shipped allow-list: nothing it needs is refused."""
+
+    measures_peak_memory = True
 
     @pytest.fixture
     def backend(self, runtime_image: str, docker_proxy_url: str, slot_dir: str) -> DockerBackend:
@@ -193,6 +197,32 @@ def test_code_is_unpacked_by_the_sandbox_user_into_memory(
     _device, mountpoint, kind, options = lines[4].split()[:4]
     assert (kind, mountpoint) == ("tmpfs", "/sandbox/code")
     assert {"noexec", "nosuid", "nodev"} <= set(options.split(","))
+
+
+def test_the_memory_report_is_the_loaders_not_the_programs(
+    backend: DockerBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    # The program sees only its own stdin, and a report it forges stays its own stderr.
+    forged = b"evalplatform-peak-" + b"0" * 32 + b"=1\n"
+    request = make_request(
+        runtime_image,
+        f"import sys\nprint(repr(sys.stdin.read()))\nsys.stderr.buffer.write({forged!r})",
+        stdin=b"only this\n",
+    )
+    result = run_checked(backend, request, sandbox_gone)
+    assert result.stdout == b"'only this\\n'\n"
+    assert result.stderr == forged
+    assert result.peak_memory_bytes is not None and result.peak_memory_bytes > 1
+
+
+def test_the_loaders_notices_do_not_reach_the_programs_stderr(
+    backend: DockerBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    # A shell announces a child's death by signal ("Segmentation fault") on its own stderr.
+    request = make_request(runtime_image, "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
+    result = run_checked(backend, request, sandbox_gone)
+    assert (result.signal, result.stderr) == (11, b"")
+    assert result.peak_memory_bytes is not None
 
 
 def test_an_image_that_cannot_unpack_is_a_backend_error(

@@ -45,6 +45,8 @@ def remote_backend(*services_: Service | str, secret: str, **options: Any) -> Re
 
 
 class TestRemoteConformance(BackendConformance):
+    measures_peak_memory = True  # the service runs the Docker backend
+
     @pytest.fixture
     def backend(self, remote_service: Service, runtime_image: str) -> RemoteBackend:
         return remote_backend(remote_service, secret=remote_service.secret)

@@ -59,10 +59,12 @@ def test_submit_with_test_cases_and_watch_it_finish(
     expect(page.locator("#results")).to_contain_text("16")
     screenshot(page, "finished-evaluation")
     evaluation = Evaluation.objects.get(title="Squares")
-    assert (
-        bytes(evaluation.executions.get().results.order_by("test_case__position")[1].stdout)
-        == b"16\n"
-    )
+    results = evaluation.executions.get().results.order_by("test_case__position")
+    assert bytes(results[1].stdout) == b"16\n"
+    # The sandbox's peak memory, measured by the Docker backend, is shown per test case.
+    memory = page.locator("#results tr.result td:nth-child(5)").all_inner_texts()
+    assert memory == [f"{result.peak_memory_kb} KB" for result in results], memory
+    assert all(result.peak_memory_kb for result in results)
 
 
 def test_program_output_is_shown_as_text_never_run(
