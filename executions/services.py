@@ -683,7 +683,7 @@ def idempotency_claim(*, user: User, key: str, fingerprint: str) -> IdempotencyC
     from django.db import IntegrityError
 
     if not key or len(key) > 255:
-        return IdempotencyClaim(conflict="Idempotency-Key must be 1 to 255 characters.")
+        raise ValidationError({"Idempotency-Key": "Give 1 to 255 characters."})
     IdempotencyKey.objects.filter(
         user=user, key=key, created_at__lt=timezone.now() - IDEMPOTENCY_TTL
     ).delete()

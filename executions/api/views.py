@@ -36,9 +36,10 @@ ERRORS = {
 READ_ERRORS = {code: ERRORS[code] for code in (400, 401, 403, 404, 429)}
 IDEMPOTENCY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": 255},
     OpenApiParameter.HEADER,
-    description="Replays the first successful response to retries of the same request.",
+    description="Replays the first successful response to retries of the same request "
+    "(400 when it is empty or longer than 255 characters).",
 )
 WAIT = OpenApiParameter(
     "wait",

@@ -65,6 +65,15 @@ def test_errors_are_not_stored(api: APIClient) -> None:
     assert not IdempotencyKey.objects.exists()
 
 
+@pytest.mark.parametrize("key", ["", "k" * 256])
+def test_a_key_of_the_wrong_length_is_a_400_naming_the_header(api: APIClient, key: str) -> None:
+    response = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": key})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"Idempotency-Key": ["Give 1 to 255 characters."]}
+    assert not Evaluation.objects.exists()
+    assert not IdempotencyKey.objects.exists()
+
+
 def test_key_in_progress_is_reported(user: User) -> None:
     first = services.idempotency_claim(user=user, key="busy", fingerprint="f")
     assert first.record_id is not None
