@@ -70,7 +70,9 @@ def submit_kwargs(validated: dict[str, Any]) -> dict[str, Any]:
 
 
 class BatchInputSerializer(serializers.Serializer):
-    items = SubmitInputSerializer(many=True, help_text="Submissions, all stored or none.")
+    items = serializers.ListField(
+        child=SubmitInputSerializer(), min_length=1, help_text="Submissions, all stored or none."
+    )
 
 
 class RerunInputSerializer(serializers.Serializer):
@@ -82,7 +84,8 @@ class RerunInputSerializer(serializers.Serializer):
 class EvaluationFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Status.choices, required=False)
     verdict = serializers.ChoiceField(choices=Verdict.choices, required=False)
-    runtime = serializers.CharField(required=False, max_length=64)
+    # The pattern tells clients what CharField enforces anyway: no NUL characters.
+    runtime = serializers.RegexField(r"^[^\x00]*$", required=False, max_length=64)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
     ordering = serializers.ChoiceField(

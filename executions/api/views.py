@@ -43,7 +43,7 @@ IDEMPOTENCY = OpenApiParameter(
 )
 WAIT = OpenApiParameter(
     "wait",
-    int,
+    {"type": "integer", "minimum": 0, "maximum": 3600},
     description="Hold the request up to this many seconds (server cap: "
     "EXECUTION_API_MAX_WAIT_S) until the execution ends.",
 )

@@ -268,6 +268,19 @@ def test_batch_stores_all(api: APIClient, roomy_quota: UserQuota) -> None:
     assert Evaluation.objects.count() == 3
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"items": []}, "items"), ({"items": [submission(), {"source": "x"}]}, "items[1].runtime")],
+)
+def test_batch_shape_errors_name_the_field(
+    api: APIClient, body: dict[str, Any], field: str
+) -> None:
+    response = api.post("/api/v1/evaluations/batch/", body, format="json")
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == [field]
+    assert Evaluation.objects.count() == 0
+
+
 def test_batch_is_all_or_nothing(api: APIClient, roomy_quota: UserQuota) -> None:
     items = [submission(), submission(runtime="cobol"), submission(), submission(source="")]
     response = api.post("/api/v1/evaluations/batch/", {"items": items}, format="json")
