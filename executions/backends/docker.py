@@ -138,8 +138,9 @@ LOADER = (
     'printf \'%s%s\\n\' "$mark" "$peak" >&3; exit $status'
 )
 # The loader's report: the mark, at most 20 digits and a newline, at the very end of stderr.
+_MARK_PREFIX = "evalplatform-peak-"
 _MARK_BYTES = 16
-_REPORT_ROOM = len("evalplatform-peak-") + 2 * _MARK_BYTES + 1 + 20 + 1
+_REPORT_ROOM = len(_MARK_PREFIX) + 2 * _MARK_BYTES + 1 + 20 + 1
 
 
 class DockerUnavailable(Exception):
@@ -477,7 +478,7 @@ class DockerBackend(ExecutionBackend):
         container_id = ""
         attach: Any = None
         streams = _CappedStreams(cap=request.limits.output_bytes, stderr_room=_REPORT_ROOM)
-        mark = f"evalplatform-peak-{secrets.token_hex(_MARK_BYTES)}=".encode()
+        mark = f"{_MARK_PREFIX}{secrets.token_hex(_MARK_BYTES)}=".encode()
         result = RunResult(handle=request.handle)
         try:
             try:
