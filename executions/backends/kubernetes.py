@@ -906,14 +906,7 @@ class KubernetesBackend(ExecutionBackend):
             if condition.get("reason") == "DeadlineExceeded":
                 if progress.terminated is not None:
                     return  # the program ended first; its own status decides
-                if progress.started_at is None:
-                    raise _Failure(
-                        ErrorKind.BACKEND_ERROR,
-                        f"The sandbox Job {name} reached its deadline before the program "
-                        f"started. {self._pending_message(name, progress)}",
-                    )
-                result.timed_out = True
-                result.wall_time_ms = int((time.monotonic() - progress.started_at) * 1000)
+                self._deadline_reached(name, progress, result)
 
     def _on_pod(
         self,
@@ -1007,6 +1000,11 @@ class KubernetesBackend(ExecutionBackend):
             raise _Failure(
                 ErrorKind.CANCELLED, "The sandbox pod was removed before the program finished."
             )
+        self._deadline_reached(name, progress, result)
+
+    def _deadline_reached(self, name: str, progress: _Progress, result: RunResult) -> None:
+        """The Job's deadline ended the run: a time-out if the program had started, else the
+        pod never got going, which is the infrastructure's failure, not the program's."""
         if progress.started_at is None:
             raise _Failure(
                 ErrorKind.BACKEND_ERROR,
