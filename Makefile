@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+VAR := $(or $(VAR_DIR),var)
 # A local checkout runs in development mode unless told otherwise.
 DEBUG ?= 1
 export DEBUG PORT
@@ -20,6 +21,9 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 run: $(VENV)/.installed
+	@mkdir -p $(VAR)
+	@printf '%s\n' '# Written by make run: manage.py in this checkout reads it, so it runs with the' \
+	  '# same settings. The environment wins over this file.' 'DEBUG=$(DEBUG)' >$(VAR)/local.env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap
 	$(PY) manage.py serve --port $(PORT)

@@ -30,6 +30,34 @@ def env(name: str, default: str | None = None) -> str | None:
     return default
 
 
+def load_env_file(path: Path) -> list[str]:
+    """Put each ``NAME=value`` line of ``path`` into the environment where ``NAME`` is unset,
+    and return the names it set. Nothing happens when the file does not exist.
+
+    Blank lines and ``#`` comments are skipped; any other line without ``=`` raises
+    ``ImproperlyConfigured`` naming the file and the line.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot read {path}: {exc}") from exc
+    set_here = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals or not name.isidentifier():
+            raise ImproperlyConfigured(f"{path}, line {number}: expected NAME=value, got {line!r}")
+        if name not in os.environ:
+            os.environ[name] = value.strip()
+            set_here.append(name)
+    return set_here
+
+
 def envbool(name: str, default: bool) -> bool:
     value = env(name)
     if value is None:

@@ -15,13 +15,29 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from evalplatform.env import database_from_url, env, envbool, envint, envlist, sqlite_database
+from evalplatform.env import (
+    database_from_url,
+    env,
+    envbool,
+    envint,
+    envlist,
+    load_env_file,
+    sqlite_database,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("VAR_DIR") or BASE_DIR / "var")
+TESTING = "pytest" in sys.modules
+
+# `make run` writes the settings it runs with to var/local.env, so that `manage.py` in the same
+# checkout runs with them too. The environment wins over the file. A deployment has no such
+# file (the image never copies var/), so production still needs DEBUG=0 and a real SECRET_KEY.
+# The test suite ignores it: its results must not depend on whether `make run` was used here.
+LOCAL_ENV_FILE = VAR_DIR / "local.env"
+if not TESTING:
+    load_env_file(LOCAL_ENV_FILE)
 
 DEBUG = envbool("DEBUG", False)
-TESTING = "pytest" in sys.modules
 
 # A fixed key is acceptable only where nothing is signed for real: DEBUG and the test suite.
 INSECURE_SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import enum
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from executions.backends import Selection
 
 # Runtimes leave these markers; cgroup paths name the container manager.
 CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
@@ -34,6 +38,102 @@ def container_evidence(
             if hint in path:
                 return f"/proc/1/cgroup mentions {hint}"
     return ""
+
+
+# The safest way to turn execution on, for this machine ------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineFacts:
+    """What this machine offers for running code, as far as the platform can see."""
+
+    in_kubernetes: bool
+    remote_configured: bool
+    docker_socket: str  # a local Docker engine socket that accepts connections, or ""
+    dockerd_installed: bool
+
+
+def machine_facts() -> MachineFacts:
+    from executions.conf import execution_settings
+
+    socket_path = docker_socket_path()
+    remote = execution_settings.BACKEND_OPTIONS.get("remote", {})
+    return MachineFacts(
+        in_kubernetes=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
+        remote_configured=bool(remote.get("urls")),
+        docker_socket=socket_path if socket_reachable(socket_path) else "",
+        dockerd_installed=shutil.which("dockerd") is not None,
+    )
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The one safest way to turn code execution on here: what to do, what it costs, and the
+    exact command. The console, the banner and the security page all show this one."""
+
+    summary: str
+    trade_off: str
+    command: str
+
+
+# Said of every path that hands the platform a Docker socket; the security page's posture
+# checks judge the same setup the same way.
+_SOCKET_TRADE_OFF = (
+    "The platform then holds the Docker socket: whoever takes over the platform controls that "
+    "engine, which is root on its host if the socket is the host's. Fine for a development "
+    "machine; in production keep the socket on an execution node (remote service)."
+)
+
+
+def next_step(facts: MachineFacts | None = None) -> NextStep:
+    """The safest opt-in this machine offers, most isolated first."""
+    facts = machine_facts() if facts is None else facts
+    if facts.in_kubernetes:
+        return NextStep(
+            "This platform runs in a Kubernetes pod: run each program as a Job in the sandbox "
+            "namespace (deploy/kubernetes).",
+            "The platform's account can create Jobs in that namespace only, and restricted Pod "
+            "Security refuses privileged pods; you trust the cluster's nodes and network policy.",
+            "kubectl apply -k deploy/kubernetes  # then set EXECUTION_BACKEND=kubernetes",
+        )
+    if facts.remote_configured:
+        return NextStep(
+            "EXECUTION_REMOTE_URLS names execution services: send runs to them.",
+            "The platform holds only the signing secret, no Docker socket; a sandbox escape "
+            "reaches the execution node, not the platform.",
+            "EXECUTION_BACKEND=remote make run",
+        )
+    if facts.docker_socket:
+        return NextStep(
+            f"A Docker engine answers at {facts.docker_socket}: run each program in a hardened "
+            "container on it.",
+            _SOCKET_TRADE_OFF,
+            "EXECUTION_BACKEND=docker make run",
+        )
+    if facts.dockerd_installed:
+        return NextStep(
+            "Docker is installed but its engine is not running: start it, then run each program "
+            "in a hardened container on it.",
+            _SOCKET_TRADE_OFF,
+            "scripts/start-dockerd.sh && EXECUTION_BACKEND=docker make run",
+        )
+    return NextStep(
+        "Nothing on this machine can isolate a program: send runs to the remote execution "
+        "service on a machine with a Docker engine (python -m execution_service there).",
+        "The platform holds only the signing secret, no Docker socket; a sandbox escape reaches "
+        "the execution node, not the platform.",
+        "EXECUTION_BACKEND=remote EXECUTION_REMOTE_URLS=http://NODE:8700 "
+        "EXECUTION_SERVICE_SECRET_FILE=PATH make run",
+    )
+
+
+def backend_announcement(selection: Selection) -> str:
+    """What the console says once at start-up: the backend, why, and the next step if off."""
+    lines = [f"Execution backend: {selection.name}. {selection.reason}"]
+    if selection.name == "disabled" and not selection.configured:
+        step = next_step()
+        lines += [f"Next step: {step.summary}", f"Trade-off: {step.trade_off}", f"  {step.command}"]
+    return "\n".join(lines)
 
 
 # The security page: posture checks and the trade-offs of every backend ---------------------

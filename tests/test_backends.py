@@ -87,7 +87,7 @@ def test_inside_a_container_execution_is_disabled(settings: Any, monkeypatch: An
     assert "inside a container" in result.error_message
     assert (
         "root on the" in result.error_message
-        and "EXECUTION_BACKEND=kubernetes" in result.error_message
+        and "the security page names it" in result.error_message
     )
 
 

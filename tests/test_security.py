@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.core.checks import run_checks
 from django.test import Client
+from django.utils.html import escape
 
 from executions import security
 from executions.models import Runtime
@@ -109,8 +110,90 @@ def test_page_shows_posture_to_staff(client: Client, staff: Any, bare_host: None
     assert 'id="posture"' in page and "SECRET_KEY" in page
 
 
-def test_page_needs_login(client: Client) -> None:
-    assert client.get("/security/").status_code == 302
+def test_anyone_may_read_the_trade_offs_but_not_the_posture(client: Client) -> None:
+    response = client.get("/security/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "A compromised platform gets" in page and "Docker behind the socket proxy" in page
+    assert 'id="posture"' not in page and "SECRET_KEY" not in page, "posture is staff-only"
+    assert 'href="/login/"' in page
+
+
+FACTS = {
+    "kubernetes": security.MachineFacts(True, False, "/var/run/docker.sock", True),
+    "remote": security.MachineFacts(False, True, "/var/run/docker.sock", True),
+    "engine": security.MachineFacts(False, False, "/var/run/docker.sock", True),
+    "installed": security.MachineFacts(False, False, "", True),
+    "nothing": security.MachineFacts(False, False, "", False),
+}
+
+
+@pytest.mark.parametrize(
+    ("machine", "command"),
+    [
+        ("kubernetes", "kubectl apply -k deploy/kubernetes"),
+        ("remote", "EXECUTION_BACKEND=remote make run"),
+        ("engine", "EXECUTION_BACKEND=docker make run"),
+        ("installed", "scripts/start-dockerd.sh && EXECUTION_BACKEND=docker make run"),
+        ("nothing", "EXECUTION_BACKEND=remote EXECUTION_REMOTE_URLS="),
+    ],
+)
+def test_next_step_is_the_safest_thing_the_machine_offers(machine: str, command: str) -> None:
+    step = security.next_step(FACTS[machine])
+    assert step.command.startswith(command)
+    assert step.summary and step.trade_off
+
+
+def test_a_docker_next_step_says_what_holding_the_socket_costs() -> None:
+    for machine in ("engine", "installed"):
+        trade_off = security.next_step(FACTS[machine]).trade_off
+        assert "holds the Docker socket" in trade_off and "root on its host" in trade_off
+    assert "/var/run/docker.sock" in security.next_step(FACTS["engine"]).summary
+
+
+def test_machine_facts_see_the_docker_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert security.machine_facts().docker_socket == ""
+    monkeypatch.setattr("executions.security.socket_reachable", lambda path: True)
+    facts = security.machine_facts()
+    assert facts.docker_socket == "/nonexistent/docker.sock" and not facts.in_kubernetes
+
+
+def test_announcement_names_the_next_step_only_when_execution_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from executions.backends import Selection
+
+    monkeypatch.setattr("executions.security.machine_facts", lambda: FACTS["engine"])
+    off = Selection("disabled", "The platform runs inside a container (/.dockerenv exists).", False)
+    text = security.backend_announcement(off)
+    assert text.startswith("Execution backend: disabled. The platform runs inside a container")
+    assert text.count("Execution backend:") == 1
+    assert "Next step:" in text and "Trade-off:" in text
+    assert text.splitlines()[-1] == "  EXECUTION_BACKEND=docker make run"
+    on = Selection("docker", "Configured by EXECUTION_BACKEND.", True)
+    assert security.backend_announcement(on) == (
+        "Execution backend: docker. Configured by EXECUTION_BACKEND."
+    )
+
+
+def test_console_banner_and_page_name_the_same_next_step(
+    client: Client, staff: Any, user: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
+    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.security.machine_facts", lambda: FACTS["engine"])
+    command = security.next_step(FACTS["engine"]).command
+    client.force_login(staff)
+    page = client.get("/security/").content.decode()
+    assert 'id="next-step"' in page and command in page
+    assert escape(security.next_step(FACTS["engine"]).trade_off) in page
+    banner = client.get("/").content.decode()
+    assert 'id="disabled-banner"' in banner and command in banner
+    client.force_login(user)
+    banner = client.get("/").content.decode()
+    assert 'id="disabled-banner"' in banner and command not in banner, "the command is for staff"
 
 
 def test_page_explains_how_to_turn_on_kubernetes_jobs(client: Client, user: Any) -> None:

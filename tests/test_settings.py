@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from evalplatform.env import database_from_url, env, envbool, envint, envlist
+from evalplatform.env import database_from_url, env, envbool, envint, envlist, load_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +87,33 @@ def load_settings(**environ: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+def test_env_file_fills_only_what_the_environment_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "local.env"
+    assert load_env_file(path) == [], "a missing file is no error"
+    path.write_text("# made by make run\n\nEVALTEST_A=1\n EVALTEST_B = two words \n")
+    monkeypatch.setenv("EVALTEST_B", "from the environment")
+    monkeypatch.delenv("EVALTEST_A", raising=False)
+    assert load_env_file(path) == ["EVALTEST_A"]
+    assert os.environ["EVALTEST_A"] == "1"
+    assert os.environ["EVALTEST_B"] == "from the environment"
+    monkeypatch.delenv("EVALTEST_A")
+    path.write_text("EVALTEST_A=1\nexport EVALTEST_C\n")
+    with pytest.raises(ImproperlyConfigured, match=r"local.env, line 2: expected NAME=value"):
+        load_env_file(path)
+
+
+def test_a_checkout_where_make_run_ran_needs_no_debug_in_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "local.env").write_text("DEBUG=1\n")
+    result = load_settings(VAR_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    # The environment still wins: production settings refuse the missing secret.
+    result = load_settings(VAR_DIR=str(tmp_path), DEBUG="0")
+    assert result.returncode != 0
+    assert "SECRET_KEY (or SECRET_KEY_FILE) must be set" in result.stderr
 
 
 def test_production_refuses_to_start_without_a_secret_key() -> None:

@@ -12,12 +12,10 @@ from executions.backends.base import (
 )
 
 ADVICE = (
-    "Running untrusted code from inside a container would mean mounting the host's Docker "
-    "socket into it, which hands the platform (and anyone who compromises it) root on the "
-    "host. Configure an isolated backend instead: EXECUTION_BACKEND=remote with an execution "
-    "service on separate nodes, or EXECUTION_BACKEND=kubernetes to run each program as a "
-    "Kubernetes Job. A Docker socket proxy narrows the risk but does not remove it. "
-    "The security page explains the trade-offs."
+    "Running untrusted code from inside a container would mean handing the platform a Docker "
+    "socket, and whoever took over the platform would then control that engine: root on the "
+    "host when the socket is the host's. An administrator turns execution on with the safest "
+    "backend this machine offers: the security page names it and explains the trade-offs."
 )
 
 

@@ -178,10 +178,10 @@ def evaluation_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(evaluation)
 
 
-@login_required
 def security_page(request: HttpRequest) -> HttpResponse:
     """Which backend runs code here and why, what each backend trusts, and (for staff) the
-    live posture of this deployment."""
+    live posture of this deployment. Anyone may read it: a visitor deciding whether to trust
+    the platform needs the trade-offs; the posture checks are for staff only."""
     is_staff = bool(getattr(request.user, "is_staff", False))
     context = {
         "profiles": security.BACKEND_PROFILES,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -66,6 +66,20 @@ def test_api_token_command_creates_and_revokes(user: User, capsys: Any) -> None:
     assert capsys.readouterr().out.strip() == key
     call_command("api_token", "revoke", user.username)
     assert not Token.objects.filter(user=user).exists()
+
+
+def test_api_token_command_makes_a_missing_user_only_when_asked(capsys: Any) -> None:
+    with pytest.raises(CommandError, match="No user named 'ada'. Add --create-user"):
+        call_command("api_token", "create", "ada")
+    call_command("api_token", "create", "ada", "--create-user")
+    captured = capsys.readouterr()
+    ada = User.objects.get(username="ada")
+    assert captured.out.strip() == Token.objects.get(user=ada).key, "stdout is the token alone"
+    assert "Created user 'ada'" in captured.err
+    assert not ada.is_staff and not ada.has_usable_password()
+    call_command("api_token", "create", "ada", "--create-user")
+    assert capsys.readouterr().out.strip() == Token.objects.get(user=ada).key
+    assert User.objects.filter(username="ada").count() == 1
 
 
 # Submit ------------------------------------------------------------------------------------

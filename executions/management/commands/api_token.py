@@ -1,7 +1,9 @@
 """``manage.py api_token create|revoke USERNAME``: the API token of a user.
 
 ``create`` prints the user's token, making one if there is none (run it again to see the
-same token); ``revoke`` deletes it, so requests made with it get 401 from then on.
+same token); with ``--create-user`` a missing user is made first, as an ordinary account with
+no password (it signs in with the token only). ``revoke`` deletes the token, so requests made
+with it get 401 from then on.
 """
 
 from __future__ import annotations
@@ -19,11 +21,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["create", "revoke"])
         parser.add_argument("username")
+        parser.add_argument(
+            "--create-user",
+            action="store_true",
+            help="create: make the user first if there is none (no password, not staff)",
+        )
 
-    def handle(self, *args: Any, action: str, username: str, **options: Any) -> None:
-        user = get_user_model().objects.filter(username=username).first()
+    def handle(
+        self, *args: Any, action: str, username: str, create_user: bool, **options: Any
+    ) -> None:
+        users = get_user_model()
+        user = users.objects.filter(username=username).first()
+        if user is None and action == "create" and create_user:
+            user = users.objects.create_user(username=username, password=None)
+            self.stderr.write(f"Created user {username!r} (no password; the token signs in).")
         if user is None:
-            raise CommandError(f"No user named {username!r}.")
+            hint = " Add --create-user to make one." if action == "create" else ""
+            raise CommandError(f"No user named {username!r}.{hint}")
         if action == "create":
             token, _ = Token.objects.get_or_create(user=user)
             self.stdout.write(token.key)

@@ -49,9 +49,8 @@ class Command(BaseCommand):
         self.prepare_backend()
 
     def prepare_backend(self) -> None:
-        selection = active_selection()
-        self.stdout.write(f"Execution backend: {selection.name}. {selection.reason}")
-        if selection.name != "docker":
+        # Which backend runs code, and why, is said once by the command that serves.
+        if active_selection().name != "docker":
             return
         try:
             for outcome in services.runtime_images_build(log=self.stdout.write):

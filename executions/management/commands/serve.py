@@ -5,7 +5,12 @@ import sys
 import time
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand
+
+from executions.apps import ANNOUNCED_ENV
+from executions.backends import active_selection
+from executions.security import backend_announcement
 
 
 class Command(BaseCommand):
@@ -17,13 +22,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, port: str, host: str, **options: Any) -> None:
         manage = [sys.executable, "manage.py"]
+        self.announce_backend()
+        environ = {**os.environ, ANNOUNCED_ENV: "1"}
         # Each child gets a session of its own: Ctrl-C reaches only this process, which then
         # stops each child through its main process (a cluster signalled as a whole group
         # can hang while stopping).
         children = [
-            subprocess.Popen([*manage, "qcluster"], start_new_session=True),
+            subprocess.Popen([*manage, "qcluster"], start_new_session=True, env=environ),
             subprocess.Popen(
-                [*manage, "runserver", "--noreload", f"{host}:{port}"], start_new_session=True
+                [*manage, "runserver", "--noreload", f"{host}:{port}"],
+                start_new_session=True,
+                env=environ,
             ),
         ]
         self.stdout.write(
@@ -55,3 +64,11 @@ class Command(BaseCommand):
         ]
         if failed and not stopping:
             raise SystemExit(f"A process stopped unexpectedly: {failed}")
+
+    def announce_backend(self) -> None:
+        try:
+            selection = active_selection()
+        except ImproperlyConfigured as exc:
+            self.stderr.write(f"Execution backend is misconfigured: {exc}")
+            return
+        self.stdout.write(backend_announcement(selection))
