@@ -240,7 +240,7 @@ def test_refused_by_the_disabled_backend(user: Any, runtime: Runtime, settings: 
     execution = latest(evaluation)
     assert execution.status == "refused" and execution.verdict == ""
     assert "Code execution is disabled" in execution.error_message
-    assert "EXECUTION_BACKEND=remote" in execution.error_message
+    assert "the security page names it" in execution.error_message
 
 
 def test_infrastructure_failure_is_its_own_status(user: Any, runtime: Runtime) -> None:

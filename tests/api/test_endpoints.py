@@ -69,7 +69,7 @@ def test_api_token_command_creates_and_revokes(user: User, capsys: Any) -> None:
 
 
 def test_api_token_command_makes_a_missing_user_only_when_asked(capsys: Any) -> None:
-    with pytest.raises(CommandError, match="No user named 'ada'. Add --create-user"):
+    with pytest.raises(CommandError, match=r"No user named 'ada'\. Add --create-user"):
         call_command("api_token", "create", "ada")
     call_command("api_token", "create", "ada", "--create-user")
     captured = capsys.readouterr()
