@@ -268,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.OK, self.service.health()
         if len(parts) >= 3 and parts[:2] == ["v1", "runs"]:
             run_id = parts[2]
-            if not wire.RUN_ID.match(run_id):
+            if not wire.RUN_ID.fullmatch(run_id):
                 raise ApiError(HTTPStatus.BAD_REQUEST, "bad run id")
             if len(parts) == 3 and method == "PUT":
                 status, run = self.service.submit(run_id, body)

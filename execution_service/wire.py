@@ -16,7 +16,7 @@ from typing import Any
 from executions.backends.base import ErrorKind, RunRequest, RunResult
 from executions.policy import Limits, SandboxPolicy
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
 
 
@@ -108,13 +108,28 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
     return data
 
 
+_RESULT_INTS = ("exit_code", "signal", "wall_time_ms", "peak_memory_bytes")
+_RESULT_FLAGS = ("stdout_truncated", "stderr_truncated", "timed_out", "oom_killed")
+
+
 def result_from_json(data: Any) -> RunResult:
+    """The ``RunResult`` in ``data``; raises ``WireError`` for any field of the wrong type."""
     if not isinstance(data, dict):
         raise WireError("the result must be a JSON object")
     names = {f.name for f in dataclasses.fields(RunResult)}
     values = {key: value for key, value in data.items() if key in names}
     values["stdout"] = _unb64(values.get("stdout", ""), "stdout")
     values["stderr"] = _unb64(values.get("stderr", ""), "stderr")
+    for name in _RESULT_INTS:
+        value = values.get(name)
+        if value is not None and type(value) is not int:
+            raise WireError(f"bad result: {name} must be a whole number or null, got {value!r}")
+    for name in _RESULT_FLAGS:
+        if type(values.get(name, False)) is not bool:
+            raise WireError(f"bad result: {name} must be true or false")
+    for name in ("handle", "error_message"):
+        if not isinstance(values.get(name, ""), str):
+            raise WireError(f"bad result: {name} must be a string")
     kind = values.get("error_kind")
     try:
         values["error_kind"] = ErrorKind(kind) if kind else None

@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 RUN_OVERHEAD_S = 10
 # A run may wait this long for a free sandbox slot on its node before it starts.
 ORPHAN_SLOT_WAIT_S = 30
-FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 MAX_WEIGHT = 1000
 
 
@@ -168,7 +168,7 @@ def _clean_files(
             errors.add(path, "Must be an object with a name and content.")
             continue
         name = item.get("name")
-        if not isinstance(name, str) or not FILE_NAME.match(name) or name in {".", ".."}:
+        if not isinstance(name, str) or not FILE_NAME.fullmatch(name) or name in {".", ".."}:
             errors.add(f"{path}.name", "Must be a plain file name (letters, digits, _ . -).")
             name = ""
         content = _clean_text(

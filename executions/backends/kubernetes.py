@@ -186,7 +186,7 @@ def labels_for(request: RunRequest) -> dict[str, str]:
     extra = {
         key: value
         for key, value in request.labels.items()
-        if _LABEL_KEY.match(key) and len(key) <= 253 and _LABEL_VALUE.match(value)
+        if _LABEL_KEY.fullmatch(key) and len(key) <= 253 and _LABEL_VALUE.fullmatch(value)
     }
     return {
         **extra,
@@ -402,7 +402,11 @@ def parse_node_selector(value: str | Mapping[str, str]) -> dict[str, str]:
         if not pair:
             continue
         key, sep, val = pair.partition("=")
-        if not sep or not _LABEL_KEY.match(key.strip()) or not _LABEL_VALUE.match(val.strip()):
+        if (
+            not sep
+            or not _LABEL_KEY.fullmatch(key.strip())
+            or not _LABEL_VALUE.fullmatch(val.strip())
+        ):
             raise ImproperlyConfigured(
                 f"EXECUTION_KUBERNETES_NODE_SELECTOR must be key=value pairs separated by "
                 f"commas, got {value!r}"

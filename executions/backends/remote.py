@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -47,6 +48,27 @@ class ServiceError(Exception):
         super().__init__(message)
         self.retry_elsewhere = retry_elsewhere
         self.kind = kind
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A service's answer, read up to a cap: a node is not trusted with the platform's memory."""
+
+    status_code: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+# Health, submit and cancel answers are small; a result holds at most two capped streams in
+# base64 (4/3 of the bytes) plus a few fields.
+CONTROL_ANSWER_BYTES = 64 * 1024
+ERROR_MESSAGE_CHARS = 2000
+
+
+def result_answer_bytes(output_bytes: int) -> int:
+    return 3 * output_bytes + CONTROL_ANSWER_BYTES
 
 
 class RemoteBackend(ExecutionBackend):
@@ -102,14 +124,33 @@ class RemoteBackend(ExecutionBackend):
         path: str,
         payload: Any = None,
         timeout_s: float | None = None,
-    ) -> requests.Response:
+        max_bytes: int = CONTROL_ANSWER_BYTES,
+    ) -> _Answer:
+        """One signed call. Raises ``requests.RequestException`` when the service cannot be
+        reached, and ``ServiceError`` when its answer is longer than ``max_bytes``."""
         body = wire.dumps(payload) if payload is not None else b""
         headers = signing.sign(self.secret, method, path, body)
         if payload is not None:
             headers["Content-Type"] = "application/json"
-        return self._session().request(
-            method, base + path, data=body, headers=headers, timeout=timeout_s or self.timeout_s
-        )
+        with self._session().request(
+            method,
+            base + path,
+            data=body,
+            headers=headers,
+            timeout=timeout_s or self.timeout_s,
+            stream=True,
+        ) as response:
+            received = bytearray()
+            for chunk in response.iter_content(chunk_size=64 * 1024):
+                received += chunk
+                if len(received) > max_bytes:
+                    raise ServiceError(
+                        f"Execution service {base} answered {method} {path.split('?')[0]} "
+                        f"with more than {max_bytes} bytes; the answer was dropped.",
+                        retry_elsewhere=False,
+                        kind=ErrorKind.BACKEND_ERROR,
+                    )
+            return _Answer(response.status_code, bytes(received))
 
     def _service_health(self, base: str, *, fresh: bool = False) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -120,7 +161,7 @@ class RemoteBackend(ExecutionBackend):
         try:
             response = self._call(base, "GET", "/v1/health")
             data = response.json() if response.status_code == 200 else None
-        except (requests.RequestException, ValueError):
+        except (requests.RequestException, ValueError, ServiceError):
             data = None
         with self._lock:
             self._health_cache[base] = (now, data)
@@ -206,7 +247,11 @@ class RemoteBackend(ExecutionBackend):
             wait = max(0.0, min(self.poll_wait_s, remaining))
             try:
                 response = self._call(
-                    base, "GET", f"{path}?wait={wait:.2f}", timeout_s=wait + self.timeout_s
+                    base,
+                    "GET",
+                    f"{path}?wait={wait:.2f}",
+                    timeout_s=wait + self.timeout_s,
+                    max_bytes=result_answer_bytes(request.limits.output_bytes),
                 )
             except requests.RequestException as exc:
                 now = time.monotonic()
@@ -232,12 +277,12 @@ class RemoteBackend(ExecutionBackend):
                 )
             data = response.json()
             if data.get("status") == "done":
-                return wire.result_from_json(data.get("result"))
+                return recapped(wire.result_from_json(data.get("result")), request)
 
     def _cancel_on(self, base: str, handle: str) -> bool:
         try:
             response = self._call(base, "POST", f"/v1/runs/{handle}/cancel")
-        except requests.RequestException:
+        except (requests.RequestException, ServiceError):
             return False
         return response.status_code == 200
 
@@ -301,11 +346,24 @@ class RemoteBackend(ExecutionBackend):
         )
 
 
-def _error_text(response: requests.Response) -> str:
+def recapped(result: RunResult, request: RunRequest) -> RunResult:
+    """``result`` held to the caps the platform asked for: a compromised node cannot make the
+    platform store more output than the run allowed, nor a longer message."""
+    cap = request.limits.output_bytes
+    if len(result.stdout) > cap:
+        result.stdout, result.stdout_truncated = result.stdout[:cap], True
+    if len(result.stderr) > cap:
+        result.stderr, result.stderr_truncated = result.stderr[:cap], True
+    result.error_message = result.error_message[:ERROR_MESSAGE_CHARS]
+    result.handle = request.handle
+    return result
+
+
+def _error_text(response: _Answer) -> str:
     try:
         return str(response.json().get("error", ""))[:500]
-    except (ValueError, AttributeError, json.JSONDecodeError):
-        return response.text[:200]
+    except (ValueError, AttributeError):
+        return response.body[:200].decode(errors="replace")
 
 
 __all__: Sequence[str] = ("RemoteBackend",)

@@ -1,0 +1,122 @@
+"""One table of hostile file names, tried at every layer that takes a name.
+
+The platform accepts only plain names (its first line of defence); each backend, and the
+execution service's runner behind the remote backend, refuses anything that could leave the
+code directory, whatever the platform let through (the second).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import PurePosixPath
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from executions import services
+from executions.backends import docker, kubernetes
+from executions.backends.base import RunRequest
+from executions.models import Runtime
+from executions.policy import Limits, SandboxPolicy
+
+# Names that could reach outside the code directory or break its tree.
+ESCAPING = {
+    "absolute": "/etc/passwd",
+    "parent": "../main.py",
+    "nested parent": "pkg/../../main.py",
+    "dot dot": "..",
+    "dot": ".",
+    "empty": "",
+    "empty part": "pkg//main.py",
+    "trailing slash": "pkg/",
+    "NUL": "main.py\x00.txt",
+}
+# Names a POSIX file system takes literally, inside the code directory; the platform still
+# refuses them, as it refuses anything but plain names.
+ODD = {
+    "backslash": "..\\main.py",
+    "one dot leaders": "\u2024\u2024/main.py",
+    "fullwidth dots": "\uff0e\uff0e/main.py",
+    "very long": "a" * 300 + ".py",
+    "dot file": ".bashrc",
+    "newline": "util.py\n",
+    "leading space": " util.py",
+    "subdirectory": "pkg/util.py",
+    "control character": "util\x1b.py",
+}
+HOSTILE = {**ESCAPING, **ODD}
+
+
+def request_with(name: str) -> RunRequest:
+    return RunRequest(
+        execution_id=1,
+        handle="evalplatform-1-0",
+        image="evalplatform/python:3.11",
+        command=("python3", "main.py"),
+        files={"main.py": b"print(1)\n", name: b"x"},
+        stdin=b"",
+        policy=SandboxPolicy(limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=1024)),
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", HOSTILE.values(), ids=HOSTILE.keys())
+def test_the_platform_accepts_only_plain_names(user: Any, runtime: Runtime, name: str) -> None:
+    files = [{"name": "main.py", "content": "print(1)"}, {"name": name, "content": "x"}]
+    with pytest.raises(ValidationError) as caught:
+        services.evaluation_submit(user=user, runtime=runtime, files=files)
+    assert "files[1].name" in caught.value.message_dict
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["main.py", "util_2.py", "Main-Class.java", "_x", "a" * 100])
+def test_plain_names_pass(user: Any, runtime: Runtime, name: str) -> None:
+    files = [{"name": "main.py", "content": "print(1)"}]
+    if name != "main.py":
+        files.append({"name": name, "content": "x"})
+    evaluation = services.evaluation_submit(user=user, runtime=runtime, files=files)
+    assert name in {item["name"] for item in evaluation.files}
+
+
+def archive_members(name: str) -> list[str]:
+    data = docker.code_archive({"main.py": b"1", name: b"x"})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getnames()
+
+
+def stays_inside(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not PurePosixPath(path).is_absolute() and ".." not in parts
+
+
+@pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
+def test_docker_refuses_names_that_leave_the_code_directory(name: str) -> None:
+    with pytest.raises(ValueError, match="unsafe file name"):
+        docker.code_archive({"main.py": b"1", name: b"x"})
+
+
+@pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
+def test_docker_keeps_odd_names_inside_the_code_directory(name: str) -> None:
+    members = archive_members(name)
+    assert all(stays_inside(member) for member in members), members
+
+
+@pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
+def test_kubernetes_refuses_names_that_leave_the_code_directory(name: str) -> None:
+    request = request_with(name)
+    with pytest.raises(ValueError, match="unsafe file name"):
+        kubernetes.configmap_for(request, "sandbox")
+    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    with pytest.raises(ValueError, match="unsafe file name"):
+        kubernetes.job_for(request, options)
+
+
+@pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
+def test_kubernetes_keeps_odd_names_inside_the_code_directory(name: str) -> None:
+    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    job = kubernetes.job_for(request_with(name), options)
+    (code,) = (v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "code")
+    paths = [item["path"] for item in code["configMap"]["items"]]
+    assert all(stays_inside(path) for path in paths), paths
