@@ -190,6 +190,8 @@ EXECUTIONS: dict[str, Any] = {
     "API_MAX_WAIT_S": envint("EXECUTION_API_MAX_WAIT_S", 30, minimum=0),
     "API_MAX_BATCH": envint("EXECUTION_API_MAX_BATCH", 50, minimum=1),
     "API_MAX_PAGE_SIZE": envint("EXECUTION_API_MAX_PAGE_SIZE", 100, minimum=1),
+    # The largest request body the API reads; a larger one is refused (413) unread.
+    "API_MAX_BODY_BYTES": envint("EXECUTION_API_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
     # Webhooks never reach private, loopback, link-local or metadata addresses unless a host
     # name or CIDR is listed here.
     "WEBHOOK_ALLOWLIST": envlist("EXECUTION_WEBHOOK_ALLOWLIST", []),
@@ -278,6 +280,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_PAGINATION_CLASS": "executions.api.pagination.Pagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "executions.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["executions.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",

@@ -314,6 +314,9 @@ def queue_depth_check(adding: int = 1) -> None:
 
 
 def _clean_callback_url(value: object, errors: _Errors) -> str:
+    """An http(s) URL whose host, if it is an address, is one a delivery may reach (the
+    delivery's own check, allow-list included). A host name is checked at each delivery:
+    what it resolves to then is what counts."""
     if value is None or value == "":
         return ""
     if not isinstance(value, str):
@@ -321,6 +324,15 @@ def _clean_callback_url(value: object, errors: _Errors) -> str:
         return ""
     from django.core.validators import URLValidator
 
+    from executions import webhooks
+
+    try:
+        # Before the syntax check, which refuses odd spellings of an address (2130706433,
+        # 0x7f.1) too but would not say where they point.
+        webhooks.check_literal_host(value)
+    except webhooks.Refused as exc:
+        errors.add("callback_url", str(exc))
+        return ""
     try:
         URLValidator(schemes=["http", "https"])(value)
     except ValidationError:
@@ -392,8 +404,9 @@ def evaluation_submit(
 
     Raises ``ValidationError`` whose ``message_dict`` names every bad field, or its subclasses
     ``QuotaExceeded`` and ``QueueFull``; in any case nothing is stored. ``callback_url`` is
-    checked for syntax and scheme here; whether its address may be reached is decided at
-    each delivery (see ``executions.webhooks``).
+    checked for syntax and scheme here, and so is its host when that is an address; whether
+    a host name's addresses may be reached is decided at each delivery (see
+    ``executions.webhooks``).
     """
     errors = _Errors()
     clean_callback = _clean_callback_url(callback_url, errors)

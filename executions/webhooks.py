@@ -22,7 +22,9 @@ loopback, private, link-local, reserved, multicast, unspecified, nor 169.254.169
 the host name or a CIDR holding the address is in ``EXECUTIONS["WEBHOOK_ALLOWLIST"]``; the
 connection goes to that checked address (no second lookup an attacker's DNS could change),
 with the original Host header and, for https, the original name for SNI and the certificate
-check. Redirects are never followed; timeouts and the response size are bounded.
+check. Redirects are never followed; timeouts and the response size are bounded. A URL whose
+host is an address itself is also checked when it is submitted (``check_literal_host``), by
+the same rule; a host name can only be checked here, since what it resolves to may change.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ METADATA_ADDRESSES = {
     ipaddress.ip_address("169.254.169.254"),
     ipaddress.ip_address("fd00:ec2::254"),
 }
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # A receiver's clock may differ a little; older signatures are refused as replays.
 DEFAULT_TOLERANCE_S = 300
 
@@ -96,7 +99,7 @@ class Refused(Exception):
     """The callback URL may not be reached; the message says why."""
 
 
-def _allowlisted(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def _allowlisted(host: str, address: IPAddress) -> bool:
     for entry in execution_settings.WEBHOOK_ALLOWLIST:
         entry = entry.strip().lower()
         if not entry:
@@ -111,7 +114,7 @@ def _allowlisted(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Addre
     return False
 
 
-def _forbidden_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+def _forbidden_reason(address: IPAddress) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return _forbidden_reason(address.ipv4_mapped)
     if address in METADATA_ADDRESSES:
@@ -128,6 +131,45 @@ def _forbidden_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
         if hit:
             return f"a {name} address"
     return ""
+
+
+def check_address(host: str, address: IPAddress) -> None:
+    """Raise ``Refused`` unless a webhook may reach ``address`` (which ``host``, a name or
+    the address itself, stands for). The one rule, at submission and at each delivery."""
+    reason = _forbidden_reason(address)
+    if not reason or _allowlisted(host, address):
+        return
+    where = f"{address} is" if host == str(address) else f"{host!r} resolves to {address},"
+    raise Refused(
+        f"{where} {reason}; webhooks may not reach it unless an admin adds the host or "
+        "network to EXECUTION_WEBHOOK_ALLOWLIST."
+    )
+
+
+def literal_addresses(host: str) -> list[IPAddress]:
+    """The addresses ``host`` stands for when it is a numeric address, in any spelling the
+    resolver reads as one (``2130706433``, ``0x7f.1``, ``127.1``, full-width digits), and
+    ``[]`` for a name. No lookup is made: the system resolver parses the text, so the answer
+    is the address a delivery would connect to."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return []
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
+def check_literal_host(url: str) -> None:
+    """Raise ``Refused`` when ``url``'s host is an address a delivery would refuse; say
+    nothing of host names (they are checked when resolved, at delivery) nor of the rest of
+    the URL (the caller validates its syntax)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return
+    if not host:
+        return
+    for address in literal_addresses(host):
+        check_address(host, address)
 
 
 @dataclass(frozen=True)
@@ -159,14 +201,9 @@ def resolve_target(url: str) -> Target:
     if not addresses:
         raise Refused(f"{host!r} has no address.")
     for address in addresses:
-        reason = _forbidden_reason(address)
-        if reason and not _allowlisted(host, address):
-            # Every address must pass: a name resolving to one public and one private address
-            # must not reach the private one on a later connection.
-            raise Refused(
-                f"{host!r} resolves to {address}, {reason}; webhooks may not reach it "
-                "unless an admin adds the host or network to EXECUTION_WEBHOOK_ALLOWLIST."
-            )
+        # Every address must pass: a name resolving to one public and one private address
+        # must not reach the private one on a later connection.
+        check_address(host, address)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

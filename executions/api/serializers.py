@@ -55,7 +55,12 @@ class SubmitInputSerializer(serializers.Serializer):
         required=False,
         default="",
         max_length=2000,
-        help_text="http(s) URL that receives a signed POST whenever an execution ends.",
+        help_text="http(s) URL that receives a signed POST whenever an execution ends. A host "
+        "that is an IP address (in any spelling) must be public: loopback, private, "
+        "link-local, metadata, reserved, unspecified and multicast addresses, IPv4-mapped "
+        "ones included, are refused with 400 unless an admin allow-listed them "
+        "(EXECUTION_WEBHOOK_ALLOWLIST). A host name's addresses are checked at each delivery, "
+        "which is refused if any of them is such an address.",
     )
 
     def to_service_kwargs(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,12 +23,16 @@ from executions.backends import active_selection
 from executions.conf import execution_settings
 
 ERRORS = {
-    400: OpenApiResponse(s.ErrorSerializer, "Invalid input; `fields` names each bad field."),
+    400: OpenApiResponse(
+        s.ErrorSerializer,
+        "Invalid input (`invalid`; `fields` names each bad field), or a body that is not one "
+        "JSON object within the size and nesting limits (`parse_error`).",
+    ),
     401: OpenApiResponse(s.ErrorSerializer, "Not authenticated."),
     403: OpenApiResponse(s.ErrorSerializer, "Not allowed."),
     404: OpenApiResponse(s.ErrorSerializer, "Not found, or not yours."),
     409: OpenApiResponse(s.ErrorSerializer, "Idempotency-Key in use by a running request."),
-    415: OpenApiResponse(s.ErrorSerializer, "Unsupported media type."),
+    415: OpenApiResponse(s.ErrorSerializer, "The body is not application/json."),
     422: OpenApiResponse(s.ErrorSerializer, "Idempotency-Key reused for another request."),
     429: OpenApiResponse(s.ErrorSerializer, "Rate limit or quota; see Retry-After."),
     503: OpenApiResponse(s.ErrorSerializer, "The queue is full; see Retry-After."),
@@ -68,7 +72,19 @@ def _wait_seconds(request: Request) -> float:
     return float(min(wanted, execution_settings.API_MAX_WAIT_S))
 
 
-class EvaluationListCreateView(APIView):
+class BodyView(APIView):
+    """Parses a POST's body before its handler runs, even a handler that reads none (cancel,
+    webhook-secret): a malformed body is refused the same way everywhere (400, or 415 for a
+    type other than JSON), after authentication and before anything is done. An empty body
+    is no body."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if request.method not in SAFE_METHODS:
+            _ = request.data  # parsing raises ParseError or UnsupportedMediaType
+
+
+class EvaluationListCreateView(BodyView):
     throttle_classes = [UserThrottle, SubmitThrottle]
 
     @extend_schema(
@@ -115,7 +131,7 @@ class EvaluationDetailView(APIView):
         return Response(_detail(request, pk))
 
 
-class EvaluationCancelView(APIView):
+class EvaluationCancelView(BodyView):
     throttle_classes = [UserThrottle, SubmitThrottle]
 
     @extend_schema(
@@ -138,7 +154,7 @@ class EvaluationCancelView(APIView):
         return idempotent(request, cancel)
 
 
-class EvaluationRerunView(APIView):
+class EvaluationRerunView(BodyView):
     throttle_classes = [UserThrottle, SubmitThrottle]
 
     @extend_schema(
@@ -162,7 +178,7 @@ class EvaluationRerunView(APIView):
         return idempotent(request, rerun)
 
 
-class EvaluationBatchView(APIView):
+class EvaluationBatchView(BodyView):
     throttle_classes = [UserThrottle, SubmitThrottle]
 
     @extend_schema(
@@ -231,7 +247,7 @@ class BackendsView(APIView):
         return Response(s.BackendsOutputSerializer(body).data)
 
 
-class WebhookSecretView(APIView):
+class WebhookSecretView(BodyView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=None, responses={201: s.WebhookSecretOutputSerializer, **ERRORS})
