@@ -50,6 +50,30 @@ def test_running_past_its_deadline_is_closed(execution: Execution) -> None:
     assert execution.status == "error" and "deadline" in execution.error_message
 
 
+@pytest.mark.parametrize(
+    ("deadline_in_s", "closed"), [(-5, 0), (-25, 0), (-35, 1)], ids=["just", "in-grace", "past"]
+)
+def test_a_run_just_past_its_deadline_gets_the_grace(
+    execution: Execution, settings: Any, deadline_in_s: float, closed: int
+) -> None:
+    """A worker finishing its last case and writing the result needs a moment past the
+    deadline: the reaper waits REAPER_GRACE_S (30 s) after it."""
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "REAPER_GRACE_S": 30}
+    make_running(execution, heartbeat_age_s=1, deadline_in_s=deadline_in_s)
+    assert services.executions_reap().closed == closed
+    execution.refresh_from_db()
+    assert execution.status == ("error" if closed else "running")
+
+
+@pytest.mark.parametrize(("heartbeat_age_s", "closed"), [(25, 0), (35, 1)], ids=["recent", "stale"])
+def test_only_a_heartbeat_older_than_the_timeout_is_stale(
+    execution: Execution, settings: Any, heartbeat_age_s: float, closed: int
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "HEARTBEAT_TIMEOUT_S": 30}
+    make_running(execution, heartbeat_age_s=heartbeat_age_s, deadline_in_s=600)
+    assert services.executions_reap().closed == closed
+
+
 def test_a_live_run_is_left_alone(execution: Execution) -> None:
     make_running(execution, heartbeat_age_s=1, deadline_in_s=60)
     assert services.executions_reap().closed == 0

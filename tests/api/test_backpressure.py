@@ -193,7 +193,9 @@ def test_concurrent_retries_submit_once(user: User, runtime: Any, roomy_quota: U
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a client hung"
+    assert len(statuses) == 8, f"only {len(statuses)} of 8 clients got an answer"
     assert Evaluation.objects.count() == 1
     assert statuses.count(201) >= 1
     assert set(statuses) <= {201, 409}

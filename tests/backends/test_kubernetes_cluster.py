@@ -21,6 +21,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -102,7 +103,20 @@ def sandbox_gone(backend: KubernetesBackend) -> Callable[[str], bool]:
 
 
 class TestKubernetesConformance(BackendConformance):
-    pass
+    def test_network_is_off(self, run: Any) -> None:
+        """A pod has an interface; the deny-all NetworkPolicy is what keeps it off the
+        network (see test_no_service_account_token_and_no_api_server for the API server)."""
+        result = run(
+            """
+            import socket
+            try:
+                socket.create_connection(("kubernetes.default.svc", 443), timeout=3).close()
+                print("connected")
+            except OSError as exc:
+                print("blocked", type(exc).__name__)
+            """
+        )
+        assert result.stdout.startswith(b"blocked"), result.stdout
 
 
 def test_no_service_account_token_and_no_api_server(
