@@ -4,6 +4,7 @@ has a page of its own at ``/admin/executions/backend-health/``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from executions import selectors, services
-from executions.backends import BACKENDS, active_selection
 from executions.models import (
     AuditEvent,
     Evaluation,
@@ -39,6 +39,8 @@ from executions.models import (
     WebhookDelivery,
     WebhookSecret,
 )
+
+logger = logging.getLogger(__name__)
 
 STATUS_COLOURS = {
     Status.QUEUED: "#6c757d",
@@ -59,12 +61,17 @@ VERDICT_COLOURS = {
 }
 UNKNOWN_COLOUR = "#495057"
 
+# The admin's own stylesheet (run lists that fit a 1280 px screen, source files as code,
+# re-run targets); the evaluator pages' static/css/app.css is not loaded in admin.
+ADMIN_CSS = {"all": ("css/admin.css",)}
+
 
 def badge(value: str, label: str, colours: dict[Any, str]) -> SafeString:
-    """A coloured label; ``value`` and ``label`` are escaped."""
+    """A coloured label; ``value`` and ``label`` are escaped. Whether it may wrap is left to
+    static/css/admin.css: it does in the execution list, so that the list fits the screen."""
     return format_html(
         '<span class="badge badge-{}" style="color:#fff;background:{};padding:1px 6px;'
-        'border-radius:3px;white-space:nowrap">{}</span>',
+        'border-radius:3px">{}</span>',
         value,
         colours.get(value, UNKNOWN_COLOUR),
         label,
@@ -105,12 +112,17 @@ def execution_duration(execution: Execution) -> str | None:
 
 
 class ReadOnlyAdminMixin:
-    """Records written by the platform: viewable, never added or edited by hand."""
+    """History written by the platform: viewable, never added, edited or deleted by hand (so
+    neither the ``delete_selected`` action nor a delete button is offered, and the delete
+    view answers 403). Every change to it goes through a service and is audited."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -202,22 +214,52 @@ def rerun_evaluations(
             modeladmin.message_user(request, f"{evaluation}: re-run queued.")
 
 
-def rerun_backend_choices() -> list[tuple[str, str]]:
-    """Backends an operator may re-run on: every known one, ``fake`` only when it is active."""
-    active = active_selection().name
-    return [
-        (name, f"{name} (active)" if name == active else name)
-        for name in BACKENDS
-        if name != "fake" or name == active
-    ]
+class BackendSelect(forms.RadioSelect):
+    """One radio per re-run target, its health beside it; an unhealthy one cannot be chosen."""
+
+    def __init__(self, targets: list[selectors.RerunTarget]) -> None:
+        super().__init__()
+        self.unhealthy = {target.name for target in targets if not target.healthy}
+
+    def create_option(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(*args, **kwargs)
+        if option["value"] in self.unhealthy:
+            option["attrs"]["disabled"] = True
+        return option
+
+
+def rerun_target_label(target: selectors.RerunTarget) -> str:
+    name = f"{target.name} (active)" if target.active else target.name
+    state = "healthy" if target.healthy else "not healthy"
+    return f"{name} — {state}: {target.health_detail}"
 
 
 class RerunOnBackendForm(forms.Form):
+    """Choose a backend among ``selectors.rerun_targets()``, probed once per request; the
+    active one is preselected when it is healthy. Choosing an unhealthy one is an error."""
+
     backend = forms.ChoiceField(label="Backend")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["backend"].choices = rerun_backend_choices()  # type: ignore[attr-defined]
+        self.targets = {target.name: target for target in selectors.rerun_targets()}
+        field = self.fields["backend"]
+        field.widget = BackendSelect(list(self.targets.values()))
+        # Unhealthy ones are listed too, so the operator sees why they cannot be chosen.
+        field.choices = [(name, rerun_target_label(t)) for name, t in self.targets.items()]  # type: ignore[attr-defined]
+        healthy = [name for name, target in self.targets.items() if target.healthy]
+        field.initial = healthy[0] if healthy else None
+        if not self.targets:
+            field.help_text = "No execution backend is configured on this deployment."
+
+    def clean_backend(self) -> str:
+        name: str = self.cleaned_data["backend"]
+        target = self.targets[name]
+        if not target.healthy:
+            raise ValidationError(
+                f"Backend {name} is not healthy, so nothing was queued: {target.health_detail}"
+            )
+        return name
 
 
 @admin.action(description="Re-run selected evaluations on another backend")
@@ -241,6 +283,16 @@ def rerun_on_backend(
         if queued:
             modeladmin.message_user(request, f"Queued {queued} re-run(s) on {name}.")
         return None
+    if form.is_bound:
+        # Refused before any execution exists: the evaluations are what an operator can grep.
+        reason = " ".join(str(error) for error in form.errors.get("backend", ()))
+        logger.warning(
+            "Refused to re-run evaluation(s) %s on backend %s: %s",
+            ", ".join(str(pk) for pk in queryset.values_list("pk", flat=True)),
+            form.data.get("backend", ""),
+            reason,
+        )
+        modeladmin.message_user(request, f"Nothing was re-run. {reason}", messages.ERROR)
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": "Re-run on another backend",
@@ -260,10 +312,35 @@ class EvaluationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("runtime", "created_at")
     list_select_related = ("owner", "runtime")
     search_fields = ("=id", "title", "owner__username")
+    fields = (
+        "owner",
+        "title",
+        "runtime",
+        "files_",
+        "stdin",
+        "time_limit_ms",
+        "memory_mb",
+        "output_kb",
+        "callback_url",
+    )
+    readonly_fields = ("files_",)
     inlines = (TestCaseInline, ExecutionInline)
     actions = (rerun_evaluations, rerun_on_backend)
     # Callback URLs are stored with their scheme; a bare host means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    class Media:
+        css = ADMIN_CSS
+
+    @admin.display(description="files")
+    def files_(self, evaluation: Evaluation) -> SafeString:
+        """Each source file as a code block under its name; names and code are escaped."""
+        return format_html_join(
+            "",
+            '<figure class="source-file"><figcaption class="source-file-name">{}</figcaption>'
+            "<pre><code>{}</code></pre></figure>",
+            ((item.get("name", ""), item.get("content", "")) for item in evaluation.files),
+        )
 
 
 class TestResultInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -326,6 +403,9 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = (TestResultInline,)
     actions = (cancel_executions,)
 
+    class Media:
+        css = ADMIN_CSS
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ExecutionChangeList
 
@@ -356,9 +436,6 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("action", ("actor", admin.RelatedOnlyFieldListFilter), "created_at")
     list_select_related = ("actor", "evaluation", "execution")
     search_fields = ("actor__username", "=evaluation__id")
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # Quotas ------------------------------------------------------------------------------------

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
+from executions import judging
 from executions.backends import BACKENDS, Selection, active_selection, get_backend
 from executions.backends.base import Health, Isolation
+from executions.conf import execution_settings
+from executions.display import Excerpt, excerpt, split_at_line
 from executions.models import (
     ACTIVE_STATUSES,
     Evaluation,
@@ -20,6 +27,7 @@ from executions.models import (
     Runtime,
     Status,
     TestResult,
+    Verdict,
 )
 
 
@@ -106,6 +114,239 @@ def can_see_hidden_cases(user: AbstractBaseUser | AnonymousUser) -> bool:
     return bool(getattr(user, "is_staff", False))
 
 
+# The evaluation page ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What an attempt used over all its runs. With test cases (``per_case``) the execution
+    row holds only its deciding case's figures, so these come from every case's result."""
+
+    max_wall_time_ms: int | None
+    total_wall_time_ms: int | None
+    max_peak_memory_kb: int | None
+    per_case: bool
+
+
+def execution_figures(execution: Execution) -> Figures:
+    """Maximum and total over the execution's test results (prefetch ``results`` to read
+    them without a query), or the single run's own figures when it had no test cases."""
+    results = list(execution.results.all())
+    if not results:
+        return Figures(
+            max_wall_time_ms=execution.wall_time_ms,
+            total_wall_time_ms=execution.wall_time_ms,
+            max_peak_memory_kb=execution.peak_memory_kb,
+            per_case=False,
+        )
+    walls = [result.wall_time_ms for result in results if result.wall_time_ms is not None]
+    memories = [result.peak_memory_kb for result in results if result.peak_memory_kb is not None]
+    return Figures(
+        max_wall_time_ms=max(walls, default=None),
+        total_wall_time_ms=sum(walls) if walls else None,
+        max_peak_memory_kb=max(memories, default=None),
+        per_case=True,
+    )
+
+
+@dataclass(frozen=True)
+class DifferenceSide:
+    """One output at its first difference: where, an excerpt around it, and the whole
+    output split around that line (``full_line`` is empty past the output's end)."""
+
+    position: judging.Position
+    excerpt: Excerpt
+    full_before: str
+    full_line: str
+    full_after: str
+
+
+@dataclass(frozen=True)
+class DifferenceView:
+    expected: DifferenceSide
+    actual: DifferenceSide
+    whitespace_only: bool
+    note: str
+    same_place: bool
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """A test result as the viewer may see it. ``show_io`` is False for a hidden case the
+    viewer may not see; then ``difference`` and ``start_failure`` are None too, since both are
+    read from its output (and the difference from its expected output). ``difference`` is
+    also None for an accepted case, and until the attempt ends."""
+
+    result: TestResult
+    show_io: bool
+    difference: DifferenceView | None
+    start_failure: judging.StartFailure | None
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """The latest attempt on the evaluation page."""
+
+    execution: Execution
+    figures: Figures
+    results: list[ResultView]
+    start_failure: judging.StartFailure | None
+    can_rerun: bool
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    execution: Execution
+    figures: Figures
+
+
+def rerun_allowed(status: str | None) -> bool:
+    """Whether an evaluation whose latest attempt has ``status`` (None: never run) may be run
+    again. A new attempt while one is queued or running would only race it."""
+    return status not in ACTIVE_STATUSES
+
+
+def latest_status(evaluation: Evaluation) -> tuple[int, str] | None:
+    """The latest attempt's number and status, or None when the evaluation never ran."""
+    return (
+        Execution.objects.filter(evaluation=evaluation)
+        .order_by("-attempt")
+        .values_list("attempt", "status")
+        .first()
+    )
+
+
+def attempt_view(execution: Execution, viewer: AbstractBaseUser | AnonymousUser) -> AttemptView:
+    """Everything the page shows of ``execution``, from rows ``evaluation_detail`` prefetched.
+
+    Only cases the viewer may see are compared or labelled: the difference shows the expected
+    output, and both are read from output a hidden case's input may have shaped.
+    """
+    language = execution.evaluation.runtime.language
+    see_hidden = can_see_hidden_cases(viewer)
+    rows = []
+    for result in execution.results.all():
+        case = result.test_case
+        show = see_hidden or not case.hidden
+        difference = None
+        failure = None
+        # Not while the attempt runs: the live section is fetched every second, and a
+        # difference in outputs of a megabyte is worth working out once, at the end.
+        if show and result.verdict == Verdict.WRONG_ANSWER and not execution.is_active:
+            found = judging.first_difference(
+                bytes(result.stdout), case.expected_output, case.comparison, case.tolerance
+            )
+            difference = _difference_view(found, result.stdout_text, case.expected_output)
+        if show and result.verdict == Verdict.RUNTIME_ERROR:
+            failure = judging.start_failure(language, result.exit_code, bytes(result.stderr))
+        rows.append(ResultView(result, show, difference, failure))
+    if rows:
+        failure = next((row.start_failure for row in rows if row.start_failure), None)
+    else:
+        failure = judging.start_failure(language, execution.exit_code, bytes(execution.stderr))
+    return AttemptView(
+        execution=execution,
+        figures=execution_figures(execution),
+        results=rows,
+        start_failure=failure if execution.verdict == Verdict.RUNTIME_ERROR else None,
+        can_rerun=rerun_allowed(execution.status),
+    )
+
+
+def _difference_view(
+    found: judging.Difference | None, actual_text: str, expected_text: str
+) -> DifferenceView | None:
+    if found is None:
+        return None
+
+    def side(position: judging.Position, text: str) -> DifferenceSide:
+        before, line, after = (
+            split_at_line(text, position.line) if position.present else (text, "", "")
+        )
+        return DifferenceSide(
+            position=position,
+            excerpt=excerpt(position.text, position.column),
+            full_before=before,
+            full_line=line,
+            full_after=after,
+        )
+
+    return DifferenceView(
+        expected=side(found.expected, expected_text),
+        actual=side(found.actual, actual_text),
+        whitespace_only=found.whitespace_only,
+        note=found.note,
+        same_place=(found.expected.line, found.expected.column)
+        == (found.actual.line, found.actual.column),
+    )
+
+
+def history(executions: list[Execution]) -> list[HistoryRow]:
+    return [HistoryRow(execution, execution_figures(execution)) for execution in executions]
+
+
+# Edit and resubmit ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResubmitInitial:
+    """The submit page's initial values copied from an evaluation. ``omitted_hidden`` counts
+    hidden cases left out; ``omitted_files`` names files the one-source form cannot carry."""
+
+    source: Evaluation
+    form: dict[str, object]
+    cases: list[dict[str, object]]
+    omitted_hidden: int
+    omitted_files: list[str]
+
+
+def can_resubmit(user: AbstractBaseUser | AnonymousUser, evaluation: Evaluation) -> bool:
+    return evaluation.owner_id == user.pk or bool(getattr(user, "is_staff", False))
+
+
+def resubmit_initial(user: AbstractBaseUser | AnonymousUser, pk: int) -> ResubmitInitial:
+    """What the submit page starts from to edit and resubmit evaluation ``pk``.
+
+    Only its owner and staff may; a hidden case's input and expected output are copied for
+    its owner alone (who wrote them), and left out for anyone else. Raises
+    ``Evaluation.DoesNotExist`` when the evaluation does not exist or the user may not.
+    """
+    evaluation = evaluations_visible_to(user).prefetch_related("test_cases").get(pk=pk)
+    if not can_resubmit(user, evaluation):
+        raise Evaluation.DoesNotExist
+    owner = evaluation.owner_id == user.pk
+    files = list(evaluation.files)
+    form = {
+        "title": evaluation.title,
+        "runtime": evaluation.runtime.name,
+        "source": files[0]["content"] if files else "",
+        "stdin": evaluation.stdin,
+        "time_limit_ms": evaluation.time_limit_ms,
+        "memory_mb": evaluation.memory_mb,
+        "output_kb": evaluation.output_kb,
+    }
+    cases = [
+        {
+            "name": case.name,
+            "stdin": case.stdin,
+            "expected_output": case.expected_output,
+            "comparison": case.comparison,
+            "tolerance": case.tolerance,
+            "weight": case.weight,
+            "hidden": case.hidden,
+        }
+        for case in evaluation.test_cases.all()
+        if owner or not case.hidden
+    ]
+    return ResubmitInitial(
+        source=evaluation,
+        form=form,
+        cases=cases,
+        omitted_hidden=len(evaluation.test_cases.all()) - len(cases),
+        omitted_files=[item["name"] for item in files[1:]],
+    )
+
+
 # Backend health, for the admin's operator console ------------------------------------------
 
 # A backend whose engine or cluster hangs must not hang the admin page with it.
@@ -145,20 +386,15 @@ def backends_overview(timeout_s: float = BACKEND_PROBE_TIMEOUT_S) -> list[Backen
         names.append(active)
     names.sort(key=lambda name: name != active)
 
-    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="backend-probe")
-    probes = {name: pool.submit(_probe_backend, name) for name in names}
-    # Not waiting: a hung probe's thread is abandoned, not joined.
-    pool.shutdown(wait=False)
-    deadline = time.monotonic() + timeout_s
+    probes = _in_parallel(names, _probe_backend, timeout_s)
     rows = []
     for name in names:
-        try:
-            health, health_error, isolation, describe_error = probes[name].result(
-                timeout=max(0.0, deadline - time.monotonic())
-            )
-        except FuturesTimeout:
+        probe = probes[name]
+        if probe is None:
             health, isolation = None, None
-            health_error = describe_error = f"No answer within {timeout_s:g} s."
+            health_error = describe_error = _no_answer(timeout_s)
+        else:
+            health, health_error, isolation, describe_error = probe
         rows.append(
             BackendOverview(
                 name=name,
@@ -171,6 +407,34 @@ def backends_overview(timeout_s: float = BACKEND_PROBE_TIMEOUT_S) -> list[Backen
             )
         )
     return rows
+
+
+_Probe = TypeVar("_Probe")
+
+
+def _in_parallel(
+    names: Sequence[str], probe: Callable[[str], _Probe], timeout_s: float
+) -> dict[str, _Probe | None]:
+    """``probe(name)`` for every name, in parallel threads; None for a probe that has not
+    answered within ``timeout_s`` in all. ``probe`` must not raise. A probe that overruns is
+    left to finish in its thread, which is abandoned, not joined."""
+    if not names:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="backend-probe")
+    futures = {name: pool.submit(probe, name) for name in names}
+    pool.shutdown(wait=False)
+    deadline = time.monotonic() + timeout_s
+    answers: dict[str, _Probe | None] = {}
+    for name in names:
+        try:
+            answers[name] = futures[name].result(timeout=max(0.0, deadline - time.monotonic()))
+        except FuturesTimeout:
+            answers[name] = None
+    return answers
+
+
+def _no_answer(timeout_s: float) -> str:
+    return f"No answer within {timeout_s:g} s."
 
 
 def _probe_backend(name: str) -> tuple[Health | None, str, Isolation | None, str]:
@@ -195,6 +459,99 @@ def _probe_backend(name: str) -> tuple[Health | None, str, Isolation | None, str
 
 def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+# Where a re-run may go, for the admin's "re-run on another backend" ------------------------
+
+# The re-run form waits at most this long, in all, for the backends' health.
+RERUN_PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class RerunTarget:
+    """A backend an operator may re-run on, with its health probed just now. ``health_error``
+    holds why there is no ``health`` (the backend could not be built, ``health()`` raised or
+    did not answer in time)."""
+
+    name: str
+    active: bool
+    health: Health | None
+    health_error: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.health is not None and self.health.ok
+
+    @property
+    def health_detail(self) -> str:
+        """One line on whether it can take runs now, and why."""
+        if self.health is None:
+            return self.health_error
+        return self.health.detail
+
+
+def backend_configured(name: str) -> bool:
+    """Whether this deployment has set up the backend called ``name``, judged from settings,
+    the environment and local files only (nothing is asked over the network, and an
+    unconfigured backend's SDK is never imported).
+
+    ``remote``: its service URLs are set. ``kubernetes``: a cluster configuration exists
+    (``KUBERNETES_SERVICE_HOST`` in a pod, ``KUBECONFIG``, ``~/.kube/config``, or a ``host`` or
+    ``api_client`` option). ``docker``: a ``base_url`` option, or ``DOCKER_HOST`` naming a
+    remote engine or socket proxy, or a local socket (``DOCKER_HOST``'s or the default one)
+    that accepts connections. ``disabled`` runs nothing and ``fake`` only stands in for tests:
+    neither, nor any other name, is ever "configured".
+    """
+    from executions.security import docker_socket_path, socket_reachable
+
+    options = execution_settings.BACKEND_OPTIONS.get(name, {})
+    if name == "remote":
+        return bool(options.get("urls"))
+    if name == "kubernetes":
+        if options.get("host") or options.get("api_client"):
+            return True
+        if os.environ.get("KUBERNETES_SERVICE_HOST") or os.environ.get("KUBECONFIG"):
+            return True
+        return (Path.home() / ".kube" / "config").is_file()
+    if name == "docker":
+        if options.get("base_url"):
+            return True
+        socket_path = docker_socket_path()
+        # A tcp:// or ssh:// DOCKER_HOST is configuration enough: health() says if it answers.
+        return not socket_path or socket_reachable(socket_path)
+    return False
+
+
+def rerun_targets(timeout_s: float = RERUN_PROBE_TIMEOUT_S) -> list[RerunTarget]:
+    """The backends a re-run may be sent to: the active one (unless it is ``disabled``) first,
+    then every other backend configured here (see ``backend_configured``), each with its
+    ``health()``.
+
+    Never raises: a backend that cannot be built, whose ``health()`` raises, or that has not
+    answered within ``timeout_s`` in all (probes run in parallel) is returned unhealthy, with
+    the reason in ``health_error``.
+    """
+    try:
+        active = active_selection().name
+    except Exception:
+        active = ""  # then only the configured backends are offered
+    names = [name for name in BACKENDS if name != active and backend_configured(name)]
+    if active and active != "disabled":
+        names.insert(0, active)
+    probes = _in_parallel(names, _probe_health, timeout_s)
+    targets = []
+    for name in names:
+        probe = probes[name]
+        health, error = probe if probe is not None else (None, _no_answer(timeout_s))
+        targets.append(RerunTarget(name, name == active, health, error))
+    return targets
+
+
+def _probe_health(name: str) -> tuple[Health | None, str]:
+    try:
+        return get_backend(name).health(), ""
+    except Exception as exc:
+        return None, _describe_error(exc)
 
 
 def execution_wait(execution_id: int, timeout_s: float) -> bool:

@@ -789,7 +789,7 @@ def _run_claimed(execution: Execution) -> None:
     try:
         backend = get_backend(execution.backend)
     except ImproperlyConfigured as exc:
-        _finish_error(execution, ErrorKind.BACKEND_ERROR, str(exc))
+        _fail_on_backend(execution, ErrorKind.BACKEND_ERROR, str(exc))
         return
     policy = sandbox_policy(evaluation.runtime, evaluation)
     files = {item["name"]: item["content"].encode() for item in evaluation.files}
@@ -828,7 +828,7 @@ def _run_claimed(execution: Execution) -> None:
             )
             return
         if result.error_kind is not None:
-            _finish_error(
+            _fail_on_backend(
                 execution, result.error_kind, result.error_message, _summary(result, cases)
             )
             return
@@ -863,6 +863,22 @@ def _summary(result: RunResult, cases: Sequence[TestCase]) -> RunResult:
     if not cases:
         return result
     return replace(result, stdout=b"", stderr=b"", stdout_truncated=False, stderr_truncated=False)
+
+
+def _fail_on_backend(
+    execution: Execution, kind: ErrorKind | str, message: str, result: RunResult | None = None
+) -> None:
+    """End a running execution in infrastructure error because its backend failed, and log it
+    once, naming the execution, the backend and the reason; unless a cancel or the reaper
+    ended it first, which then recorded why."""
+    if _finish_error(execution, kind, message, result):
+        logger.warning(
+            "Execution %s failed on backend %s (%s): %s",
+            execution.pk,
+            execution.backend,
+            kind,
+            message,
+        )
 
 
 def _run_on_backend(backend: Any, request: RunRequest) -> RunResult:

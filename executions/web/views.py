@@ -54,9 +54,16 @@ def evaluation_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def evaluation_submit(request: HttpRequest) -> HttpResponse:
     runtimes = selectors.runtimes_enabled()
-    form = SubmitForm(request.POST or None, runtimes=runtimes)
-    cases = TestCaseFormSet(request.POST or None, prefix="cases")
-    if request.method == "POST" and form.is_valid() and cases.is_valid():
+    resubmit = _resubmit_initial(request) if request.method == "GET" else None
+    form = SubmitForm(
+        request.POST or None, runtimes=runtimes, initial=resubmit.form if resubmit else None
+    )
+    cases = TestCaseFormSet(
+        request.POST or None, prefix="cases", initial=resubmit.cases if resubmit else None
+    )
+    # Both, not one then the other, so that every error shows at once.
+    form_valid, cases_valid = form.is_valid(), cases.is_valid()
+    if request.method == "POST" and form_valid and cases_valid:
         data = form.cleaned_data
         test_cases = [
             {**case, "tolerance": case["tolerance"] if case["tolerance"] is not None else 1e-6}
@@ -93,8 +100,25 @@ def evaluation_submit(request: HttpRequest) -> HttpResponse:
         }
         for runtime in runtimes
     }
-    context = {"form": form, "cases": cases, "runtimes": runtimes, "runtime_limits": runtime_limits}
+    context = {
+        "form": form,
+        "cases": cases,
+        "runtimes": runtimes,
+        "runtime_limits": runtime_limits,
+        "resubmit": resubmit,
+    }
     return render(request, "executions/evaluation_submit.html", context)
+
+
+def _resubmit_initial(request: HttpRequest) -> selectors.ResubmitInitial | None:
+    """The evaluation named by ``?from=`` to start the form from, if any."""
+    source = request.GET.get("from")
+    if not source:
+        return None
+    try:
+        return selectors.resubmit_initial(request.user, int(source))
+    except (ValueError, Evaluation.DoesNotExist):
+        raise Http404("No such evaluation.") from None
 
 
 def _attach_errors(exc: ValidationError, form: SubmitForm, cases: BaseFormSet) -> None:
@@ -131,8 +155,10 @@ def _detail_context(request: HttpRequest, pk: int) -> dict[str, Any]:
         "evaluation": evaluation,
         "executions": executions,
         "latest": latest,
+        "attempt": selectors.attempt_view(latest, request.user) if latest else None,
+        "history": selectors.history(executions),
         "queue_position": selectors.queue_position(latest) if latest else None,
-        "show_hidden": selectors.can_see_hidden_cases(request.user),
+        "can_resubmit": selectors.can_resubmit(request.user, evaluation),
     }
 
 
@@ -168,6 +194,15 @@ def evaluation_rerun(request: HttpRequest, pk: int) -> HttpResponse:
         evaluation = selectors.evaluations_visible_to(request.user).get(pk=pk)
     except Evaluation.DoesNotExist:
         raise Http404("No such evaluation.") from None
+    latest = selectors.latest_status(evaluation)
+    if latest and not selectors.rerun_allowed(latest[1]):
+        attempt, status = latest
+        messages.error(
+            request,
+            f"Attempt {attempt} is still {Status(status).label.lower()}: wait for it to end, "
+            "or cancel it, before running this again.",
+        )
+        return redirect(evaluation)
     try:
         execution = services.execution_rerun(user=request.user, evaluation=evaluation)  # type: ignore[arg-type]
     except ValidationError as exc:
