@@ -18,13 +18,15 @@ with exponential backoff, ``EXECUTIONS["WEBHOOK_MAX_ATTEMPTS"]`` attempts in all
 attempt is recorded as a ``WebhookDelivery``.
 
 SSRF guard: only http(s); the host is resolved once, every address must be public (not
-loopback, private, link-local, reserved, multicast, unspecified, nor 169.254.169.254) unless
-the host name or a CIDR holding the address is in ``EXECUTIONS["WEBHOOK_ALLOWLIST"]``; the
-connection goes to that checked address (no second lookup an attacker's DNS could change),
-with the original Host header and, for https, the original name for SNI and the certificate
-check. Redirects are never followed; timeouts and the response size are bounded. A URL whose
-host is an address itself is also checked when it is submitted (``check_literal_host``), by
-the same rule; a host name can only be checked here, since what it resolves to may change.
+loopback, private, link-local, reserved, multicast, unspecified, the metadata addresses
+169.254.169.254 and fd00:ec2::254, nor any other address that is not global, such as the
+shared address space 100.64.0.0/10) unless the host name or a CIDR holding the address is in
+``EXECUTIONS["WEBHOOK_ALLOWLIST"]``; the connection goes to that checked address (no second
+lookup an attacker's DNS could change), with the original Host header and, for https, the
+original name for SNI and the certificate check. Redirects are never followed; timeouts and
+the response size are bounded. A URL whose host is an address itself is also checked when it
+is submitted (``check_literal_host``), by the same rule; a host name can only be checked
+here, since what it resolves to may change.
 """
 
 from __future__ import annotations
@@ -115,21 +117,32 @@ def _allowlisted(host: str, address: IPAddress) -> bool:
 
 
 def _forbidden_reason(address: IPAddress) -> str:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return _forbidden_reason(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address carried inside an IPv6 one (mapped, or 6to4 which routes to it) is
+        # judged as that IPv4 address.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            return _forbidden_reason(embedded)
+        if address.is_site_local:
+            return "a site-local address"
     if address in METADATA_ADDRESSES:
         return "the cloud metadata address"
     checks = [
-        ("unspecified", address.is_unspecified),
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("private", address.is_private),
-        ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
+        ("an unspecified", address.is_unspecified),
+        ("a loopback", address.is_loopback),
+        ("a link-local", address.is_link_local),
+        ("a private", address.is_private),
+        ("a multicast", address.is_multicast),
+        ("a reserved", address.is_reserved),
     ]
     for name, hit in checks:
         if hit:
-            return f"a {name} address"
+            return f"{name} address"
+    if not address.is_global:
+        # What no class above names but is not routed on the internet either, such as the
+        # shared address space 100.64.0.0/10 (carrier-grade NAT; Alibaba Cloud's metadata
+        # service answers at 100.100.100.200).
+        return "not a public address"
     return ""
 
 

@@ -1,11 +1,18 @@
 """Webhooks against a real HTTP receiver on 127.0.0.1 (allow-listed here, as an admin would):
-signatures, retries with backoff, the SSRF guard and redirects."""
+signatures, what the payload holds, retries with backoff (through a real cluster too), the
+response-size cap, the SSRF guard at submit and delivery, and redirects. The guard's address
+classes, allow-list and pinned connections are in ``tests/test_webhooks_ssrf.py``."""
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,51 +23,19 @@ from django.core.exceptions import ValidationError
 from django_q.conf import Conf
 
 from executions import services, webhooks
-from executions.models import Evaluation, Execution, Runtime, WebhookDelivery
-from tests.api.conftest import client_for
+from executions.conf import execution_settings
+from executions.models import Evaluation, Runtime, WebhookDelivery
+from tests.api.conftest import Receiver, client_for, ended_execution, readme_blocks
 from tests.cluster import clusters, wait_for
 
 pytestmark = pytest.mark.django_db
 
 
-class Receiver:
-    """Records every request; answers with the next status from ``answers`` (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answers: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body}
-                )
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", "/elsewhere")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
-
-
 @pytest.fixture
 def receiver(settings: Any) -> Iterator[Receiver]:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_ALLOWLIST": ["127.0.0.1"]}
-    found = Receiver()
-    thread = threading.Thread(target=found.server.serve_forever, daemon=True)
-    thread.start()
-    yield found
-    found.server.shutdown()
-    found.server.server_close()
+    with Receiver() as found:
+        yield found
 
 
 @pytest.fixture
@@ -73,26 +48,17 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
     return calls
 
 
-def ended_execution(user: User, url: str, *, stored: bool = False) -> Execution:
-    """An execution that ended, its evaluation calling back ``url``. ``stored``: the URL is
-    written as it is, as for one submitted before an admin narrowed the allow-list (submit
-    itself refuses a literal address the allow-list does not cover)."""
-    evaluation = services.evaluation_submit(
-        user=user, runtime="python-3.11", source="print(1)\n", callback_url="" if stored else url
-    )
-    if stored:
-        Evaluation.objects.filter(pk=evaluation.pk).update(callback_url=url)
-    execution = evaluation.executions.get()
-    services.execution_run(execution.pk)
-    return Execution.objects.get(pk=execution.pk)
-
-
 def test_signed_delivery_verifies(
     user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any]
 ) -> None:
     execution = ended_execution(user, receiver.url)
+    receiver.delay_s = 0.05
+    started = time.monotonic()
     delivery = webhooks.deliver(execution.pk, 1)
-    assert delivery.succeeded and delivery.status_code == 200 and delivery.duration_ms >= 0
+    elapsed_ms = (time.monotonic() - started) * 1000
+    assert delivery.succeeded and delivery.status_code == 200
+    # The time the receiver took, measured around the request alone.
+    assert 50 <= delivery.duration_ms <= elapsed_ms
     [request] = receiver.requests
     assert request["path"] == "/hook?x=1"
     headers = request["headers"]
@@ -123,6 +89,52 @@ def test_signed_delivery_verifies(
     # A second delivery of the same task does not send twice.
     assert webhooks.deliver(execution.pk, 1) is None
     assert len(receiver.requests) == 1
+
+
+def test_the_payload_holds_no_output_nor_test_cases(
+    user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any]
+) -> None:
+    """The body is exactly the documented fields: what the program printed and what the
+    test cases hold stay behind the API, where access is checked."""
+    secrets = {
+        "stdout": "STDOUT-b81f3c",
+        "stderr": "STDERR-5d20e7",
+        "stdin": "STDIN-c47a91",
+        "expected": "EXPECTED-9e6b02",
+        "case name": "CASE-NAME-3fa8d4",
+        "source": "SOURCE-e1c7b5",
+        "title": "TITLE-0d9a6e",
+    }
+    directive = json.dumps({"stdout": secrets["stdout"], "stderr": secrets["stderr"]})
+    execution = ended_execution(
+        user,
+        receiver.url,
+        source=f"# fake: {directive}\n# {secrets['source']}\n",
+        title=secrets["title"],
+        test_cases=[
+            {
+                "stdin": secrets["stdin"],
+                "expected_output": secrets["expected"],
+                "name": secrets["case name"],
+            }
+        ],
+    )
+    [result] = execution.results.all()
+    assert secrets["stdout"] in result.stdout_text and secrets["stderr"] in result.stderr_text
+    assert webhooks.deliver(execution.pk, 1).succeeded
+    [request] = receiver.requests
+    body = request["body"].decode()
+    assert not [what for what, text in secrets.items() if text in body]
+    [documented] = readme_blocks("Webhooks", "json")
+    assert json.loads(body).keys() == json.loads(documented).keys()
+    # The signature is the documented HMAC, computed here without the project's sign().
+    timestamp = request["headers"]["X-Evalplatform-Timestamp"]
+    digest = hmac.new(
+        services.webhook_secret_for(user).encode(),
+        f"{timestamp}.".encode() + request["body"],
+        hashlib.sha256,
+    ).hexdigest()
+    assert request["headers"]["X-Evalplatform-Signature"] == f"sha256={digest}"
 
 
 def test_old_signatures_are_refused() -> None:
@@ -170,6 +182,79 @@ def test_redirects_are_not_followed(
     assert delivery.status_code == 302 and not delivery.succeeded
     assert "Redirects are not followed" in delivery.error
     assert [r["path"] for r in receiver.requests] == ["/hook?x=1"]
+
+
+class EndlessReceiver:
+    """Answers 200 with a body that does not end: it writes until the client hangs up (or,
+    so that a client reading everything fails a test instead of hanging it, ``LIMIT``)."""
+
+    LIMIT = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.hung_up = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)  # HTTP/1.0, no Content-Length: the body ends at close
+                self.end_headers()
+                chunk = b"x" * 65536
+                try:
+                    while receiver.sent < receiver.LIMIT:
+                        self.wfile.write(chunk)
+                        receiver.sent += len(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    receiver.hung_up.set()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def test_an_endless_answer_is_read_only_up_to_the_cap(
+    user: User,
+    runtime: Runtime,
+    settings: Any,
+    enqueued: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A receiver cannot make a worker buffer an answer without end, nor keep it reading:
+    the worker takes ``WEBHOOK_MAX_RESPONSE_BYTES``, hangs up, and records the 200."""
+    cap = 1000
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "WEBHOOK_ALLOWLIST": ["127.0.0.1"],
+        "WEBHOOK_MAX_RESPONSE_BYTES": cap,
+    }
+    endless = EndlessReceiver()
+    thread = threading.Thread(target=endless.server.serve_forever, daemon=True)
+    thread.start()
+    answers: list[webhooks.Response] = []
+    real_post = webhooks.post
+
+    def post(*args: Any, **kwargs: Any) -> webhooks.Response:
+        answers.append(real_post(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(webhooks, "post", post)
+    try:
+        execution = ended_execution(user, endless.url)
+        started = time.monotonic()
+        delivery = webhooks.deliver(execution.pk, 1)
+        elapsed_s = time.monotonic() - started
+        [answer] = answers
+        assert answer.status_code == 200 and answer.body == b"x" * cap
+        assert delivery.succeeded and delivery.status_code == 200 and delivery.error == ""
+        assert delivery.duration_ms / 1000 <= elapsed_s < execution_settings.WEBHOOK_TIMEOUT_S
+        # The worker hung up after the cap: the receiver's next writes failed.
+        assert endless.hung_up.wait(10), f"still sending after {endless.sent} bytes"
+    finally:
+        endless.server.shutdown()
+        endless.server.server_close()
 
 
 @pytest.mark.parametrize(
@@ -277,6 +362,60 @@ def test_delivered_by_the_cluster_when_a_run_ends(
         headers["X-Evalplatform-Signature"],
     )
     assert json.loads(request["body"])["status"] == "finished"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_a_failed_delivery_is_retried_by_the_cluster_once_due(
+    user: User,
+    runtime: Runtime,
+    receiver: Receiver,
+    tmp_path: Path,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The delayed branch for real: a failed attempt leaves a django-q2 ``Schedule`` due
+    after the backoff, and a real qcluster's scheduler runs it once it is due. (The
+    scheduler looks every 30 s, so this waits that long.)"""
+    from django_q.models import Schedule
+
+    monkeypatch.setattr(Conf, "ORM", "default")
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_BACKOFF_S": 1}
+    receiver.answers = [500]
+    # Made before the cluster's queue exists, so that the cluster does not also run the
+    # tasks this queues (the execution itself and the first attempt, made here instead).
+    execution = ended_execution(user, receiver.url)
+    first = webhooks.deliver(execution.pk, 1)
+    assert first.status_code == 500 and first.next_retry_at
+    retry = Schedule.objects.exclude(name="reap-executions").get()
+    assert retry.name == f"webhook-{execution.pk}-2"
+    assert retry.func == "executions.tasks.deliver_webhook"
+    assert ast.literal_eval(retry.args) == (execution.pk, 2)
+    assert retry.schedule_type == Schedule.ONCE and retry.repeats == 1
+    assert abs(retry.next_run - first.next_retry_at) < timedelta(milliseconds=500)
+    assert timedelta(seconds=1) <= retry.next_run - first.created_at < timedelta(seconds=3)
+
+    environ = {
+        "EXECUTION_BACKEND": "fake",
+        "EXECUTION_WEBHOOK_ALLOWLIST": "127.0.0.1",
+        "EXECUTION_WEBHOOK_BACKOFF_S": "1",
+    }
+    with clusters(tmp_path, settings, monkeypatch, **environ) as start:
+        start()
+        wait_for(
+            lambda: WebhookDelivery.objects.filter(attempt=2).exclude(duration_ms=None).exists(),
+            90,
+            "the scheduled retry",
+            tmp_path / "cluster.log",
+        )
+    second = WebhookDelivery.objects.get(attempt=2)
+    assert second.succeeded and second.status_code == 200 and second.next_retry_at is None
+    assert [r["headers"]["X-Evalplatform-Delivery"] for r in receiver.requests] == [
+        f"{execution.pk}-1",
+        f"{execution.pk}-2",
+    ]
+    assert receiver.requests[1]["at"] >= retry.next_run.timestamp()
+    assert Schedule.objects.get(pk=retry.pk).repeats == 0  # ran once, and will not again
 
 
 # Literal addresses at submission ----------------------------------------------------------

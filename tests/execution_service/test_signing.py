@@ -72,9 +72,16 @@ def test_sign_makes_headers_the_verifier_accepts_once() -> None:
     assert (
         made[signing.NONCE_HEADER] != signing.sign(SECRET, "PUT", PATH, BODY)[signing.NONCE_HEADER]
     ), "every request gets a fresh nonce"
+    assert len(made[signing.NONCE_HEADER]) == 32, "128 random bits"
     verifier.verify("PUT", PATH, made, BODY)
-    with pytest.raises(signing.SigningError, match="replayed"):
+    with pytest.raises(signing.SigningError) as refused:
         verifier.verify("PUT", PATH, made, BODY)
+    assert str(refused.value) == "replayed request (nonce already seen)"
+
+
+def test_a_request_without_a_body_is_signed_over_the_empty_body() -> None:
+    made = signing.sign(SECRET, "GET", "/v1/health")
+    signing.Verifier(SECRET).verify("GET", "/v1/health", made, b"")
 
 
 def test_the_vector_verifies_at_its_time(at_vector_time: None) -> None:
@@ -92,25 +99,37 @@ def test_a_signature_for_another_request_is_refused(
         signing.Verifier(SECRET).verify(method, path, headers(), body)
 
 
+MISSING = "missing signature headers"
+MALFORMED = "malformed signature headers"
+BAD = "bad signature"
+
+
+def without(name: str) -> dict:
+    return {key: value for key, value in headers().items() if key != name}
+
+
 @pytest.mark.parametrize(
     ("given", "reason"),
     [
-        ({}, "missing"),
-        ({signing.TIMESTAMP_HEADER: TIMESTAMP, signing.NONCE_HEADER: NONCE}, "missing"),
-        (headers(timestamp="17e8"), "malformed"),
-        (headers(timestamp="-1700000000"), "malformed"),
-        (headers(nonce="short"), "malformed"),
-        (headers(nonce="n" * 65), "malformed"),
-        (headers(nonce="0123456789abcde/"), "malformed"),
-        (headers(signature="0" * 64), "bad signature"),
-        (headers(signature=VECTOR.upper()), "bad signature"),
+        ({}, MISSING),
+        (without(signing.TIMESTAMP_HEADER), MISSING),
+        (without(signing.NONCE_HEADER), MISSING),
+        (without(signing.SIGNATURE_HEADER), MISSING),
+        (headers(timestamp="17e8"), MALFORMED),
+        (headers(timestamp="-1700000000"), MALFORMED),
+        (headers(nonce="short"), MALFORMED),
+        (headers(nonce="n" * 65), MALFORMED),
+        (headers(nonce="0123456789abcde/"), MALFORMED),
+        (headers(signature="0" * 64), BAD),
+        (headers(signature=VECTOR.upper()), BAD),
     ],
 )
 def test_missing_malformed_and_wrong_headers_are_refused(
     at_vector_time: None, given: dict, reason: str
 ) -> None:
-    with pytest.raises(signing.SigningError, match=reason):
+    with pytest.raises(signing.SigningError) as refused:
         signing.Verifier(SECRET).verify("PUT", PATH, given, BODY)
+    assert str(refused.value) == reason
 
 
 def test_nonces_of_8_and_64_characters_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,10 +180,24 @@ def test_a_refused_request_does_not_burn_its_nonce(at_vector_time: None) -> None
 
 @pytest.mark.parametrize("secret", ["", "s" * 31])
 def test_short_secrets_are_refused(secret: str) -> None:
-    with pytest.raises(ValueError, match="at least 32 characters"):
-        signing.Verifier(secret)
-    with pytest.raises(ValueError, match="EXECUTION_SERVICE_SECRET"):
-        signing.load_secret({"EXECUTION_SERVICE_SECRET": secret})
+    message = (
+        "EXECUTION_SERVICE_SECRET (or EXECUTION_SERVICE_SECRET_FILE) must hold a shared secret "
+        "of at least 32 characters; generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    )
+    for refuse in (
+        signing.Verifier,
+        lambda s: signing.load_secret({"EXECUTION_SERVICE_SECRET": s}),
+    ):
+        with pytest.raises(ValueError) as refused:
+            refuse(secret)
+        assert str(refused.value) == message
+
+
+def test_the_secret_is_read_from_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EXECUTION_SERVICE_SECRET_FILE", raising=False)
+    monkeypatch.setenv("EXECUTION_SERVICE_SECRET", "p" * 32)
+    assert signing.load_secret() == "p" * 32
 
 
 def test_the_secret_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
