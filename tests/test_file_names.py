@@ -7,8 +7,10 @@ code directory, whatever the platform let through (the second).
 
 from __future__ import annotations
 
+import base64
 import io
 import tarfile
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -120,3 +122,55 @@ def test_kubernetes_keeps_odd_names_inside_the_code_directory(name: str) -> None
     (code,) = (v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "code")
     paths = [item["path"] for item in code["configMap"]["items"]]
     assert all(stays_inside(path) for path in paths), paths
+
+
+def test_kubernetes_mounts_each_file_under_its_own_name() -> None:
+    request = request_with("pkg/util.py")
+    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    (code,) = (
+        volume
+        for volume in kubernetes.job_for(request, options)["spec"]["template"]["spec"]["volumes"]
+        if volume["name"] == "code"
+    )
+    items = {item["key"]: item["path"] for item in code["configMap"]["items"]}
+    assert items == {"f0": "main.py", "f1": "pkg/util.py"}
+    configmap = kubernetes.configmap_for(request, "sandbox")
+    assert configmap["immutable"] is True, "a running pod's code cannot be changed under it"
+    assert set(configmap["binaryData"]) == {"f0", "f1", "stdin"}
+
+
+def sized_request(code_bytes: int, stdin_bytes: int) -> RunRequest:
+    base = request_with("util.py")
+    return replace(base, files={"main.py": b"x" * code_bytes}, stdin=b"s" * stdin_bytes)
+
+
+def test_the_configmap_budget_counts_base64_code_and_stdin() -> None:
+    budget = kubernetes.CONFIGMAP_BUDGET
+    # base64 of n bytes is 4 * ceil(n / 3) characters; two keys here, main.py and stdin.
+    fits = budget // 4 * 3 - 3
+    kubernetes.configmap_for(sized_request(fits, 0), "sandbox")
+    kubernetes.configmap_for(sized_request(fits // 2, fits // 2), "sandbox")
+    with pytest.raises(ValueError, match=r"take \d+ bytes in base64"):
+        kubernetes.configmap_for(sized_request(fits + 6, 0), "sandbox")
+    with pytest.raises(ValueError, match=r"take \d+ bytes in base64"):
+        kubernetes.configmap_for(sized_request(fits // 2, fits // 2 + 6), "sandbox")
+
+
+def test_the_configmap_budget_edge() -> None:
+    budget = kubernetes.CONFIGMAP_BUDGET
+    assert budget % 4 == 0
+    exactly = budget // 4 * 3 - 3  # main.py fills budget - 4 characters, empty stdin adds 0
+    size = len(base64.b64encode(b"x" * exactly)) + len(base64.b64encode(b"s"))
+    assert size == budget
+    kubernetes.configmap_for(sized_request(exactly, 1), "sandbox")  # exactly the budget
+    with pytest.raises(ValueError):
+        kubernetes.configmap_for(sized_request(exactly, 4), "sandbox")  # 4 characters over
+
+
+def test_an_archive_lists_each_directory_once() -> None:
+    data = docker.code_archive({"main.py": b"1", "pkg/a.py": b"a", "pkg/b.py": b"b"})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        assert sorted(names) == ["main.py", "pkg", "pkg/a.py", "pkg/b.py"]
+        assert tar.getmember("pkg").isdir() and tar.getmember("pkg").mode == 0o555
+        assert tar.getmember("pkg/a.py").mode == 0o444

@@ -440,3 +440,21 @@ def test_an_allowlisted_network_allows_its_addresses_only(
         else:
             with pytest.raises(webhooks.Refused):
                 webhooks.resolve_target(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://hooks.example/", "Only http and https callback URLs are allowed, not 'ftp'."),
+        ("file:///etc/passwd", "Only http and https callback URLs are allowed, not 'file'."),
+        ("http:///hook", "The callback URL has no host."),
+        ("https://hooks.example:99999/", "The callback URL's port is invalid: "),
+        ("http://nothing.example/", "'nothing.example' has no address."),
+    ],
+)
+def test_urls_that_cannot_be_reached_say_why(dns: FakeDNS, url: str, message: str) -> None:
+    dns.answers["nothing.example"] = [[]]
+    with pytest.raises(webhooks.Refused) as refused:
+        webhooks.resolve_target(url)
+    assert str(refused.value).startswith(message)
+    assert dns.lookups in ([], ["nothing.example"])

@@ -133,7 +133,7 @@ STDERR_SCRIPT = f"exec cat {PIPE}"
 # Small fixed resources for the helper containers; requests equal limits (Guaranteed QoS).
 HELPER_RESOURCES = {"cpu": "100m", "memory": "16Mi", "ephemeral-storage": "16Mi"}
 MIB = 1024 * 1024
-# A ConfigMap's data may not exceed 1 MiB; keep room for keys and metadata.
+# A ConfigMap may not exceed 1 MiB, base64 included; keep room for keys and metadata.
 CONFIGMAP_BUDGET = MIB - 16 * 1024
 
 # Waiting reasons that will not fix themselves: fail at once instead of waiting.
@@ -215,14 +215,16 @@ def configmap_for(request: RunRequest, namespace: str) -> dict[str, Any]:
     name or when the content does not fit in a ConfigMap."""
     for name in request.files:
         _safe_relative(name)
-    size = sum(len(data) for data in request.files.values()) + len(request.stdin)
-    if size > CONFIGMAP_BUDGET:
-        raise ValueError(
-            f"the code and stdin total {size} bytes; the Kubernetes backend delivers them in "
-            f"a ConfigMap, which holds at most {CONFIGMAP_BUDGET} bytes"
-        )
     data = {f"f{index}": request.files[name] for index, name in enumerate(sorted(request.files))}
     data[STDIN_KEY] = request.stdin
+    encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
+    # The API server's limit is on the stored object, where binaryData is base64 (4/3).
+    size = sum(len(value) for value in encoded.values())
+    if size > CONFIGMAP_BUDGET:
+        raise ValueError(
+            f"the code and stdin take {size} bytes in base64; the Kubernetes backend delivers "
+            f"them in a ConfigMap, which holds at most {CONFIGMAP_BUDGET} bytes"
+        )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -232,7 +234,7 @@ def configmap_for(request: RunRequest, namespace: str) -> dict[str, Any]:
             "labels": labels_for(request),
         },
         "immutable": True,
-        "binaryData": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        "binaryData": encoded,
     }
 
 

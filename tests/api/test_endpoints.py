@@ -197,6 +197,8 @@ def test_detail_with_results(api: APIClient) -> None:
     assert execution["status"] == "finished" and execution["verdict"] == "accepted"
     assert execution["results"][0]["stdout"] == "7\n"
     assert body["test_cases"][0]["stdin"] == "7\n"
+    # Nothing is hidden, so nothing of the execution's own is withheld (null) either.
+    assert execution["stdout"] == "" and execution["redacted"] is False
 
 
 def test_hidden_cases_are_redacted_for_owner(api: APIClient, staff_api: APIClient) -> None:
@@ -213,8 +215,16 @@ def test_hidden_cases_are_redacted_for_owner(api: APIClient, staff_api: APIClien
     assert results[1]["stdout"] is None and results[1]["redacted"]
     # The execution's own output is the deciding case's, which may be the hidden one.
     assert body["executions"][0]["stdout"] is None
+    assert body["executions"][0]["redacted"] is True
     staff_view = staff_api.get(f"/api/v1/evaluations/{created['id']}/").json()
-    assert "secret-input" in str(staff_view)
+    # Staff see all of it: the hidden case, what the program printed for it, and the
+    # execution's own (deciding) output.
+    shown, hidden = staff_view["test_cases"]
+    assert hidden["stdin"] == hidden["expected_output"] == "secret-input\n"
+    staff_results = staff_view["executions"][0]["results"]
+    assert staff_results[1]["stdout"] == "secret-input\n" and not staff_results[1]["redacted"]
+    assert staff_view["executions"][0]["stdout"] is not None
+    assert staff_view["executions"][0]["redacted"] is False
 
 
 def test_nul_and_invalid_utf8_output(api: APIClient) -> None:

@@ -210,3 +210,19 @@ def test_the_secret_comes_from_the_environment_or_a_file(tmp_path: Path) -> None
     assert signing.load_secret(both) == "e" * 32
     with pytest.raises(ValueError):
         signing.load_secret({})
+
+
+def test_a_replay_at_the_last_moment_its_timestamp_is_fresh_is_still_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The longest a request stays replayable: first seen when its timestamp is a full skew
+    ahead of the verifier's clock, replayed when it is a full skew behind. The nonce must
+    still be remembered then (it is kept for twice the skew, inclusive)."""
+    clock = [float(TIMESTAMP) - 60]
+    monkeypatch.setattr(signing.time, "time", lambda: clock[0])
+    verifier = signing.Verifier(SECRET, max_skew_s=60)
+    verifier.verify("PUT", PATH, headers(), BODY)
+    clock[0] = float(TIMESTAMP) + 60
+    with pytest.raises(signing.SigningError) as refused:
+        verifier.verify("PUT", PATH, headers(), BODY)
+    assert str(refused.value) == "replayed request (nonce already seen)"
