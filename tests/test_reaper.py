@@ -118,3 +118,28 @@ def test_management_command_reports(execution: Execution, capsys: Any) -> None:
     make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
     call_command("reap_executions")
     assert "Closed 1, re-queued 0, removed 0 orphaned sandboxes." in capsys.readouterr().out
+
+
+def test_a_run_that_ends_while_being_reaped_is_neither_counted_nor_cancelled(
+    execution: Execution, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes its result between the reaper's query and its update: the
+    conditional update finds nothing to close, and the finished run's sandbox is not
+    touched."""
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
+    real_finish_error = services._finish_error
+
+    def worker_wins(target: Execution, *args: Any, **kwargs: Any) -> bool:
+        Execution.objects.filter(pk=target.pk).update(status="finished")
+        return real_finish_error(target, *args, **kwargs)
+
+    cancelled: list[str] = []
+    monkeypatch.setattr(services, "_finish_error", worker_wins)
+    monkeypatch.setattr(
+        services, "_cancel_sandbox", lambda backend, handle: cancelled.append(handle)
+    )
+    assert services.executions_reap().closed == 0
+    assert cancelled == []
+    execution.refresh_from_db()
+    assert execution.status == "finished"
+    assert not AuditEvent.objects.filter(action="reap", execution=execution).exists()

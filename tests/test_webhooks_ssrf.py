@@ -38,11 +38,14 @@ class FakeDNS:
     def __init__(self) -> None:
         self.answers: dict[str, list[list[str]]] = {}
         self.lookups: list[str] = []
+        self.unknown: set[str] = set()  # names that do not resolve (NXDOMAIN)
 
     def getaddrinfo(
         self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
     ) -> list[Any]:
         name = host.decode() if isinstance(host, bytes) else host
+        if isinstance(name, str) and name.lower() in self.unknown:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         if (
             not isinstance(name, str)
             or name.lower() not in self.answers
@@ -450,11 +453,66 @@ def test_an_allowlisted_network_allows_its_addresses_only(
         ("http:///hook", "The callback URL has no host."),
         ("https://hooks.example:99999/", "The callback URL's port is invalid: "),
         ("http://nothing.example/", "'nothing.example' has no address."),
+        ("http://unknown.invalid/", "Cannot resolve 'unknown.invalid': "),
     ],
 )
 def test_urls_that_cannot_be_reached_say_why(dns: FakeDNS, url: str, message: str) -> None:
     dns.answers["nothing.example"] = [[]]
+    dns.unknown.add("unknown.invalid")
     with pytest.raises(webhooks.Refused) as refused:
         webhooks.resolve_target(url)
     assert str(refused.value).startswith(message)
     assert dns.lookups in ([], ["nothing.example"])
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("0.0.0.0", "an unspecified address"),  # noqa: S104 (an address to refuse)
+        ("127.0.0.1", "a loopback address"),
+        ("169.254.1.1", "a link-local address"),
+        ("10.0.0.1", "a private address"),
+        ("224.0.0.1", "a multicast address"),
+        ("4000::1", "a reserved address"),
+        ("fec0::1", "a site-local address"),
+        ("169.254.169.254", "the cloud metadata address"),
+        ("100.64.0.1", "not a public address"),
+    ],
+)
+def test_each_refusal_names_its_reason_exactly(text: str, reason: str) -> None:
+    address = ipaddress.ip_address(text)
+    assert webhooks._forbidden_reason(address) == reason
+    with pytest.raises(webhooks.Refused) as refused:
+        webhooks.check_address(text, address)
+    assert str(refused.value) == (
+        f"{text} is {reason}; webhooks may not reach it unless an admin adds the host or "
+        "network to EXECUTION_WEBHOOK_ALLOWLIST."
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("http://hooks.example/", 80),
+        ("https://hooks.example/", 443),
+        ("http://hooks.example:8080/", 8080),
+    ],
+)
+def test_the_default_port_follows_the_scheme(dns: FakeDNS, url: str, port: int) -> None:
+    dns.answers["hooks.example"] = [["8.8.8.8"]]
+    assert webhooks.resolve_target(url).port == port
+
+
+def test_the_pinned_https_connection_keeps_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connecting to the checked address must not wait forever for a silent one."""
+    seen: list[Any] = []
+
+    def refuse(address: Any, timeout: Any = None, *args: Any, **kwargs: Any) -> Any:
+        seen.append((address, timeout))
+        raise OSError("not connecting in this test")
+
+    monkeypatch.setattr(webhooks.socket, "create_connection", refuse)
+    connection = webhooks._PinnedHTTPSConnection("192.0.2.1", "hooks.example", port=443, timeout=7)
+    with pytest.raises(OSError):
+        connection.connect()
+    assert seen == [(("192.0.2.1", 443), 7)]

@@ -213,6 +213,7 @@ def test_hidden_cases_are_redacted_for_owner(api: APIClient, staff_api: APIClien
     results = body["executions"][0]["results"]
     assert results[0]["stdout"] == "1\n" and not results[0]["redacted"]
     assert results[1]["stdout"] is None and results[1]["redacted"]
+    assert results[1]["stderr"] is None
     # The execution's own output is the deciding case's, which may be the hidden one.
     assert body["executions"][0]["stdout"] is None
     assert body["executions"][0]["redacted"] is True
@@ -370,3 +371,18 @@ def test_schema_and_docs_are_served_without_cdn(runtime: Runtime) -> None:
     html = docs.content.decode()
     assert "cdn" not in html.lower()
     assert "/static/drf_spectacular_sidecar/" in html
+
+
+def test_hidden_cases_are_withheld_when_nobody_said_who_is_reading(
+    runtime: Runtime, user: User
+) -> None:
+    """The serializers fail closed: without ``show_hidden`` in their context they redact."""
+    from executions.api.serializers import TestCaseOutputSerializer
+
+    evaluation = services.evaluation_submit(
+        user=user, runtime=runtime, source="print(1)", test_cases=HIDDEN_CASES
+    )
+    cases = list(evaluation.test_cases.order_by("position"))
+    shown, hidden = TestCaseOutputSerializer(cases, many=True).data
+    assert shown["stdin"] == "1\n"
+    assert hidden["stdin"] is None and hidden["expected_output"] is None

@@ -50,11 +50,16 @@ def test_container_config_renders_the_policy() -> None:
     assert host["Memory"] == host["MemorySwap"] == 96 * 1024 * 1024
     assert host["NanoCpus"] == 500_000_000
     assert host["Init"] is True
-    assert {u["Name"]: u["Hard"] for u in host["Ulimits"]} == {
-        "fsize": 16 * 1024 * 1024,
-        "nofile": 64,
-        "core": 0,
-    }
+    assert host["Ulimits"] == [
+        {"Name": "fsize", "Soft": 16 * 1024 * 1024, "Hard": 16 * 1024 * 1024},
+        {"Name": "nofile", "Soft": 64, "Hard": 64},
+        {"Name": "core", "Soft": 0, "Hard": 0},
+    ]
+    assert host["IpcMode"] == "private" and host["ShmSize"] == 16 * 1024 * 1024
+    # Code and stdin arrive over the attach stream; no terminal, no name of the host's.
+    assert (config["AttachStdin"], config["OpenStdin"], config["StdinOnce"]) == (True,) * 3
+    assert (config["AttachStdout"], config["AttachStderr"], config["Tty"]) == (True, True, False)
+    assert config["Hostname"] == "sandbox" and config["Image"] == "img:1"
     assert host["LogConfig"]["Type"] == "none"
     assert "Binds" not in host and "Mounts" not in host and "Runtime" not in host
     assert config["User"] == "65534:65534"
