@@ -2,7 +2,7 @@
 
 Defaults make a fresh checkout work with SQLite and the django-q2 ORM broker. Production sets
 ``DEBUG=0``, ``SECRET_KEY`` (or ``SECRET_KEY_FILE``), ``ALLOWED_HOSTS``, ``DATABASE_URL`` and
-``REDIS_URL``. See README.md for every variable.
+``REDIS_URL``. docs/configuration.md lists every variable.
 """
 
 from __future__ import annotations

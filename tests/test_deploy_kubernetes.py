@@ -1,5 +1,5 @@
 """The Kubernetes manifests in deploy/kubernetes: valid against the official schemas, and
-holding the properties the README promises (restricted Pod Security, least-privilege RBAC,
+holding the properties its README promises (restricted Pod Security, least-privilege RBAC,
 no network for sandboxes, no host access, secrets only from Secrets, real setting names)."""
 
 from __future__ import annotations

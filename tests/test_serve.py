@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_readme import free_port
+from tests.test_docs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

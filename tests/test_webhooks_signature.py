@@ -1,5 +1,5 @@
 """The webhook signature against a fixed test vector, for ``executions.webhooks`` and for the
-copy of ``verify_signature`` the README tells receivers to paste: both must accept exactly
+copy of ``verify_signature`` docs/api.md tells receivers to paste: both must accept exactly
 what the documented format, ``sha256=`` + hex HMAC-SHA256 keyed with the secret over
 ``f"{timestamp}.{body}"``, signs, and only within the tolerance."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from executions import webhooks
-from tests.api.conftest import readme_blocks
+from tests.api.conftest import api_doc_blocks
 
 SECRET = "whsec-test-vector"
 TIMESTAMP = "1700000000"
@@ -24,27 +24,27 @@ SIGNATURE = "sha256=39d804dc2b0b233b31ed2b14e78df1babac076a9fe9935e2a25554cc3898
 Verify = Callable[..., bool]
 
 
-def readme_verify_signature() -> Verify:
-    """The README's ``verify_signature``, run as a receiver would run it."""
-    [code] = readme_blocks("Webhooks", "python")
+def documented_verify_signature() -> Verify:
+    """docs/api.md's ``verify_signature``, run as a receiver would run it."""
+    [code] = api_doc_blocks("Webhooks", "python")
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md, Webhooks", "exec"), namespace)  # noqa: S102 (our README)
+    exec(compile(code, "docs/api.md, Webhooks", "exec"), namespace)  # noqa: S102 (our docs)
     verify: Verify = namespace["verify_signature"]
     return verify
 
 
-@pytest.fixture(params=["executions.webhooks", "README"])
+@pytest.fixture(params=["executions.webhooks", "docs/api.md"])
 def verify(request: pytest.FixtureRequest) -> Verify:
     return (
         webhooks.verify_signature
         if request.param == "executions.webhooks"
-        else readme_verify_signature()
+        else documented_verify_signature()
     )
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Sets what ``time.time()`` answers, for both copies (the README's has no ``now``)."""
+    """Sets what ``time.time()`` answers, for both copies (the documented one has no ``now``)."""
     return lambda now: monkeypatch.setattr(time, "time", lambda: float(now))
 
 

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from executions import services
 from executions.models import Evaluation, Execution, Runtime, UserQuota
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def client_for(user: User) -> APIClient:
@@ -132,13 +132,13 @@ def ended_execution(user: User, url: str, *, stored: bool = False, **submit: Any
     return Execution.objects.get(pk=execution.pk)
 
 
-def readme_blocks(section: str, language: str) -> list[str]:
-    """The ``language`` code blocks of the README section headed ``section``, in order."""
+def api_doc_blocks(section: str, language: str) -> list[str]:
+    """The ``language`` code blocks of the docs/api.md section headed ``section``, in order."""
     blocks: list[str] = []
     in_section = False
     fence: list[str] | None = None  # the lines of the code block being read
     keep = False  # whether that block is one asked for
-    for line in README.read_text().splitlines(keepends=True):
+    for line in API_DOC.read_text().splitlines(keepends=True):
         if fence is not None:
             if line.rstrip() != "```":
                 fence.append(line)

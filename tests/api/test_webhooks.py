@@ -25,7 +25,7 @@ from django_q.conf import Conf
 from executions import services, webhooks
 from executions.conf import execution_settings
 from executions.models import Evaluation, Runtime, WebhookDelivery
-from tests.api.conftest import Receiver, client_for, ended_execution, readme_blocks
+from tests.api.conftest import Receiver, api_doc_blocks, client_for, ended_execution
 from tests.cluster import clusters, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -125,7 +125,7 @@ def test_the_payload_holds_no_output_nor_test_cases(
     [request] = receiver.requests
     body = request["body"].decode()
     assert not [what for what, text in secrets.items() if text in body]
-    [documented] = readme_blocks("Webhooks", "json")
+    [documented] = api_doc_blocks("Webhooks", "json")
     assert json.loads(body).keys() == json.loads(documented).keys()
     # The signature is the documented HMAC, computed here without the project's sign().
     timestamp = request["headers"]["X-Evalplatform-Timestamp"]
@@ -172,14 +172,20 @@ def test_retry_succeeds(
     assert enqueued == [(execution.pk, 2, 10)]
 
 
+@pytest.mark.parametrize("status", [300, 302])
 def test_redirects_are_not_followed(
-    user: User, runtime: Runtime, receiver: Receiver, enqueued: list[Any], settings: Any
+    user: User,
+    runtime: Runtime,
+    receiver: Receiver,
+    enqueued: list[Any],
+    settings: Any,
+    status: int,
 ) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_MAX_ATTEMPTS": 1}
-    receiver.answers = [302]
+    receiver.answers = [status]
     execution = ended_execution(user, receiver.url)
     delivery = webhooks.deliver(execution.pk, 1)
-    assert delivery.status_code == 302 and not delivery.succeeded
+    assert delivery.status_code == status and not delivery.succeeded
     assert "Redirects are not followed" in delivery.error
     assert [r["path"] for r in receiver.requests] == ["/hook?x=1"]
 

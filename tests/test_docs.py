@@ -1,7 +1,7 @@
-"""The README's commands run as written.
+"""The documented commands run as written, and the documents' links lead somewhere.
 
-Its quick start (``make run``) and every ``sh`` and ``python`` block of its API section run, in
-order, in one shell, from a fresh copy of this checkout, against the platform that ``make run``
+The README's quick start (``make run``) and every ``sh`` and ``python`` block of docs/api.md run,
+in order, in one shell, from a fresh copy of this checkout, against the platform that ``make run``
 serves there: a new virtualenv, a new SQLite database, the embedded broker. The only change
 made to the text is the port, so that the test does not need 8000 to be free.
 """
@@ -26,6 +26,13 @@ from tests.conftest import require_real
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+API_DOC = ROOT / "docs" / "api.md"
+# Every document a reader follows links through, the README's list included.
+DOCUMENTS = [
+    README,
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted(ROOT.glob("deploy/*/README.md")),
+]
 DOCUMENTED_ADDRESS = "127.0.0.1:8000"
 # Variables of the developer's or CI's own shell that a newcomer's would not have.
 FOREIGN_ENVIRONMENT = re.compile(
@@ -46,6 +53,11 @@ def section(text: str, heading: str) -> str:
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
     assert match, f"README.md has no '## {heading}' section"
     return match.group(1)
+
+
+def api_blocks() -> list[Block]:
+    """The ``sh`` and ``python`` blocks of docs/api.md, in order."""
+    return code_blocks(API_DOC.read_text())
 
 
 def code_blocks(text: str, *, languages: tuple[str, ...] = ("sh", "python")) -> list[Block]:
@@ -70,14 +82,43 @@ def test_the_quick_start_is_the_two_make_targets() -> None:
         assert result.returncode == 0, result.stderr
 
 
-def test_the_api_section_has_runnable_blocks() -> None:
-    blocks = code_blocks(section(README.read_text(), "API"))
+def test_the_api_doc_has_runnable_blocks() -> None:
+    blocks = api_blocks()
+    assert len(blocks) >= 4, f"docs/api.md shows {len(blocks)} runnable blocks"
+    assert "api_token create" in blocks[0].code, "the token is made first: every example uses it"
     languages = {block.language for block in blocks}
     assert languages == {"sh", "python"}, "the API section shows shell and Python examples"
     assert any("api_token create" in block.code for block in blocks)
     assert blocks[-1].language == "sh" and "api_token revoke" in blocks[-1].code, (
         "revoking the token comes last: every example before it uses the token"
     )
+
+
+def without_code(text: str) -> str:
+    return re.sub(r"^( *)```.*?^\1```$", "", text, flags=re.M | re.S)
+
+
+def anchors(document: Path) -> set[str]:
+    """The anchors GitHub gives the document's headings."""
+    headings = re.findall(r"^#+ (.+)$", without_code(document.read_text()), re.M)
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings
+    }
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_links_between_documents_lead_somewhere(document: Path) -> None:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", without_code(document.read_text())):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target}: no such heading")
+    assert not broken, broken
 
 
 def fresh_checkout(destination: Path) -> Path:
@@ -137,7 +178,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if docker_engine_answers():
         extra["EXECUTION_BACKEND"] = "docker"
     elif os.environ.get("CI"):
-        require_real("A Docker engine", "the README's examples run programs on it")
+        require_real("A Docker engine", "docs/api.md's examples run programs on it")
     log = checkout.parent / "make-run.log"
     with open(log, "wb") as sink:
         server = subprocess.Popen(
@@ -180,16 +221,16 @@ def stop(server: subprocess.Popen[bytes]) -> None:
         server.wait()
 
 
-def run_api_section(running: Served) -> dict[int, str]:
-    """Every block of the API section in order, in one shell; each block's output by line."""
-    blocks = code_blocks(section(README.read_text(), "API"))
+def run_api_doc(running: Served) -> dict[int, str]:
+    """Every block of docs/api.md in order, in one shell; each block's output by line."""
+    blocks = api_blocks()
     address = f"127.0.0.1:{running.port}"
     script = ["set -euo pipefail"]
     for number, block in enumerate(blocks):
         code = block.code.replace(DOCUMENTED_ADDRESS, address)
         script.append(f"echo '@@block {block.line}'")
         if block.language == "python":
-            path = running.checkout.parent / f"readme-block-{number}.py"
+            path = running.checkout.parent / f"api-block-{number}.py"
             path.write_text(code + "\n")
             script.append(f".venv/bin/python {path}")
         else:
@@ -203,7 +244,7 @@ def run_api_section(running: Served) -> dict[int, str]:
         timeout=300,
     )
     assert result.returncode == 0, (
-        f"a README command failed (exit {result.returncode}); output up to it:\n"
+        f"a docs/api.md command failed (exit {result.returncode}); output up to it:\n"
         f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     )
     outputs: dict[int, str] = {}
@@ -213,12 +254,12 @@ def run_api_section(running: Served) -> dict[int, str]:
     return outputs
 
 
-def test_the_readme_commands_run_as_written_from_a_fresh_checkout(served: Served) -> None:
+def test_the_documented_commands_run_as_written_from_a_fresh_checkout(served: Served) -> None:
     announced = served.output().count("Execution backend:")
     assert announced == 1, f"the backend is announced {announced} times:\n{served.output()}"
 
-    outputs = run_api_section(served)
-    blocks = code_blocks(section(README.read_text(), "API"))
+    outputs = run_api_doc(served)
+    blocks = api_blocks()
     by_code = {block.code: outputs[block.line] for block in blocks}
 
     token_block = next(code for code in by_code if "api_token create" in code)
