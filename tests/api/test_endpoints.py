@@ -18,7 +18,7 @@ from tests.api.conftest import submission
 
 pytestmark = pytest.mark.django_db
 
-HIDDEN_CASES = [
+HIDDEN_CASES: list[dict[str, Any]] = [
     {"stdin": "1\n", "expected_output": "1\n", "name": "shown"},
     {"stdin": "secret-input\n", "expected_output": "secret-input\n", "hidden": True},
 ]
