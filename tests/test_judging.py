@@ -272,3 +272,15 @@ def test_start_failure(
 def test_start_failure_reads_as_a_label() -> None:
     assert str(StartFailure("SyntaxError", 3)) == "SyntaxError at line 3"
     assert str(StartFailure("TabError")) == "TabError"
+
+
+@pytest.mark.parametrize(
+    ("verdict", "score"), [(Verdict.WRONG_ANSWER, "0.00"), (Verdict.ACCEPTED, "100.00")]
+)
+def test_overall_of_a_single_case_is_all_or_nothing(verdict: Verdict, score: str) -> None:
+    assert overall([Scored(verdict, 1)]) == (verdict, Decimal(score))
+
+
+def test_overall_without_weighted_cases_is_the_runs_own_verdict() -> None:
+    # A run without test cases is judged on its exit alone: full score when accepted.
+    assert overall([]) == (Verdict.ACCEPTED, Decimal("100.00"))

@@ -377,12 +377,17 @@ def test_hidden_cases_are_withheld_when_nobody_said_who_is_reading(
     runtime: Runtime, user: User
 ) -> None:
     """The serializers fail closed: without ``show_hidden`` in their context they redact."""
-    from executions.api.serializers import TestCaseOutputSerializer
+    from executions.api.serializers import TestCaseOutputSerializer, TestResultOutputSerializer
 
     evaluation = services.evaluation_submit(
         user=user, runtime=runtime, source="print(1)", test_cases=HIDDEN_CASES
     )
+    run_latest(evaluation.pk)
     cases = list(evaluation.test_cases.order_by("position"))
     shown, hidden = TestCaseOutputSerializer(cases, many=True).data
     assert shown["stdin"] == "1\n"
     assert hidden["stdin"] is None and hidden["expected_output"] is None
+    results = evaluation.executions.get().results.order_by("test_case__position")
+    shown_result, hidden_result = TestResultOutputSerializer(results, many=True).data
+    assert shown_result["redacted"] is False and shown_result["stdout"] is not None
+    assert hidden_result["redacted"] is True and hidden_result["stdout"] is None
