@@ -32,6 +32,9 @@ ERRORS = {
     403: OpenApiResponse(s.ErrorSerializer, "Not allowed."),
     404: OpenApiResponse(s.ErrorSerializer, "Not found, or not yours."),
     409: OpenApiResponse(s.ErrorSerializer, "Idempotency-Key in use by a running request."),
+    413: OpenApiResponse(
+        s.ErrorSerializer, "The body is over EXECUTION_API_MAX_BODY_BYTES (`body_too_large`)."
+    ),
     415: OpenApiResponse(s.ErrorSerializer, "The body is not application/json."),
     422: OpenApiResponse(s.ErrorSerializer, "Idempotency-Key reused for another request."),
     429: OpenApiResponse(s.ErrorSerializer, "Rate limit or quota; see Retry-After."),
