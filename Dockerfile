@@ -10,9 +10,17 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Offline builds (scripts/build-images.sh with no registry) bring the wheels in .wheelhouse
 # and pass PIP_NO_INDEX=1; otherwise the pattern matches nothing and pip uses the index.
 ARG PIP_NO_INDEX
-RUN python -m venv /opt/venv
-COPY requirements.txt .wheelhous[e] /tmp/build/
-RUN /opt/venv/bin/pip install --find-links /tmp/build -r /tmp/build/requirements.txt
+COPY requirements.txt requirements-service.txt .wheelhous[e] /tmp/build/
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --find-links /tmp/build -r /tmp/build/requirements.txt
+
+# The execution service needs the sandbox layer's few dependencies (the Docker SDK), no Django.
+FROM ${PYTHON_IMAGE} AS build-service
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG PIP_NO_INDEX
+COPY requirements-service.txt .wheelhous[e] /tmp/build/
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --find-links /tmp/build -r /tmp/build/requirements-service.txt
 
 # The execution service for execution nodes (docker build --target execution-service):
 # python -m execution_service over the node's engine. Only this image gets the engine's
@@ -21,10 +29,10 @@ FROM ${PYTHON_IMAGE} AS execution-service
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-COPY --from=build /opt/venv /opt/venv
+COPY --from=build-service /opt/venv /opt/venv
 WORKDIR /app
+COPY --chown=root:root sandbox ./sandbox
 COPY --chown=root:root execution_service ./execution_service
-COPY --chown=root:root executions ./executions
 EXPOSE 8700
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD python -c "import socket; socket.create_connection(('127.0.0.1', 8700), timeout=4).close()"
@@ -46,8 +54,7 @@ WORKDIR /app
 COPY --chown=root:root manage.py ./
 COPY --chown=root:root evalplatform ./evalplatform
 COPY --chown=root:root executions ./executions
-# Shared with the remote backend: request signing and the wire format.
-COPY --chown=root:root execution_service ./execution_service
+COPY --chown=root:root sandbox ./sandbox
 COPY --chown=root:root templates ./templates
 COPY --chown=root:root static ./static
 RUN DEBUG=1 python manage.py collectstatic --noinput --verbosity 0

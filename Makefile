@@ -10,7 +10,7 @@ export DEBUG PORT
 
 .PHONY: run test lint check-types pytest runtime-image images bench load mutate clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-service.txt
 	$(PYTHON) -m venv $(VENV)
 	# --no-compile: byte-compiling every SDK module up front doubles the install time.
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt
@@ -35,7 +35,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 
 check-types: $(VENV)/.installed-dev
-	$(VENV)/bin/mypy evalplatform executions execution_service tests
+	$(VENV)/bin/mypy sandbox evalplatform executions execution_service tests
 
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from executions.backends.base import ExecutionBackend, RunRequest
-from executions.backends.docker import DockerBackend, container_config_for
-from executions.policy import Limits, SandboxPolicy
+from sandbox.contract import ExecutionBackend, RunRequest
+from sandbox.docker import DockerBackend, container_config_for
+from sandbox.policy import Limits, SandboxPolicy
 
 POLICY = SandboxPolicy(limits=Limits(wall_time_ms=10_000, memory_mb=128, output_bytes=65536))
 

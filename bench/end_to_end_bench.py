@@ -68,8 +68,8 @@ def main() -> int:
     from docker_bench import raw_config, raw_run, throughput, timed
 
     from executions import services
-    from executions.backends.docker import DockerBackend
     from executions.models import Execution, Runtime
+    from sandbox.docker import DockerBackend
 
     call_command("migrate", verbosity=0)
     user = User.objects.create_user("bench")

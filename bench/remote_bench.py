@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from docker_bench import backend_run, p95, raw_config, raw_run, throughput, timed  # noqa: E402
 
-from executions.backends.docker import DockerBackend  # noqa: E402
 from executions.backends.remote import RemoteBackend  # noqa: E402
+from sandbox.docker import DockerBackend  # noqa: E402
 
 
 def start_service(secret: str, lock_dir: str, log_path: str) -> tuple[subprocess.Popen[bytes], str]:

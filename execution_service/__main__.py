@@ -13,8 +13,8 @@ import os
 import sys
 
 from execution_service.server import ExecutionService, ServiceConfig
-from execution_service.signing import load_secret
-from executions.policy import Limits
+from sandbox.policy import Limits
+from sandbox.signing import load_secret
 
 CAPS: tuple[tuple[str, type, float], ...] = (
     ("wall_time_ms", int, 30_000),
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"execution_service: {exc}", file=sys.stderr)
         return 2
-    from executions.backends.docker import DockerBackend
+    from sandbox.docker import DockerBackend
 
     backend = DockerBackend(
         base_url=args.docker_url,

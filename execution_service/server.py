@@ -8,7 +8,7 @@
 * ``POST /v1/runs/{run_id}/cancel``: stop the run's sandbox.
 * ``GET /v1/health``: backend health, capacity in use and total, service version.
 
-Every request must be signed (``execution_service.signing``); anything else is 401 before the
+Every request must be signed (``sandbox.signing``); anything else is 401 before the
 body is parsed or the backend is touched. Finished runs are kept for ``retention_s`` seconds
 and at most ``retention_count`` of them, then forgotten.
 """
@@ -29,10 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from execution_service import VERSION, wire
-from execution_service.signing import SigningError, Verifier
-from executions.backends.base import ErrorKind, ExecutionBackend, RunRequest, RunResult
-from executions.policy import Limits
+from execution_service import VERSION
+from sandbox import wire
+from sandbox.contract import ErrorKind, ExecutionBackend, RunRequest, RunResult
+from sandbox.policy import Limits
+from sandbox.signing import SigningError, Verifier
 
 logger = logging.getLogger("execution_service")
 

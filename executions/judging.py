@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from executions.backends.base import RunResult
 from executions.models import Comparison, Verdict
+from sandbox.contract import RunResult
 
 
 def run_verdict(result: RunResult) -> Verdict:

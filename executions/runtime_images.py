@@ -7,7 +7,7 @@ runtime's packages, which is tarred (and cached, so a rebuild takes seconds) and
 ``docker import``. Both images run as uid/gid 65534, work in ``/sandbox/code``, have no
 setuid/setgid binaries and start ``python3`` by default.
 
-All engine calls go through ``executions.backends.docker``. Building needs the engine itself,
+All engine calls go through ``sandbox.docker``. Building needs the engine itself,
 not the socket proxy (which refuses ``/build`` and ``/images/create`` on purpose).
 
 Command line: ``python -m executions.runtime_images --help``.
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from executions.backends.docker import DockerBackend, DockerUnavailable, ImageBuildError
+from sandbox.docker import DockerBackend, DockerUnavailable, ImageBuildError
 
 DEFAULT_TAG = "evalplatform/python:3.11"
 RUNTIMES_DIR = Path(__file__).resolve().parent.parent / "runtimes"

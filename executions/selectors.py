@@ -17,7 +17,6 @@ from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
 from executions import judging
 from executions.backends import BACKENDS, Selection, active_selection, get_backend
-from executions.backends.base import Health, Isolation
 from executions.conf import execution_settings
 from executions.display import Excerpt, excerpt, split_at_line
 from executions.models import (
@@ -29,6 +28,7 @@ from executions.models import (
     TestResult,
     Verdict,
 )
+from sandbox.contract import Health, Isolation
 
 
 def runtimes_enabled() -> QuerySet[Runtime]:

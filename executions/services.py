@@ -29,7 +29,6 @@ from django.utils import timezone
 
 from executions import judging
 from executions.backends import active_selection, get_backend
-from executions.backends.base import ErrorKind, RunRequest, RunResult
 from executions.conf import execution_settings
 from executions.models import (
     ACTIVE_STATUSES,
@@ -46,7 +45,8 @@ from executions.models import (
     Verdict,
     WebhookSecret,
 )
-from executions.policy import Limits, SandboxPolicy
+from sandbox.contract import ErrorKind, RunRequest, RunResult
+from sandbox.policy import Limits, SandboxPolicy
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ if ! docker image inspect "$base" >/dev/null 2>&1 && ! docker pull -q "$base" >/
   mkdir -p .wheelhouse
   bundle=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
   docker run --rm --network host \
-    -v "$PWD/requirements.txt:/build/requirements.txt:ro" -v "$PWD/.wheelhouse:/build/wheels" \
+    -v "$PWD/requirements.txt:/build/requirements.txt:ro" \
+    -v "$PWD/requirements-service.txt:/build/requirements-service.txt:ro" -v "$PWD/.wheelhouse:/build/wheels" \
     -v "$bundle:/build/ca.crt:ro" -e PIP_CERT=/build/ca.crt -e PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ${PIP_INDEX_URL:+-e PIP_INDEX_URL="$PIP_INDEX_URL"} "$base" sh -c \
     'python -m venv /tmp/venv && /tmp/venv/bin/pip download --quiet --only-binary=:all: -r /build/requirements.txt -d /build/wheels'

@@ -28,13 +28,13 @@ EXPLANATIONS = ROOT / "docs" / "mutation-survivors.toml"
 # ``module.xǁClassǁmethod__mutmut_N`` for methods). ``--globs`` prints them all for
 # ``mutmut run``, so only these functions are mutated.
 SCOPES: dict[str, list[str]] = {
-    "request signing (execution service)": ["execution_service.signing.*"],
+    "request signing (execution service)": ["sandbox.signing.*"],
     "webhooks: SSRF guard, transport, signing": ["executions.webhooks.*"],
     "file names and input cleaning": [
         "executions.services.x__clean_*",
         "executions.services.xǁ_Errorsǁ*",
-        "executions.backends.docker.x__safe_relative__*",
-        "executions.backends.docker.x_code_archive__*",
+        "sandbox.docker.x__safe_relative__*",
+        "sandbox.docker.x_code_archive__*",
         "executions.backends.kubernetes.x__safe_relative__*",
         "executions.backends.kubernetes.x_configmap_for__*",
     ],
@@ -49,7 +49,7 @@ SCOPES: dict[str, list[str]] = {
     ],
     "sandbox policy rendering": [
         "executions.services.x_sandbox_policy__*",
-        "executions.backends.docker.x_container_config_for__*",
+        "sandbox.docker.x_container_config_for__*",
         "executions.backends.kubernetes.x_job_for__*",
         "executions.backends.kubernetes.x__container_security__*",
         "executions.backends.kubernetes.x_labels_for__*",

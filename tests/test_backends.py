@@ -10,11 +10,11 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 
 from executions import backends
-from executions.backends.base import ErrorKind, RunRequest
 from executions.backends.disabled import DisabledBackend
 from executions.backends.fake import FakeBackend
-from executions.policy import Limits, SandboxPolicy
 from executions.security import container_evidence
+from sandbox.contract import ErrorKind, RunRequest
+from sandbox.policy import Limits, SandboxPolicy
 
 
 def request(files: dict[str, bytes] | None = None, stdin: bytes = b"in") -> RunRequest:

@@ -150,7 +150,7 @@ def newcomer_environment(**extra: str) -> dict[str, str]:
 
 
 def docker_engine_answers() -> bool:
-    from executions.backends.docker import DockerBackend
+    from sandbox.docker import DockerBackend
 
     return DockerBackend(base_url="unix:///var/run/docker.sock").health().ok
 

@@ -18,10 +18,11 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from executions import services
-from executions.backends import docker, kubernetes
-from executions.backends.base import RunRequest
+from executions.backends import kubernetes
 from executions.models import Runtime
-from executions.policy import Limits, SandboxPolicy
+from sandbox import docker
+from sandbox.contract import RunRequest
+from sandbox.policy import Limits, SandboxPolicy
 
 # Names that could reach outside the code directory or break its tree.
 ESCAPING = {

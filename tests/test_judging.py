@@ -2,7 +2,6 @@ from decimal import Decimal
 
 import pytest
 
-from executions.backends.base import RunResult
 from executions.judging import (
     Difference,
     Position,
@@ -16,6 +15,7 @@ from executions.judging import (
     start_failure,
 )
 from executions.models import Verdict
+from sandbox.contract import RunResult
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from executions import services
-from executions.backends.base import ExecutionBackend, Isolation, RunRequest, RunResult
 from executions.backends.fake import FakeBackend
 from executions.models import AuditEvent, Evaluation, Execution, Runtime
 from executions.models import TestCase as Case
 from executions.models import TestResult as CaseResult
+from sandbox.contract import ExecutionBackend, Isolation, RunRequest, RunResult
 
 pytestmark = pytest.mark.django_db
 

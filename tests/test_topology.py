@@ -237,3 +237,25 @@ def test_platform_runs_code_through_the_execution_service_container(network: str
     security = platform.logged_in().get(f"{platform.url}/security/", timeout=10).text
     assert "Code execution is disabled." not in security
     assert "Configured by EXECUTION_BACKEND." in security
+
+
+def test_the_execution_service_image_holds_the_sandbox_layer_and_no_django(network: str) -> None:
+    probe = (
+        "import importlib.util as u, pathlib as p; "
+        "print(sorted(n for n in ('django', 'rest_framework', 'kubernetes', 'docker') "
+        "if u.find_spec(n)), sorted(x.name for x in p.Path('/app').iterdir()))"
+    )
+    listed = docker("run", "--rm", "--label", LABEL, SERVICE_IMAGE, "python", "-c", probe)
+    assert listed.stdout.split("\n")[0] == "['docker'] ['execution_service', 'sandbox']"
+    usage = docker(
+        "run",
+        "--rm",
+        "--label",
+        LABEL,
+        SERVICE_IMAGE,
+        "python",
+        "-m",
+        "execution_service",
+        "--help",
+    )
+    assert "--max-wall-time-ms" in usage.stdout

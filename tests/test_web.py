@@ -11,9 +11,9 @@ from django.test import Client
 from django.urls import reverse
 
 from executions import services
-from executions.backends.base import ExecutionBackend, Isolation, RunRequest, RunResult
 from executions.backends.fake import FakeBackend
 from executions.models import Evaluation, Execution, Runtime
+from sandbox.contract import ExecutionBackend, Isolation, RunRequest, RunResult
 
 pytestmark = pytest.mark.django_db
 

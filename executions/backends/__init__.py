@@ -15,14 +15,14 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from executions.backends.base import ExecutionBackend
 from executions.conf import execution_settings
+from sandbox.contract import ExecutionBackend
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = {
     "disabled": "executions.backends.disabled.DisabledBackend",
-    "docker": "executions.backends.docker.DockerBackend",
+    "docker": "sandbox.docker.DockerBackend",
     "fake": "executions.backends.fake.FakeBackend",
     "kubernetes": "executions.backends.kubernetes.KubernetesBackend",
     "remote": "executions.backends.remote.RemoteBackend",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from executions.backends.base import (
+from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
     Health,

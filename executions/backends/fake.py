@@ -19,7 +19,8 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from executions.backends.base import (
+from executions.conf import execution_settings
+from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
     Health,
@@ -27,7 +28,6 @@ from executions.backends.base import (
     RunRequest,
     RunResult,
 )
-from executions.conf import execution_settings
 
 DIRECTIVE = b"# fake:"
 

@@ -95,7 +95,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from executions.backends.base import (
+from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
     Health,

@@ -13,7 +13,7 @@ the services in ``urls`` (``python -m execution_service`` on the execution nodes
 A service that stops answering mid-run ends the run with ``UNAVAILABLE`` and a message naming
 it (retried for ``poll_retry_s`` first, to ride out a blip). ``run`` never raises for a
 failure of the infrastructure. All HTTP goes through ``requests`` here; signing is
-``execution_service.signing``, shared with the service.
+``sandbox.signing``, shared with the service.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 import requests
 
-from execution_service import signing, wire
-from executions.backends.base import (
+from sandbox import signing, wire
+from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
     Health,

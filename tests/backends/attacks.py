@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from executions.backends.base import RunResult
+from sandbox.contract import RunResult
 
 CANARY_ENV = "EVALPLATFORM_FAKE_SECRET"
 CANARY_VALUE = "canary-9c1e5b7d-do-not-leak"

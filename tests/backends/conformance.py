@@ -8,7 +8,7 @@ Subclass ``BackendConformance`` in a backend's test module and provide three fix
   handle created is left (container, volume, pod, directory, ...).
 
 Programs are Python 3, started as ``python3 main.py`` from the code directory. The suite
-only relies on the contract in ``executions.backends.base``; timing assertions are loose
+only relies on the contract in ``sandbox.contract``; timing assertions are loose
 upper bounds (a correctness check, not a benchmark).
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from executions.backends.base import ErrorKind, ExecutionBackend, RunRequest, RunResult
-from executions.policy import Limits, SandboxPolicy
+from sandbox.contract import ErrorKind, ExecutionBackend, RunRequest, RunResult
+from sandbox.policy import Limits, SandboxPolicy
 
 COMMAND = ("python3", "main.py")
 DEFAULT_LIMITS: dict[str, Any] = {"wall_time_ms": 5000, "memory_mb": 128, "output_bytes": 65536}

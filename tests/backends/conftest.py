@@ -33,7 +33,7 @@ def _direct_engine_options() -> dict[str, Any]:
 def require_docker() -> dict[str, Any]:
     """Options reaching the Docker engine directly; skip (fail in CI) if it does not answer."""
     try:
-        from executions.backends.docker import DockerBackend
+        from sandbox.docker import DockerBackend
     except ImportError as exc:
         require_real("The Docker SDK", str(exc))
     options = _direct_engine_options()
@@ -46,8 +46,8 @@ def require_docker() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def runtime_image(require_docker: dict[str, Any]) -> str:
     """The Python runtime image, built once (offline when no registry answers) and reused."""
-    from executions.backends.docker import DockerBackend
     from executions.runtime_images import RuntimeImageError, ensure_runtime_image
+    from sandbox.docker import DockerBackend
 
     try:
         ensure_runtime_image(
@@ -70,7 +70,7 @@ def slot_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def docker_api(require_docker: dict[str, Any]) -> Any:
     """A low-level Docker client for looking at what the backend left on the engine."""
-    from executions.backends.docker import DockerBackend
+    from sandbox.docker import DockerBackend
 
     return DockerBackend(**require_docker).api()
 
@@ -78,7 +78,7 @@ def docker_api(require_docker: dict[str, Any]) -> Any:
 @pytest.fixture(scope="session")
 def sandbox_gone(docker_api: Any) -> Callable[[str], bool]:
     """True when no container named ``handle`` and no new managed volume is left."""
-    from executions.backends.docker import MANAGED_FILTER
+    from sandbox.docker import MANAGED_FILTER
 
     def dangling_volumes() -> set[str]:
         found = docker_api.volumes(filters={"label": MANAGED_FILTER, "dangling": True})

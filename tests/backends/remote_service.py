@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from execution_service import signing
+from sandbox import signing
 
 from .attacks import CANARY_ENV, CANARY_VALUE
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from executions.backends.docker import DockerBackend
 from executions.judging import run_verdict
+from sandbox.docker import DockerBackend
 
 from .attacks import ATTACKS, CANARY_ENV, CANARY_VALUE, Attack
 from .conformance import make_request, run_checked

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from executions.backends.base import ErrorKind, RunResult
-from executions.backends.docker import (
+from sandbox.contract import ErrorKind, RunResult
+from sandbox.docker import (
     MANAGED_LABEL,
     DockerBackend,
     SlotPool,
@@ -144,7 +144,7 @@ def test_an_image_that_cannot_unpack_is_a_backend_error(
     request = make_request(runtime_image, "print(1)")
     with pytest.MonkeyPatch.context() as patch:
         # The loader receives something that is not a tar, as with an image's broken tar.
-        patch.setattr("executions.backends.docker.code_archive", lambda files: b"\x01" * 1024)
+        patch.setattr("sandbox.docker.code_archive", lambda files: b"\x01" * 1024)
         result = run_checked(backend, request, sandbox_gone, expect_error=ErrorKind.BACKEND_ERROR)
     assert "could not unpack the code" in result.error_message
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from executions.backends.base import RunRequest
-from executions.backends.docker import (
+from sandbox.contract import RunRequest
+from sandbox.docker import (
     EXECUTION_LABEL,
     LOADER,
     MANAGED_LABEL,
     code_archive,
     container_config_for,
 )
-from executions.policy import Limits, SandboxPolicy
+from sandbox.policy import Limits, SandboxPolicy
 
 
 def _request(**policy: Any) -> RunRequest:

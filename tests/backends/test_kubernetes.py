@@ -19,7 +19,6 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from executions.backends import get_backend
-from executions.backends.base import ErrorKind, RunRequest, RunResult
 from executions.backends.kubernetes import (
     COMPONENT_LABEL,
     EXECUTION_LABEL,
@@ -28,7 +27,8 @@ from executions.backends.kubernetes import (
     KubernetesBackend,
     KubernetesUnavailable,
 )
-from executions.policy import Limits, SandboxPolicy
+from sandbox.contract import ErrorKind, RunRequest, RunResult
+from sandbox.policy import Limits, SandboxPolicy
 
 from .kube_emulator import (
     CONFIGMAPS,

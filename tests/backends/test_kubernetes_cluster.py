@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from executions.backends.base import ExecutionBackend
 from executions.backends.kubernetes import HANDLE_LABEL, KubernetesBackend, resource_name
+from sandbox.contract import ExecutionBackend
 
 from .conformance import BackendConformance, make_request, run_checked
 

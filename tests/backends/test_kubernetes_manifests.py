@@ -22,7 +22,7 @@ from executions.backends.kubernetes import (
     job_for,
     resource_name,
 )
-from executions.policy import Limits, SandboxPolicy
+from sandbox.policy import Limits, SandboxPolicy
 
 from .conformance import COMMAND
 
@@ -35,7 +35,7 @@ TOLERATIONS = (
 
 
 def request_for(**overrides: Any) -> Any:
-    from executions.backends.base import RunRequest
+    from sandbox.contract import RunRequest
 
     policy = overrides.pop("policy", None) or SandboxPolicy(
         limits=Limits(wall_time_ms=2500, memory_mb=256, output_bytes=64 * 1024, cpus=0.5)

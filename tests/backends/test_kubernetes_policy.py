@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from executions.backends import kubernetes
-from executions.backends.base import RunRequest
-from executions.policy import Limits, SandboxPolicy
+from sandbox.contract import RunRequest
+from sandbox.policy import Limits, SandboxPolicy
 
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,

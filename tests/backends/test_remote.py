@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import requests
 
-from execution_service import signing, wire
 from executions import services
-from executions.backends.base import ErrorKind
 from executions.backends.remote import RemoteBackend
 from executions.models import Evaluation, Runtime
+from sandbox import signing, wire
+from sandbox.contract import ErrorKind
 
 from .conformance import BackendConformance, make_request, run_checked
 from .remote_service import REPO, Service, service_factory, start_service

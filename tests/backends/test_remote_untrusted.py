@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from executions.backends.base import ErrorKind
 from executions.backends.remote import CONTROL_ANSWER_BYTES, RemoteBackend
+from sandbox.contract import ErrorKind
 from tests.backends.conformance import make_request
 
 SECRET = "s" * 40

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from execution_service import signing
+from sandbox import signing
 
 SECRET = "k" * 40
 BODY = b'{"x":1}'

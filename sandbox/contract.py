@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from executions.policy import Limits, SandboxPolicy
+from sandbox.policy import Limits, SandboxPolicy
 
 # Highest signal number Linux delivers; exit codes 129..128+MAX_SIGNAL mean "killed by N".
 MAX_SIGNAL = 64

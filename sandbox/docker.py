@@ -94,7 +94,7 @@ import docker
 import docker.errors
 import requests
 
-from executions.backends.base import (
+from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
     Health,

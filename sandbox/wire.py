@@ -13,8 +13,8 @@ import json
 import re
 from typing import Any
 
-from executions.backends.base import ErrorKind, RunRequest, RunResult
-from executions.policy import Limits, SandboxPolicy
+from sandbox.contract import ErrorKind, RunRequest, RunResult
+from sandbox.policy import Limits, SandboxPolicy
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
