@@ -33,6 +33,7 @@ test: lint check-types pytest
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 check-types: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy sandbox evalplatform executions execution_service tests
