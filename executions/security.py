@@ -1,44 +1,17 @@
-"""Facts about where the platform runs, used to choose a backend and to explain the choice."""
+"""How safe this deployment is: first-run advice, posture checks and the backend comparison."""
 
 from __future__ import annotations
 
 import enum
 import os
 import shutil
-import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from executions import environment
 
 if TYPE_CHECKING:
     from executions.backends import Selection
-
-# Runtimes leave these markers; cgroup paths name the container manager.
-CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
-CGROUP_HINTS = ("docker", "kubepods", "containerd", "libpod", "lxc", "garden")
-
-
-def container_evidence(
-    root: Path = Path("/"), environ: os._Environ[str] | dict[str, str] | None = None
-) -> str:
-    """Why we believe the platform runs in a container, or "" when nothing says so."""
-    environ = os.environ if environ is None else environ
-    if environ.get("KUBERNETES_SERVICE_HOST"):
-        return "KUBERNETES_SERVICE_HOST is set"
-    for marker in CONTAINER_MARKERS:
-        if (root / marker.lstrip("/")).exists():
-            return f"{marker} exists"
-    try:
-        cgroup = (root / "proc/1/cgroup").read_text()
-    except OSError:
-        cgroup = ""
-    for line in cgroup.splitlines():
-        path = line.rsplit(":", 1)[-1]
-        for hint in CGROUP_HINTS:
-            if hint in path:
-                return f"/proc/1/cgroup mentions {hint}"
-    return ""
-
 
 # The safest way to turn execution on, for this machine ------------------------------------
 
@@ -56,12 +29,12 @@ class MachineFacts:
 def machine_facts() -> MachineFacts:
     from executions.conf import execution_settings
 
-    socket_path = docker_socket_path()
+    socket_path = environment.docker_socket_path()
     remote = execution_settings.BACKEND_OPTIONS.get("remote", {})
     return MachineFacts(
         in_kubernetes=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
         remote_configured=bool(remote.get("urls")),
-        docker_socket=socket_path if socket_reachable(socket_path) else "",
+        docker_socket=socket_path if environment.socket_reachable(socket_path) else "",
         dockerd_installed=shutil.which("dockerd") is not None,
     )
 
@@ -155,24 +128,6 @@ class PostureCheck:
     fix: str = ""
 
 
-def docker_socket_path() -> str:
-    """The unix socket the Docker SDK would use, or "" when DOCKER_HOST points elsewhere."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    return host.removeprefix("unix://") if host.startswith("unix://") else ""
-
-
-def socket_reachable(path: str) -> bool:
-    if not path:
-        return False
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1)
-            probe.connect(path)
-    except OSError:
-        return False
-    return True
-
-
 def posture_checks(*, deployment_only: bool = False) -> list[PostureCheck]:
     """Every check shown on the security page, in order of importance.
 
@@ -182,9 +137,9 @@ def posture_checks(*, deployment_only: bool = False) -> list[PostureCheck]:
     from executions.backends import active_selection
 
     selection = active_selection()
-    evidence = container_evidence()
-    socket_path = docker_socket_path()
-    socket_open = socket_reachable(socket_path)
+    evidence = environment.container_evidence()
+    socket_path = environment.docker_socket_path()
+    socket_open = environment.socket_reachable(socket_path)
     checks = [
         _container_check(selection.name, evidence, socket_open),
         None

@@ -367,6 +367,11 @@ class BackendOverview:
     describe_error: str
 
 
+def backend_selection() -> Selection:
+    """Which backend runs code here and why; raises ``ImproperlyConfigured`` like the registry."""
+    return active_selection()
+
+
 def backends_overview(timeout_s: float = BACKEND_PROBE_TIMEOUT_S) -> list[BackendOverview]:
     """Every known backend (``fake`` only when active; a dotted-path active backend too) with
     its ``health()`` and ``describe()``, the active one first.
@@ -502,7 +507,7 @@ def backend_configured(name: str) -> bool:
     that accepts connections. ``disabled`` runs nothing and ``fake`` only stands in for tests:
     neither, nor any other name, is ever "configured".
     """
-    from executions.security import docker_socket_path, socket_reachable
+    from executions.environment import docker_socket_path, socket_reachable
 
     options = execution_settings.BACKEND_OPTIONS.get(name, {})
     if name == "remote":

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from executions import backends
 from executions.backends.disabled import DisabledBackend
 from executions.backends.fake import FakeBackend
-from executions.security import container_evidence
+from executions.environment import container_evidence
 from sandbox.contract import ErrorKind, RunRequest
 from sandbox.policy import Limits, SandboxPolicy
 
@@ -76,7 +76,7 @@ def test_configured_backend_wins(settings: Any) -> None:
 
 def test_inside_a_container_execution_is_disabled(settings: Any, monkeypatch: Any) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "/.dockerenv exists")
     selection = backends.select_backend()
     assert selection.name == "disabled" and not selection.configured
     assert "inside a container (/.dockerenv exists)" in selection.reason
@@ -95,7 +95,7 @@ def test_outside_a_container_without_backends_execution_is_disabled(
     settings: Any, monkeypatch: Any
 ) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "")
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "")
     monkeypatch.setattr(backends, "AUTO_CANDIDATES", ("fake",))
     assert backends.select_backend().name == "fake", "the first working candidate is chosen"
     monkeypatch.setattr(backends, "AUTO_CANDIDATES", ())

@@ -30,8 +30,8 @@ def levels() -> dict[str, Level]:
 
 @pytest.fixture
 def bare_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "")
-    monkeypatch.setattr("executions.security.socket_reachable", lambda path: False)
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "")
+    monkeypatch.setattr("executions.environment.socket_reachable", lambda path: False)
 
 
 def test_a_quiet_host_passes(bare_host: None, runtime: Runtime) -> None:
@@ -55,8 +55,8 @@ def test_docker_socket_inside_a_container_fails(
     settings: Any, monkeypatch: pytest.MonkeyPatch, runtime: Runtime
 ) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "docker"}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
-    monkeypatch.setattr("executions.security.socket_reachable", lambda path: True)
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.environment.socket_reachable", lambda path: True)
     found = levels()
     assert found["Where the platform runs"] == Level.FAIL
     assert found["Docker socket reachable from the platform"] == Level.FAIL
@@ -67,8 +67,8 @@ def test_disabled_in_a_container_passes(
     settings: Any, monkeypatch: pytest.MonkeyPatch, runtime: Runtime
 ) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "disabled"}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
-    monkeypatch.setattr("executions.security.socket_reachable", lambda path: False)
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.environment.socket_reachable", lambda path: False)
     assert levels()["Where the platform runs"] == Level.PASS
 
 
@@ -155,7 +155,7 @@ def test_machine_facts_see_the_docker_socket(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     assert security.machine_facts().docker_socket == ""
-    monkeypatch.setattr("executions.security.socket_reachable", lambda path: True)
+    monkeypatch.setattr("executions.environment.socket_reachable", lambda path: True)
     facts = security.machine_facts()
     assert facts.docker_socket == "/nonexistent/docker.sock" and not facts.in_kubernetes
 
@@ -182,7 +182,7 @@ def test_console_banner_and_page_name_the_same_next_step(
     client: Client, staff: Any, user: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "/.dockerenv exists")
     monkeypatch.setattr("executions.security.machine_facts", lambda: FACTS["engine"])
     command = security.next_step(FACTS["engine"]).command
     client.force_login(staff)

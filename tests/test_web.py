@@ -193,7 +193,7 @@ def test_disabled_backend_banner_and_refusal(
     logged_in: Client, user: Any, runtime: Runtime, settings: Any, monkeypatch: Any
 ) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "/.dockerenv exists")
     page = logged_in.get(reverse("executions:evaluation-submit")).content.decode()
     assert 'id="disabled-banner"' in page and "inside a container" in page
     evaluation = services.evaluation_submit(user=user, runtime=runtime, source="print(1)")

@@ -19,7 +19,6 @@ from executions.api import serializers as s
 from executions.api.idempotency import idempotent
 from executions.api.pagination import Pagination
 from executions.api.throttling import SubmitThrottle, UserThrottle
-from executions.backends import active_selection
 from executions.conf import execution_settings
 
 ERRORS = {
@@ -225,7 +224,7 @@ class BackendsView(APIView):
             # Probing every backend's health is the operator's business, and slow; others get
             # the selection alone.
             try:
-                selection = active_selection()
+                selection = selectors.backend_selection()
                 body: dict[str, Any] = {"active": selection.name, "reason": selection.reason}
             except Exception as exc:
                 body = {"active": "", "reason": f"Could not choose a backend: {exc}"}

@@ -15,6 +15,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from executions import environment
 from executions.conf import execution_settings
 from sandbox.contract import ExecutionBackend
 
@@ -62,12 +63,10 @@ def backend_class(name: str) -> type[ExecutionBackend]:
 def select_backend() -> Selection:
     """Apply the selection rules of the design: configured, else disabled in a container,
     else the first real backend that works here, else disabled."""
-    from executions.security import container_evidence
-
     configured = execution_settings.BACKEND
     if configured:
         return Selection(configured, "Configured by EXECUTION_BACKEND.", configured=True)
-    evidence = container_evidence()
+    evidence = environment.container_evidence()
     if evidence:
         return Selection(
             "disabled",

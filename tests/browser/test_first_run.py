@@ -25,7 +25,7 @@ ENGINE_HERE = security.MachineFacts(
 @pytest.fixture
 def in_a_container(settings: Any, monkeypatch: pytest.MonkeyPatch) -> security.NextStep:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "/.dockerenv exists")
     monkeypatch.setattr("executions.security.machine_facts", lambda: ENGINE_HERE)
     return security.next_step(ENGINE_HERE)
 

@@ -113,7 +113,7 @@ def test_disabled_backend_is_explained(
     cluster_factory: ClusterFactory,
 ) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": ""}
-    monkeypatch.setattr("executions.security.container_evidence", lambda: "/.dockerenv exists")
+    monkeypatch.setattr("executions.environment.container_evidence", lambda: "/.dockerenv exists")
     cluster_factory()
     log_in(page, live_server.url, user.username)
     page.goto(f"{live_server.url}/evaluations/new/")
