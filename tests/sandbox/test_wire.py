@@ -1,0 +1,407 @@
+"""The JSON shapes between the remote backend and the execution service (``sandbox.wire``):
+what survives the trip, what does not travel on purpose, and every malformed input refused."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from sandbox import wire
+from sandbox.contract import ErrorKind, RunRequest, RunResult
+from sandbox.policy import Limits, SandboxPolicy
+
+# Bytes that are not text: a NUL, a lone continuation byte, an overlong encoding, 0xff.
+BINARY = b"\x00\x80\xc0\xaf\xff\xfe text \x00"
+LIMITS = Limits(
+    wall_time_ms=1234,
+    memory_mb=96,
+    output_bytes=4096,
+    cpus=1.5,
+    pids=33,
+    scratch_mb=7,
+    open_files=45,
+    file_size_mb=3,
+)
+
+
+def make_request(**changes: Any) -> RunRequest:
+    fields: dict[str, Any] = {
+        "execution_id": 42,
+        "handle": "exec-42.try_1",
+        "image": "registry.example/python:3.12",
+        "command": ("python3", "main.py", "--flag"),
+        "files": {"main.py": b"print('hi')\n", "data.bin": BINARY, "dir/empty": b""},
+        "stdin": BINARY + b"\nsecond line",
+        "policy": SandboxPolicy(limits=LIMITS, network=True),
+        "labels": {"evalplatform.tenant": "team-a", "note": "caf\u00e9"},
+    }
+    fields.update(changes)
+    return RunRequest(**fields)
+
+
+def through_json(data: Any) -> Any:
+    """What the other side decodes: the bytes ``dumps`` sends, parsed as JSON."""
+    return json.loads(wire.dumps(data))
+
+
+def valid_body(**changes: Any) -> dict[str, Any]:
+    body = through_json(wire.request_to_json(make_request()))
+    body.update(changes)
+    return body
+
+
+# -- requests
+
+
+def test_a_request_survives_the_round_trip_with_every_field() -> None:
+    request = make_request()
+    back = wire.request_from_json(request.handle, through_json(wire.request_to_json(request)))
+    assert back == request
+    assert back.files["data.bin"] == BINARY
+    assert back.stdin == BINARY + b"\nsecond line"
+    assert back.limits == LIMITS
+    assert back.policy.network is True
+
+
+def test_every_limit_travels() -> None:
+    """Each limit set to a value of its own, so a field dropped or swapped shows."""
+    values = {name: 1000 + index for index, name in enumerate(wire.LIMIT_FIELDS)}
+    request = make_request(policy=SandboxPolicy(limits=Limits(**values)))
+    sent = through_json(wire.request_to_json(request))
+    assert sent["limits"] == values
+    assert dataclasses.asdict(wire.request_from_json("r", sent).limits) == values
+
+
+def test_bytes_travel_as_base64() -> None:
+    sent = wire.request_to_json(make_request())
+    assert sent["files"]["data.bin"] == base64.b64encode(BINARY).decode()
+    assert sent["files"]["dir/empty"] == ""
+    assert base64.b64decode(sent["stdin"]) == BINARY + b"\nsecond line"
+
+
+def test_the_handle_is_the_run_id_not_a_field_of_the_body() -> None:
+    sent = wire.request_to_json(make_request())
+    assert "handle" not in sent
+    assert wire.request_from_json("other-id", through_json(sent)).handle == "other-id"
+
+
+def test_only_limits_and_network_of_the_policy_travel() -> None:
+    """The service applies its own hardening: a caller cannot weaken it through the wire."""
+    weak = SandboxPolicy(
+        limits=LIMITS,
+        network=False,
+        user=(0, 0),
+        read_only_root=False,
+        drop_all_capabilities=False,
+        no_new_privileges=False,
+        init_process=False,
+        runtime_class="runc-unsafe",
+        code_dir="/",
+        scratch_dir="/etc",
+        environment={"LD_PRELOAD": "/tmp/x.so"},
+    )
+    sent = through_json(wire.request_to_json(make_request(policy=weak)))
+    assert set(sent) == {
+        "execution_id",
+        "image",
+        "command",
+        "files",
+        "stdin",
+        "limits",
+        "network",
+        "labels",
+    }
+    # Fields the sender added anyway are ignored, not applied.
+    sent.update({"user": [0, 0], "read_only_root": False, "runtime_class": "runc-unsafe"})
+    assert wire.request_from_json("r", sent).policy == SandboxPolicy(limits=LIMITS)
+
+
+def test_optional_fields_have_safe_defaults() -> None:
+    body = valid_body()
+    for name in ("stdin", "network", "labels", "execution_id"):
+        del body[name]
+    request = wire.request_from_json("r", body)
+    assert request.stdin == b""
+    assert request.policy.network is False
+    assert request.labels == {}
+    assert request.execution_id == 0
+
+
+def test_limits_left_out_take_the_policy_defaults() -> None:
+    body = valid_body(limits={"wall_time_ms": 1000, "memory_mb": 64, "output_bytes": 10})
+    assert wire.request_from_json("r", body).limits == Limits(
+        wall_time_ms=1000, memory_mb=64, output_bytes=10
+    )
+
+
+@pytest.mark.parametrize("body", [[], "run", 1, None])
+def test_a_body_that_is_not_an_object_is_refused(body: Any) -> None:
+    with pytest.raises(wire.WireError, match="the body must be a JSON object"):
+        wire.request_from_json("r", body)
+
+
+@pytest.mark.parametrize("name", ["limits", "command", "files", "image"])
+def test_a_missing_required_field_is_named(name: str) -> None:
+    body = valid_body()
+    del body[name]
+    with pytest.raises(wire.WireError) as refused:
+        wire.request_from_json("r", body)
+    assert str(refused.value) == f"missing field {name!r}"
+
+
+@pytest.mark.parametrize("name", ["wall_time_ms", "memory_mb", "output_bytes"])
+def test_a_missing_required_limit_is_named(name: str) -> None:
+    limits = {"wall_time_ms": 1000, "memory_mb": 64, "output_bytes": 10}
+    del limits[name]
+    with pytest.raises(wire.WireError, match=name):
+        wire.request_from_json("r", valid_body(limits=limits))
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        [1000, 64, 10],
+        "wall_time_ms=1000",
+        {"wall_time_ms": 1000, "memory_mb": 64, "output_bytes": 10, "privileged": 1},
+        {"wall_time_ms": 1000, "memory_mb": 64, "output_bytes": 10, "wall_time_s": 1},
+    ],
+)
+def test_limits_must_be_an_object_of_known_fields(limits: Any) -> None:
+    with pytest.raises(wire.WireError, match="limits must be an object with keys among"):
+        wire.request_from_json("r", valid_body(limits=limits))
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5, "1000", None, True, [1000], {"ms": 1}])
+@pytest.mark.parametrize("name", wire.LIMIT_FIELDS)
+def test_each_limit_must_be_a_positive_number(name: str, value: Any) -> None:
+    limits = {"wall_time_ms": 1000, "memory_mb": 64, "output_bytes": 10, name: value}
+    with pytest.raises(wire.WireError) as refused:
+        wire.request_from_json("r", valid_body(limits=limits))
+    assert str(refused.value) == f"limits.{name} must be a positive number"
+
+
+@pytest.mark.parametrize("command", [[], "python3 main.py", ["python3", 1], [None], None])
+def test_the_command_must_be_a_non_empty_list_of_strings(command: Any) -> None:
+    with pytest.raises(wire.WireError, match="command must be a non-empty list of strings"):
+        wire.request_from_json("r", valid_body(command=command))
+
+
+@pytest.mark.parametrize("image", ["", None, 3, ["python"]])
+def test_the_image_must_be_a_non_empty_string(image: Any) -> None:
+    with pytest.raises(wire.WireError, match="image must be a non-empty string"):
+        wire.request_from_json("r", valid_body(image=image))
+
+
+@pytest.mark.parametrize("files", [[], "main.py", [["main.py", ""]]])
+def test_files_must_be_an_object(files: Any) -> None:
+    with pytest.raises(wire.WireError, match="files must be an object"):
+        wire.request_from_json("r", valid_body(files=files))
+
+
+@pytest.mark.parametrize("labels", [["a"], {"a": 1}, {"a": None}, "a=b"])
+def test_labels_must_map_strings_to_strings(labels: Any) -> None:
+    with pytest.raises(wire.WireError, match="labels must map strings to strings"):
+        wire.request_from_json("r", valid_body(labels=labels))
+
+
+@pytest.mark.parametrize("execution_id", ["42", 4.2, True, None])
+def test_the_execution_id_must_be_an_integer(execution_id: Any) -> None:
+    with pytest.raises(wire.WireError, match="execution_id must be an integer"):
+        wire.request_from_json("r", valid_body(execution_id=execution_id))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "must be a base64 string"),
+        (123, "must be a base64 string"),
+        (["aGk="], "must be a base64 string"),
+        ("aGk", "is not valid base64"),  # padding missing
+        ("aG k=", "is not valid base64"),  # a space inside
+        ("aGk=\n", "is not valid base64"),  # a trailing newline
+        ("aGk_", "is not valid base64"),  # URL-safe alphabet
+        ("\u00e9\u00e9\u00e9\u00e9", "is not valid base64"),
+    ],
+)
+def test_file_contents_and_stdin_must_be_strict_base64(value: Any, reason: str) -> None:
+    with pytest.raises(wire.WireError) as refused:
+        wire.request_from_json("r", valid_body(files={"main.py": value}))
+    assert str(refused.value) == f"files['main.py'] {reason}"
+    with pytest.raises(wire.WireError) as refused:
+        wire.request_from_json("r", valid_body(stdin=value))
+    assert str(refused.value) == f"stdin {reason}"
+
+
+def test_every_refusal_is_a_value_error() -> None:
+    """Callers that catch ``ValueError`` (as the service does for bad JSON) catch these too."""
+    assert issubclass(wire.WireError, ValueError)
+
+
+# -- run ids
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    ["a", "7", "exec-42.try_1", "A" * 128, "a-_.", "Z" + "9" * 127],
+)
+def test_run_ids_the_pattern_accepts(run_id: str) -> None:
+    assert wire.RUN_ID.fullmatch(run_id)
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "",
+        "a" * 129,  # Docker names the sandbox after it; keep it short
+        "-a",  # would read as an option
+        ".a",
+        "..",
+        "_a",
+        "a/b",
+        "a b",
+        "a\n",
+        "a%2Fb",
+        "caf\u00e9",
+        "\u0661",  # an Arabic-Indic digit: \d would take it, [0-9] does not
+    ],
+)
+def test_run_ids_the_pattern_refuses(run_id: str) -> None:
+    assert wire.RUN_ID.fullmatch(run_id) is None
+
+
+# -- results
+
+
+def full_result(**changes: Any) -> RunResult:
+    fields: dict[str, Any] = {
+        "exit_code": 137,
+        "signal": 9,
+        "stdout": BINARY,
+        "stderr": b"Traceback\xff\x00",
+        "stdout_truncated": True,
+        "stderr_truncated": True,
+        "timed_out": True,
+        "oom_killed": True,
+        "wall_time_ms": 2001,
+        "peak_memory_bytes": 67_108_864,
+        "handle": "exec-42",
+        "error_kind": ErrorKind.BACKEND_ERROR,
+        "error_message": "the engine went away \u2014 twice",
+    }
+    fields.update(changes)
+    return RunResult(**fields)
+
+
+def test_a_result_survives_the_round_trip_with_every_field() -> None:
+    result = full_result()
+    assert wire.result_from_json(through_json(wire.result_to_json(result))) == result
+
+
+@pytest.mark.parametrize("kind", [*ErrorKind, None])
+def test_every_error_kind_survives_the_round_trip(kind: ErrorKind | None) -> None:
+    back = wire.result_from_json(through_json(wire.result_to_json(full_result(error_kind=kind))))
+    assert back.error_kind is kind
+
+
+def test_a_result_of_nulls_and_falses_survives_the_round_trip() -> None:
+    result = RunResult()
+    sent = through_json(wire.result_to_json(result))
+    assert sent["exit_code"] is None and sent["error_kind"] is None
+    assert wire.result_from_json(sent) == result
+
+
+def test_output_travels_as_base64() -> None:
+    sent = wire.result_to_json(full_result())
+    assert sent["stdout"] == base64.b64encode(BINARY).decode()
+    assert sent["error_kind"] == "backend_error"
+
+
+def test_fields_a_result_leaves_out_take_their_defaults() -> None:
+    assert wire.result_from_json({"exit_code": 3}) == RunResult(exit_code=3)
+
+
+def test_fields_a_newer_service_adds_are_ignored() -> None:
+    sent = through_json(wire.result_to_json(full_result()))
+    sent["cpu_time_ms"] = 12
+    assert wire.result_from_json(sent) == full_result()
+
+
+@pytest.mark.parametrize("data", [[], "done", None, 0])
+def test_a_result_that_is_not_an_object_is_refused(data: Any) -> None:
+    with pytest.raises(wire.WireError, match="the result must be a JSON object"):
+        wire.result_from_json(data)
+
+
+@pytest.mark.parametrize("value", ["0", 0.0, 1.5, True, False, [0], {}])
+@pytest.mark.parametrize("name", ["exit_code", "signal", "wall_time_ms", "peak_memory_bytes"])
+def test_whole_number_fields_refuse_anything_else(name: str, value: Any) -> None:
+    with pytest.raises(wire.WireError) as refused:
+        wire.result_from_json({name: value})
+    assert str(refused.value) == (
+        f"bad result: {name} must be a whole number or null, got {value!r}"
+    )
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", "false", None, []])
+@pytest.mark.parametrize(
+    "name", ["stdout_truncated", "stderr_truncated", "timed_out", "oom_killed"]
+)
+def test_flags_refuse_anything_but_true_or_false(name: str, value: Any) -> None:
+    with pytest.raises(wire.WireError) as refused:
+        wire.result_from_json({name: value})
+    assert str(refused.value) == f"bad result: {name} must be true or false"
+
+
+@pytest.mark.parametrize("value", [1, None, ["x"], {"x": "y"}])
+@pytest.mark.parametrize("name", ["handle", "error_message"])
+def test_text_fields_refuse_anything_else(name: str, value: Any) -> None:
+    with pytest.raises(wire.WireError) as refused:
+        wire.result_from_json({name: value})
+    assert str(refused.value) == f"bad result: {name} must be a string"
+
+
+@pytest.mark.parametrize("kind", ["exploded", "BACKEND_ERROR", "Refused", 5, True, ["refused"]])
+def test_an_unknown_error_kind_is_refused(kind: Any) -> None:
+    with pytest.raises(wire.WireError, match="bad result: "):
+        wire.result_from_json({"error_kind": kind})
+
+
+@pytest.mark.parametrize("name", ["stdout", "stderr"])
+@pytest.mark.parametrize("value", [None, 7, "aGk", "a b="])
+def test_output_must_be_strict_base64(name: str, value: Any) -> None:
+    with pytest.raises(wire.WireError, match=f"^{name} "):
+        wire.result_from_json({name: value})
+
+
+# -- digest and encoding
+
+
+def test_the_digest_is_the_sha256_of_the_exact_bytes() -> None:
+    # SHA-256 of the empty string, from FIPS 180-2's test vectors.
+    empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert wire.request_digest(b"") == empty
+    assert wire.request_digest(b"abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    assert wire.request_digest(b'{"a":1}') != wire.request_digest(b'{"a": 1}'), (
+        "the same JSON spelt differently is a different submission"
+    )
+
+
+def test_encoding_the_same_request_twice_gives_the_same_digest() -> None:
+    """A retried PUT must be recognised as the same run: its bytes must not change."""
+    first = wire.dumps(wire.request_to_json(make_request()))
+    again = wire.dumps(wire.request_to_json(make_request()))
+    assert wire.request_digest(first) == wire.request_digest(again)
+    other = wire.dumps(wire.request_to_json(make_request(stdin=b"other")))
+    assert wire.request_digest(first) != wire.request_digest(other)
+
+
+def test_dumps_is_compact_ascii_json() -> None:
+    data = {"a": [1, "caf\u00e9"], "b": {"c": None, "d": True}}
+    assert wire.dumps(data) == b'{"a":[1,"caf\\u00e9"],"b":{"c":null,"d":true}}'
+    assert json.loads(wire.dumps(data)) == data
