@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -18,6 +19,8 @@ from sandbox.policy import Limits, SandboxPolicy
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
+# The limits that may be fractions (CPUs); every other limit is a whole number.
+FRACTIONAL_LIMITS = frozenset(f.name for f in dataclasses.fields(Limits) if f.type == "float")
 
 
 class WireError(ValueError):
@@ -59,8 +62,7 @@ def request_from_json(run_id: str, data: Any) -> RunRequest:
         if not isinstance(limits_data, dict) or set(limits_data) - set(LIMIT_FIELDS):
             raise WireError(f"limits must be an object with keys among {', '.join(LIMIT_FIELDS)}")
         for key, value in limits_data.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise WireError(f"limits.{key} must be a positive number")
+            _check_limit(key, value)
         limits = Limits(**limits_data)
         command = data["command"]
         if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
@@ -86,13 +88,31 @@ def request_from_json(run_id: str, data: Any) -> RunRequest:
             command=tuple(command),
             files={str(name): _unb64(body, f"files[{name!r}]") for name, body in files.items()},
             stdin=_unb64(data.get("stdin", ""), "stdin"),
-            policy=SandboxPolicy(limits=limits, network=bool(data.get("network", False))),
+            policy=SandboxPolicy(limits=limits, network=_flag(data.get("network", False))),
             labels=labels,
         )
     except KeyError as exc:
         raise WireError(f"missing field {exc.args[0]!r}") from exc
     except TypeError as exc:
         raise WireError(str(exc)) from exc
+
+
+def _check_limit(key: str, value: Any) -> None:
+    # NaN and infinities compare false with every cap, so they must never get this far; a
+    # whole-number limit must be an integer, or it would reach the runner as a fraction.
+    if key in FRACTIONAL_LIMITS:
+        ok = isinstance(value, int | float) and math.isfinite(value)
+    else:
+        ok = isinstance(value, int)
+    if isinstance(value, bool) or not ok or value <= 0:
+        kind = "number" if key in FRACTIONAL_LIMITS else "whole number"
+        raise WireError(f"limits.{key} must be a positive {kind}")
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise WireError("network must be true or false")
+    return value
 
 
 def request_digest(body: bytes) -> str:

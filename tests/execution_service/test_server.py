@@ -745,3 +745,11 @@ def test_the_platforms_remote_backend_runs_through_this_server(node: Node) -> No
     assert result == echo(request)
     assert node.backend.received == [request]
     assert client.health().ok is True
+
+
+def test_a_nan_limit_does_not_slip_under_the_caps(node: Node) -> None:
+    body = body_of(make_request()).replace(b'"wall_time_ms":1000', b'"wall_time_ms":NaN')
+    assert b"NaN" in body
+    answer = node.put(make_request(), body)
+    assert answer.status_code == 400, answer.text
+    assert node.backend.received == []

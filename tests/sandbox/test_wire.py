@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 from typing import Any
 
 import pytest
@@ -175,13 +176,38 @@ def test_limits_must_be_an_object_of_known_fields(limits: Any) -> None:
         wire.request_from_json("r", valid_body(limits=limits))
 
 
-@pytest.mark.parametrize("value", [0, -1, -0.5, "1000", None, True, [1000], {"ms": 1}])
+BAD_LIMITS = [0, -1, -0.5, "1000", None, True, [1000], {"ms": 1}, math.nan, math.inf, -math.inf]
+
+
+@pytest.mark.parametrize("value", BAD_LIMITS)
 @pytest.mark.parametrize("name", wire.LIMIT_FIELDS)
-def test_each_limit_must_be_a_positive_number(name: str, value: Any) -> None:
+def test_each_limit_must_be_a_positive_finite_number(name: str, value: Any) -> None:
     limits = {"wall_time_ms": 1000, "memory_mb": 64, "output_bytes": 10, name: value}
+    kind = "number" if name == "cpus" else "whole number"
     with pytest.raises(wire.WireError) as refused:
         wire.request_from_json("r", valid_body(limits=limits))
-    assert str(refused.value) == f"limits.{name} must be a positive number"
+    assert str(refused.value) == f"limits.{name} must be a positive {kind}"
+
+
+@pytest.mark.parametrize("name", sorted(set(wire.LIMIT_FIELDS) - {"cpus"}))
+def test_a_whole_number_limit_refuses_a_fraction(name: str) -> None:
+    limits = {"wall_time_ms": 1000, "memory_mb": 64, "output_bytes": 10, name: 1.5}
+    with pytest.raises(wire.WireError, match=rf"limits\.{name} must be a positive whole number"):
+        wire.request_from_json("r", valid_body(limits=limits))
+
+
+def test_a_limit_of_nan_in_the_json_text_is_refused() -> None:
+    # json.loads takes the token NaN, and NaN compares false with every cap.
+    limits = json.loads('{"wall_time_ms": NaN, "memory_mb": 64, "output_bytes": 10}')
+    refusal = r"limits\.wall_time_ms must be a positive whole number"
+    with pytest.raises(wire.WireError, match=refusal):
+        wire.request_from_json("r", valid_body(limits=limits))
+
+
+@pytest.mark.parametrize("network", ["false", 0, 1, None, [True]])
+def test_network_must_be_a_boolean(network: Any) -> None:
+    with pytest.raises(wire.WireError, match="network must be true or false"):
+        wire.request_from_json("r", valid_body(network=network))
 
 
 @pytest.mark.parametrize("command", [[], "python3 main.py", ["python3", 1], [None], None])
