@@ -12,7 +12,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from executions import services
+from executions import budget, services
 from executions.backends.fake import FakeBackend
 from executions.models import AuditEvent, Evaluation, Execution, Runtime
 from executions.models import TestCase as Case
@@ -346,7 +346,7 @@ def test_rerun_on_an_unknown_backend_is_refused(user: Any, runtime: Runtime) -> 
 def test_task_timeout_follows_the_runtime_maximum(user: Any, runtime: Runtime) -> None:
     evaluation = submit(user, runtime, test_cases=[{"stdin": "1"}, {"stdin": "2"}])
     # Two runs, each up to the runtime's 10 s cap plus overhead, plus the reaper's grace.
-    assert services.task_timeout_s(evaluation) == 2 * (10 + services.RUN_OVERHEAD_S) + 30
+    assert budget.task_timeout_s(evaluation) == 2 * (10 + budget.RUN_OVERHEAD_S) + 30
     assert CaseResult.objects.count() == 0
 
 
@@ -356,17 +356,17 @@ def test_a_backends_start_allowance_extends_timeouts_and_deadlines(
     """A backend that may wait to start a sandbox (a pod being scheduled) gets that time on
     top of the wall time, so the reaper does not close a run that is still starting."""
     evaluation = submit(user, runtime, test_cases=[{"stdin": "1"}, {"stdin": "2"}])
-    plain_timeout = services.task_timeout_s(evaluation, backend="fake")
-    plain_orphan_age = services.orphan_age_s()
+    plain_timeout = budget.task_timeout_s(evaluation, backend="fake")
+    plain_orphan_age = budget.orphan_age_s()
     monkeypatch.setattr(FakeBackend, "start_allowance_s", 45.0)
-    assert services.task_timeout_s(evaluation, backend="fake") == plain_timeout + 2 * 45
-    assert services.orphan_age_s() == plain_orphan_age + 45
+    assert budget.task_timeout_s(evaluation, backend="fake") == plain_timeout + 2 * 45
+    assert budget.orphan_age_s() == plain_orphan_age + 45
 
     execution = services.execution_claim(evaluation.executions.get().pk)
     assert execution is not None and execution.deadline_at is not None
     assert execution.started_at is not None
     allowed = (execution.deadline_at - execution.started_at).total_seconds()
-    per_run = evaluation.time_limit_ms / 1000 + services.RUN_OVERHEAD_S + 45
+    per_run = evaluation.time_limit_ms / 1000 + budget.RUN_OVERHEAD_S + 45
     assert allowed == pytest.approx(2 * per_run)
 
 

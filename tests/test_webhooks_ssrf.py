@@ -24,6 +24,7 @@ from django.contrib.auth.models import User
 
 from executions import webhooks
 from executions.models import Runtime
+from executions.webhooks import transport
 from tests.api.conftest import Receiver, ended_execution
 from tests.conftest import require_real
 
@@ -96,7 +97,8 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
     """Retries queued (execution id, attempt, delay) instead of sent to the task queue."""
     calls: list[tuple[int, int, int]] = []
     monkeypatch.setattr(
-        webhooks, "_enqueue", lambda pk, attempt, delay_s=0: calls.append((pk, attempt, delay_s))
+        "executions.webhooks.delivery._enqueue",
+        lambda pk, attempt, delay_s=0: calls.append((pk, attempt, delay_s)),
     )
     return calls
 
@@ -367,7 +369,7 @@ ACCEPTED = [
 @pytest.mark.parametrize(("text", "reason"), REFUSED)
 def test_addresses_that_are_not_public_are_refused(text: str, reason: str) -> None:
     address = ipaddress.ip_address(text)
-    assert reason in webhooks._forbidden_reason(address)
+    assert reason in transport._forbidden_reason(address)
     with pytest.raises(webhooks.Refused) as as_address:
         webhooks.check_address(str(address), address)
     assert str(as_address.value).startswith(f"{address} is ")
@@ -382,7 +384,7 @@ def test_addresses_that_are_not_public_are_refused(text: str, reason: str) -> No
 def test_public_addresses_are_accepted(dns: FakeDNS, text: str) -> None:
     """So that a guard refusing everything fails too."""
     address = ipaddress.ip_address(text)
-    assert webhooks._forbidden_reason(address) == ""
+    assert transport._forbidden_reason(address) == ""
     webhooks.check_address(str(address), address)
     dns.answers["hooks.example"] = [[text]]
     target = webhooks.resolve_target("https://hooks.example/hook")
@@ -481,7 +483,7 @@ def test_urls_that_cannot_be_reached_say_why(dns: FakeDNS, url: str, message: st
 )
 def test_each_refusal_names_its_reason_exactly(text: str, reason: str) -> None:
     address = ipaddress.ip_address(text)
-    assert webhooks._forbidden_reason(address) == reason
+    assert transport._forbidden_reason(address) == reason
     with pytest.raises(webhooks.Refused) as refused:
         webhooks.check_address(text, address)
     assert str(refused.value) == (
@@ -511,8 +513,8 @@ def test_the_pinned_https_connection_keeps_the_timeout(monkeypatch: pytest.Monke
         seen.append((address, timeout))
         raise OSError("not connecting in this test")
 
-    monkeypatch.setattr(webhooks.socket, "create_connection", refuse)
-    connection = webhooks._PinnedHTTPSConnection("192.0.2.1", "hooks.example", port=443, timeout=7)
+    monkeypatch.setattr(transport.socket, "create_connection", refuse)
+    connection = transport._PinnedHTTPSConnection("192.0.2.1", "hooks.example", port=443, timeout=7)
     with pytest.raises(OSError):
         connection.connect()
     assert seen == [(("192.0.2.1", 443), 7)]

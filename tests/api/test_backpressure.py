@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
-from executions import services
+from executions.api import idempotency
 from executions.api.throttling import UserThrottle
 from executions.models import Evaluation, IdempotencyKey, UserQuota
 from tests.api.conftest import submission
@@ -75,12 +75,12 @@ def test_a_key_of_the_wrong_length_is_a_400_naming_the_header(api: APIClient, ke
 
 
 def test_key_in_progress_is_reported(user: User) -> None:
-    first = services.idempotency_claim(user=user, key="busy", fingerprint="f")
+    first = idempotency.idempotency_claim(user=user, key="busy", fingerprint="f")
     assert first.record_id is not None
-    second = services.idempotency_claim(user=user, key="busy", fingerprint="f")
+    second = idempotency.idempotency_claim(user=user, key="busy", fingerprint="f")
     assert second.in_progress and second.record_id is None
-    services.idempotency_release(first.record_id)
-    assert services.idempotency_claim(user=user, key="busy", fingerprint="f").record_id
+    idempotency.idempotency_release(first.record_id)
+    assert idempotency.idempotency_claim(user=user, key="busy", fingerprint="f").record_id
 
 
 def test_batch_and_rerun_are_idempotent(api: APIClient, roomy_quota: UserQuota) -> None:

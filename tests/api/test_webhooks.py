@@ -43,7 +43,8 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
     """Deliveries queued (execution id, attempt, delay) instead of sent to the task queue."""
     calls: list[tuple[int, int, int]] = []
     monkeypatch.setattr(
-        webhooks, "_enqueue", lambda pk, attempt, delay_s=0: calls.append((pk, attempt, delay_s))
+        "executions.webhooks.delivery._enqueue",
+        lambda pk, attempt, delay_s=0: calls.append((pk, attempt, delay_s)),
     )
     return calls
 
@@ -63,7 +64,7 @@ def test_signed_delivery_verifies(
     assert request["path"] == "/hook?x=1"
     headers = request["headers"]
     assert headers["Host"] == receiver.url.split("/")[2]
-    secret = services.webhook_secret_for(user)
+    secret = webhooks.webhook_secret_for(user)
     assert webhooks.verify_signature(
         secret,
         request["body"],
@@ -130,7 +131,7 @@ def test_the_payload_holds_no_output_nor_test_cases(
     # The signature is the documented HMAC, computed here without the project's sign().
     timestamp = request["headers"]["X-Evalplatform-Timestamp"]
     digest = hmac.new(
-        services.webhook_secret_for(user).encode(),
+        webhooks.webhook_secret_for(user).encode(),
         f"{timestamp}.".encode() + request["body"],
         hashlib.sha256,
     ).hexdigest()
@@ -246,7 +247,7 @@ def test_an_endless_answer_is_read_only_up_to_the_cap(
         answers.append(real_post(*args, **kwargs))
         return answers[-1]
 
-    monkeypatch.setattr(webhooks, "post", post)
+    monkeypatch.setattr("executions.webhooks.delivery.post", post)
     try:
         execution = ended_execution(user, endless.url)
         started = time.monotonic()
@@ -362,7 +363,7 @@ def test_delivered_by_the_cluster_when_a_run_ends(
     [request] = receiver.requests
     headers = request["headers"]
     assert webhooks.verify_signature(
-        services.webhook_secret_for(user),
+        webhooks.webhook_secret_for(user),
         request["body"],
         headers["X-Evalplatform-Timestamp"],
         headers["X-Evalplatform-Signature"],
