@@ -1,4 +1,4 @@
-"""The SSRF guard of ``executions.webhooks``: which addresses a webhook may reach, the
+"""The SSRF guard of ``executions.webhooks.transport``: which addresses a webhook may reach, the
 allow-list, and that the connection goes to the address that was checked (DNS rebinding, names
 with several addresses, HTTPS pinned to the address but checked against the name).
 
@@ -25,8 +25,8 @@ from django.contrib.auth.models import User
 from executions import webhooks
 from executions.models import Runtime
 from executions.webhooks import transport
-from tests.api.conftest import Receiver, ended_execution
 from tests.conftest import require_real
+from tests.webhooks.conftest import Receiver, ended_execution
 
 pytestmark = pytest.mark.django_db
 
@@ -391,6 +391,33 @@ def test_public_addresses_are_accepted(dns: FakeDNS, text: str) -> None:
     assert ipaddress.ip_address(target.address) == address
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:9/", "loopback"),
+        ("http://localhost:9/", "loopback"),
+        ("http://10.1.2.3/", "private"),
+        ("http://192.168.0.1/", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://[::1]:9/", "loopback"),
+        ("http://[::ffff:127.0.0.1]:9/", "loopback"),
+        ("http://0.0.0.0:9/", "unspecified"),
+        ("http://224.0.0.1/", "multicast"),
+    ],
+)
+def test_private_targets_are_refused(
+    user: User, runtime: Runtime, enqueued: list[Any], url: str, reason: str
+) -> None:
+    """At delivery, a name is refused by what it resolves to, and a literal address (stored
+    before the allow-list changed) by itself."""
+    execution = ended_execution(user, url, stored=True)
+    delivery = webhooks.deliver(execution.pk, 1)
+    assert not delivery.succeeded and delivery.status_code is None
+    assert delivery.error.startswith("Refused:") and reason in delivery.error
+    assert "EXECUTION_WEBHOOK_ALLOWLIST" in delivery.error
+    assert delivery.next_retry_at is None and enqueued == []
+
+
 # The allow-list ---------------------------------------------------------------------------
 
 
@@ -518,3 +545,15 @@ def test_the_pinned_https_connection_keeps_the_timeout(monkeypatch: pytest.Monke
     with pytest.raises(OSError):
         connection.connect()
     assert seen == [(("192.0.2.1", 443), 7)]
+
+
+def test_allowlist_by_cidr(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_ALLOWLIST": ["10.0.0.0/8"]}
+    assert webhooks.resolve_target("http://10.1.2.3:8080/x").address == "10.1.2.3"
+    with pytest.raises(webhooks.Refused):
+        webhooks.resolve_target("http://192.168.1.1/")
+
+
+def test_only_http_schemes() -> None:
+    with pytest.raises(webhooks.Refused, match="Only http and https"):
+        webhooks.resolve_target("file:///etc/passwd")
