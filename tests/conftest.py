@@ -13,7 +13,7 @@ from django_q.conf import Conf
 
 from executions import backends
 from executions.backends.fake import FakeBackend
-from executions.models import Runtime
+from executions.models import Runtime, UserQuota
 
 
 def require_real(part: str, reason: str) -> NoReturn:
@@ -61,6 +61,12 @@ def other_user(db: None) -> User:
 @pytest.fixture
 def staff(db: None) -> User:
     return User.objects.create_superuser("root", password="correct horse battery staple")
+
+
+@pytest.fixture
+def roomy_quota(user: User) -> UserQuota:
+    """Enough quota that tests submitting many evaluations are not refused by it."""
+    return UserQuota.objects.create(user=user, max_concurrent=10_000, max_per_day=10_000)
 
 
 @pytest.fixture

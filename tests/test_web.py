@@ -120,7 +120,7 @@ def test_program_output_is_escaped(
 ) -> None:
     settings.EXECUTIONS = {
         **settings.EXECUTIONS,
-        "BACKEND": "tests.test_services.HostileOutputBackend",
+        "BACKEND": "tests.services.test_running.HostileOutputBackend",
     }
     evaluation = services.evaluation_submit(user=user, runtime=runtime, source="print(1)")
     services.execution_run(evaluation.executions.get().pk)

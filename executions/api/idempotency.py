@@ -12,13 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from executions import services
+from executions.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -34,6 +40,66 @@ class KeyInProgress(exceptions.APIException):
     default_code = "idempotency_key_in_progress"
 
 
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What ``idempotency_claim`` found: ``replay`` holds the stored (status, body) of an
+    earlier identical request; ``conflict`` says why the key cannot be used; neither means
+    the caller owns the key now and must call ``idempotency_store`` or
+    ``idempotency_release``."""
+
+    record_id: int | None = None
+    replay: tuple[int, Any] | None = None
+    conflict: str = ""
+    in_progress: bool = False
+
+
+def idempotency_claim(*, user: User, key: str, fingerprint: str) -> IdempotencyClaim:
+    """Reserve ``key`` for this request, or report the earlier response or a conflict.
+
+    Race-safe: the unique (user, key) constraint lets exactly one concurrent request create
+    the record; the others read it. Keys older than 24 hours are forgotten.
+    """
+    if not key or len(key) > 255:
+        raise ValidationError({"Idempotency-Key": "Give 1 to 255 characters."})
+    IdempotencyKey.objects.filter(
+        user=user, key=key, created_at__lt=timezone.now() - IDEMPOTENCY_TTL
+    ).delete()
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint)
+        return IdempotencyClaim(record_id=record.pk)
+    except IntegrityError:
+        pass
+    existing = IdempotencyKey.objects.filter(user=user, key=key).first()
+    if existing is None:  # expired and deleted by a concurrent request in between
+        return IdempotencyClaim(conflict="Idempotency-Key was just reused; retry the request.")
+    if existing.fingerprint != fingerprint:
+        return IdempotencyClaim(
+            conflict="This Idempotency-Key was already used for a different request "
+            "(another path or body). Use a new key for a new request."
+        )
+    if existing.status_code is None:
+        return IdempotencyClaim(
+            conflict="A request with this Idempotency-Key is still being handled; "
+            "retry when it has finished.",
+            in_progress=True,
+        )
+    return IdempotencyClaim(replay=(existing.status_code, existing.response))
+
+
+def idempotency_store(record_id: int, status_code: int, response: Any) -> None:
+    IdempotencyKey.objects.filter(pk=record_id).update(status_code=status_code, response=response)
+
+
+def idempotency_release(record_id: int) -> None:
+    """Forget a claimed key whose request should be retried for real (e.g. refused by
+    back-pressure, or failed inside the platform)."""
+    IdempotencyKey.objects.filter(pk=record_id, status_code__isnull=True).delete()
+
+
 def _fingerprint(request: Request) -> str:
     body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
     text = f"{request.method} {request.get_full_path()}\n{body}"
@@ -46,7 +112,7 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
     if key is None:
         return handle()
     assert isinstance(request.user, User)
-    claim = services.idempotency_claim(
+    claim = idempotency_claim(
         user=request.user,
         key=key,
         fingerprint=_fingerprint(request),
@@ -62,10 +128,10 @@ def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
     try:
         response = handle()
     except BaseException:
-        services.idempotency_release(claim.record_id)
+        idempotency_release(claim.record_id)
         raise
     if 200 <= response.status_code < 300:
-        services.idempotency_store(claim.record_id, response.status_code, response.data)
+        idempotency_store(claim.record_id, response.status_code, response.data)
     else:
-        services.idempotency_release(claim.record_id)
+        idempotency_release(claim.record_id)
     return response

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
 from rest_framework.test import APIClient
 
-from executions import services
+from executions.api import idempotency
 from executions.api.throttling import UserThrottle
 from executions.models import Evaluation, IdempotencyKey, UserQuota
 from tests.api.conftest import submission
@@ -75,12 +74,12 @@ def test_a_key_of_the_wrong_length_is_a_400_naming_the_header(api: APIClient, ke
 
 
 def test_key_in_progress_is_reported(user: User) -> None:
-    first = services.idempotency_claim(user=user, key="busy", fingerprint="f")
+    first = idempotency.idempotency_claim(user=user, key="busy", fingerprint="f")
     assert first.record_id is not None
-    second = services.idempotency_claim(user=user, key="busy", fingerprint="f")
+    second = idempotency.idempotency_claim(user=user, key="busy", fingerprint="f")
     assert second.in_progress and second.record_id is None
-    services.idempotency_release(first.record_id)
-    assert services.idempotency_claim(user=user, key="busy", fingerprint="f").record_id
+    idempotency.idempotency_release(first.record_id)
+    assert idempotency.idempotency_claim(user=user, key="busy", fingerprint="f").record_id
 
 
 def test_batch_and_rerun_are_idempotent(api: APIClient, roomy_quota: UserQuota) -> None:
@@ -143,26 +142,6 @@ def test_queue_depth_is_503(api: APIClient, settings: Any, roomy_quota: UserQuot
     batch = post(api, "/api/v1/evaluations/batch/", {"items": [submission()]})
     assert batch.status_code == 503
     assert Evaluation.objects.count() == 1
-
-
-def test_web_submit_enforces_queue_depth(user: User, runtime: Any, settings: Any) -> None:
-    settings.EXECUTIONS = {**settings.EXECUTIONS, "MAX_QUEUE_DEPTH": 0}
-    client = Client()
-    client.force_login(user)
-    response = client.post(
-        "/evaluations/new/",
-        {
-            "runtime": "python-3.11",
-            "source": "print(1)\n",
-            "stdin": "",
-            "title": "",
-            "cases-TOTAL_FORMS": "0",
-            "cases-INITIAL_FORMS": "0",
-        },
-    )
-    assert response.status_code == 200
-    assert "The platform is busy" in response.content.decode()
-    assert Evaluation.objects.count() == 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""The SSRF guard of ``executions.webhooks``: which addresses a webhook may reach, the
+"""The SSRF guard of ``executions.webhooks.transport``: which addresses a webhook may reach, the
 allow-list, and that the connection goes to the address that was checked (DNS rebinding, names
 with several addresses, HTTPS pinned to the address but checked against the name).
 
@@ -24,8 +24,9 @@ from django.contrib.auth.models import User
 
 from executions import webhooks
 from executions.models import Runtime
-from tests.api.conftest import Receiver, ended_execution
+from executions.webhooks import transport
 from tests.conftest import require_real
+from tests.webhooks.conftest import Receiver, ended_execution
 
 pytestmark = pytest.mark.django_db
 
@@ -96,7 +97,8 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
     """Retries queued (execution id, attempt, delay) instead of sent to the task queue."""
     calls: list[tuple[int, int, int]] = []
     monkeypatch.setattr(
-        webhooks, "_enqueue", lambda pk, attempt, delay_s=0: calls.append((pk, attempt, delay_s))
+        "executions.webhooks.delivery._enqueue",
+        lambda pk, attempt, delay_s=0: calls.append((pk, attempt, delay_s)),
     )
     return calls
 
@@ -367,7 +369,7 @@ ACCEPTED = [
 @pytest.mark.parametrize(("text", "reason"), REFUSED)
 def test_addresses_that_are_not_public_are_refused(text: str, reason: str) -> None:
     address = ipaddress.ip_address(text)
-    assert reason in webhooks._forbidden_reason(address)
+    assert reason in transport._forbidden_reason(address)
     with pytest.raises(webhooks.Refused) as as_address:
         webhooks.check_address(str(address), address)
     assert str(as_address.value).startswith(f"{address} is ")
@@ -382,11 +384,38 @@ def test_addresses_that_are_not_public_are_refused(text: str, reason: str) -> No
 def test_public_addresses_are_accepted(dns: FakeDNS, text: str) -> None:
     """So that a guard refusing everything fails too."""
     address = ipaddress.ip_address(text)
-    assert webhooks._forbidden_reason(address) == ""
+    assert transport._forbidden_reason(address) == ""
     webhooks.check_address(str(address), address)
     dns.answers["hooks.example"] = [[text]]
     target = webhooks.resolve_target("https://hooks.example/hook")
     assert ipaddress.ip_address(target.address) == address
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:9/", "loopback"),
+        ("http://localhost:9/", "loopback"),
+        ("http://10.1.2.3/", "private"),
+        ("http://192.168.0.1/", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://[::1]:9/", "loopback"),
+        ("http://[::ffff:127.0.0.1]:9/", "loopback"),
+        ("http://0.0.0.0:9/", "unspecified"),
+        ("http://224.0.0.1/", "multicast"),
+    ],
+)
+def test_private_targets_are_refused(
+    user: User, runtime: Runtime, enqueued: list[Any], url: str, reason: str
+) -> None:
+    """At delivery, a name is refused by what it resolves to, and a literal address (stored
+    before the allow-list changed) by itself."""
+    execution = ended_execution(user, url, stored=True)
+    delivery = webhooks.deliver(execution.pk, 1)
+    assert not delivery.succeeded and delivery.status_code is None
+    assert delivery.error.startswith("Refused:") and reason in delivery.error
+    assert "EXECUTION_WEBHOOK_ALLOWLIST" in delivery.error
+    assert delivery.next_retry_at is None and enqueued == []
 
 
 # The allow-list ---------------------------------------------------------------------------
@@ -481,7 +510,7 @@ def test_urls_that_cannot_be_reached_say_why(dns: FakeDNS, url: str, message: st
 )
 def test_each_refusal_names_its_reason_exactly(text: str, reason: str) -> None:
     address = ipaddress.ip_address(text)
-    assert webhooks._forbidden_reason(address) == reason
+    assert transport._forbidden_reason(address) == reason
     with pytest.raises(webhooks.Refused) as refused:
         webhooks.check_address(text, address)
     assert str(refused.value) == (
@@ -511,8 +540,20 @@ def test_the_pinned_https_connection_keeps_the_timeout(monkeypatch: pytest.Monke
         seen.append((address, timeout))
         raise OSError("not connecting in this test")
 
-    monkeypatch.setattr(webhooks.socket, "create_connection", refuse)
-    connection = webhooks._PinnedHTTPSConnection("192.0.2.1", "hooks.example", port=443, timeout=7)
+    monkeypatch.setattr(transport.socket, "create_connection", refuse)
+    connection = transport._PinnedHTTPSConnection("192.0.2.1", "hooks.example", port=443, timeout=7)
     with pytest.raises(OSError):
         connection.connect()
     assert seen == [(("192.0.2.1", 443), 7)]
+
+
+def test_allowlist_by_cidr(settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_ALLOWLIST": ["10.0.0.0/8"]}
+    assert webhooks.resolve_target("http://10.1.2.3:8080/x").address == "10.1.2.3"
+    with pytest.raises(webhooks.Refused):
+        webhooks.resolve_target("http://192.168.1.1/")
+
+
+def test_only_http_schemes() -> None:
+    with pytest.raises(webhooks.Refused, match="Only http and https"):
+        webhooks.resolve_target("file:///etc/passwd")

@@ -12,6 +12,7 @@ from django.utils import timezone
 from executions import services
 from executions.backends.fake import FakeBackend
 from executions.models import AuditEvent, Execution, Runtime, Status
+from executions.services import reaping, running
 
 pytestmark = pytest.mark.django_db
 
@@ -91,7 +92,7 @@ def test_a_late_result_after_reaping_is_discarded(execution: Execution) -> None:
     make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
     services.executions_reap()
     execution.refresh_from_db()
-    assert not services._finish(execution, Status.FINISHED, None, verdict="accepted")
+    assert not running._finish(execution, Status.FINISHED, None, verdict="accepted")
     execution.refresh_from_db()
     assert execution.status == "error"
 
@@ -127,16 +128,16 @@ def test_a_run_that_ends_while_being_reaped_is_neither_counted_nor_cancelled(
     conditional update finds nothing to close, and the finished run's sandbox is not
     touched."""
     make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
-    real_finish_error = services._finish_error
+    real_finish_error = reaping._finish_error
 
     def worker_wins(target: Execution, *args: Any, **kwargs: Any) -> bool:
         Execution.objects.filter(pk=target.pk).update(status="finished")
         return real_finish_error(target, *args, **kwargs)
 
     cancelled: list[str] = []
-    monkeypatch.setattr(services, "_finish_error", worker_wins)
+    monkeypatch.setattr(reaping, "_finish_error", worker_wins)
     monkeypatch.setattr(
-        services, "_cancel_sandbox", lambda backend, handle: cancelled.append(handle)
+        reaping, "_cancel_sandbox", lambda backend, handle: cancelled.append(handle)
     )
     assert services.executions_reap().closed == 0
     assert cancelled == []

@@ -105,3 +105,11 @@ def test_a_malformed_timestamp_is_refused(
     """Refused, not raised, even when the signature over it is right."""
     clock(int(TIMESTAMP))
     assert verify(SECRET, BODY, timestamp, webhooks.sign(SECRET, timestamp, BODY)) is False
+
+
+def test_old_signatures_are_refused() -> None:
+    body = b"{}"
+    signature = webhooks.sign("s", 1000, body)
+    assert webhooks.verify_signature("s", body, "1000", signature, now=1100)
+    assert not webhooks.verify_signature("s", body, "1000", signature, now=2000)
+    assert not webhooks.verify_signature("s", body, "soon", signature)

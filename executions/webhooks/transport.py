@@ -1,24 +1,7 @@
-"""Signed webhooks sent when an execution ends: the one module that speaks HTTP to receivers.
+"""The SSRF-checked HTTP transport of webhooks: address checks and a POST pinned to them.
 
-Contract for receivers. Each delivery is ``POST callback_url`` with a JSON body (see
-``payload``) and these headers:
-
-``X-Evalplatform-Event``
-    ``execution.ended``
-``X-Evalplatform-Delivery``
-    ``<execution id>-<attempt>``; a retry of the same event carries the same execution id.
-``X-Evalplatform-Timestamp``
-    Unix seconds when this attempt was signed.
-``X-Evalplatform-Signature``
-    ``sha256=<hex>``: HMAC-SHA256, keyed with the owner's webhook secret, over
-    ``f"{timestamp}.{body}"`` (the raw body bytes). Check it with ``verify_signature``.
-
-Any 2xx answer ends the delivery; anything else (or no answer within the timeout) is retried
-with exponential backoff, ``EXECUTIONS["WEBHOOK_MAX_ATTEMPTS"]`` attempts in all. Every
-attempt is recorded as a ``WebhookDelivery``.
-
-SSRF guard: only http(s); the host is resolved once, every address must be public (not
-loopback, private, link-local, reserved, multicast, unspecified, the metadata addresses
+Only http(s); the host is resolved once, every address must be public (not loopback,
+private, link-local, reserved, multicast, unspecified, the metadata addresses
 169.254.169.254 and fd00:ec2::254, nor any other address that is not global, such as the
 shared address space 100.64.0.0/10) unless the host name or a CIDR holding the address is in
 ``EXECUTIONS["WEBHOOK_ALLOWLIST"]``; the connection goes to that checked address (no second
@@ -31,70 +14,22 @@ here, since what it resolves to may change.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import ipaddress
-import json
-import logging
 import socket
 import ssl
-import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import IntegrityError
-from django.utils import timezone
-
 from executions.conf import execution_settings
 
-logger = logging.getLogger(__name__)
-
-SIGNATURE_HEADER = "X-Evalplatform-Signature"
-TIMESTAMP_HEADER = "X-Evalplatform-Timestamp"
-EVENT = "execution.ended"
 USER_AGENT = "evalplatform-webhooks/1"
 METADATA_ADDRESSES = {
     ipaddress.ip_address("169.254.169.254"),
     ipaddress.ip_address("fd00:ec2::254"),
 }
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# A receiver's clock may differ a little; older signatures are refused as replays.
-DEFAULT_TOLERANCE_S = 300
-
-
-def sign(secret: str, timestamp: int | str, body: bytes) -> str:
-    """The ``X-Evalplatform-Signature`` value for ``body`` sent at ``timestamp``."""
-    message = str(timestamp).encode() + b"." + body
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def verify_signature(
-    secret: str,
-    body: bytes,
-    timestamp: str,
-    signature: str,
-    *,
-    tolerance_s: int = DEFAULT_TOLERANCE_S,
-    now: float | None = None,
-) -> bool:
-    """True when ``signature`` (the ``X-Evalplatform-Signature`` header) was made with
-    ``secret`` over this exact ``body`` and ``timestamp`` header, and the timestamp is within
-    ``tolerance_s`` of now. Compares in constant time. Receivers may copy this function: it
-    needs only the standard library."""
-    try:
-        age = abs((time.time() if now is None else now) - int(timestamp))
-    except (TypeError, ValueError):
-        return False
-    if age > tolerance_s:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
-
-
-# Address checks ---------------------------------------------------------------------------
 
 
 class Refused(Exception):
@@ -273,115 +208,3 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float)
         return Response(answer.status, data)
     finally:
         connection.close()
-
-
-# Deliveries -------------------------------------------------------------------------------
-
-
-def payload(execution: Any) -> dict[str, Any]:
-    """The JSON body of an ``execution.ended`` delivery. Only what the owner may see: no
-    test case contents and no program output (fetch the evaluation for those)."""
-    return {
-        "event": EVENT,
-        "evaluation_id": execution.evaluation_id,
-        "execution_id": execution.pk,
-        "attempt": execution.attempt,
-        "status": execution.status,
-        "verdict": execution.verdict,
-        "score": None if execution.score is None else str(execution.score),
-        "error_kind": execution.error_kind,
-        "finished_at": execution.finished_at.isoformat() if execution.finished_at else None,
-    }
-
-
-def execution_ended(execution_id: int) -> None:
-    """Queue the first delivery for an execution that just ended, if its evaluation has a
-    callback URL. Called by the services after commit; never raises into them."""
-    from executions.models import Execution
-
-    try:
-        if Execution.objects.filter(pk=execution_id).exclude(evaluation__callback_url="").exists():
-            _enqueue(execution_id, 1)
-    except Exception:
-        logger.exception("Could not queue the webhook of execution %s", execution_id)
-
-
-def _enqueue(execution_id: int, attempt: int, delay_s: int = 0) -> None:
-    from django_q.models import Schedule
-    from django_q.tasks import async_task, schedule
-
-    name = f"webhook-{execution_id}-{attempt}"
-    if delay_s <= 0:
-        async_task("executions.tasks.deliver_webhook", execution_id, attempt, task_name=name)
-        return
-    schedule(
-        "executions.tasks.deliver_webhook",
-        execution_id,
-        attempt,
-        name=name,
-        schedule_type=Schedule.ONCE,
-        repeats=1,
-        next_run=timezone.now() + timedelta(seconds=delay_s),
-    )
-
-
-def backoff_s(attempt: int) -> int:
-    """Delay before attempt ``attempt + 1``: the base doubling each time (10 s, 20 s, 40 s…)."""
-    return int(execution_settings.WEBHOOK_BACKOFF_S * 2 ** (attempt - 1))
-
-
-def deliver(execution_id: int, attempt: int) -> Any:
-    """Make attempt ``attempt`` of an execution's webhook, record it, and schedule the next
-    one if it failed and attempts remain. Returns the ``WebhookDelivery``, or None when there
-    is nothing to do (no callback URL, or this attempt was already made)."""
-    from executions import services
-    from executions.models import Execution, WebhookDelivery
-
-    execution = Execution.objects.select_related("evaluation__owner").filter(pk=execution_id)
-    found = execution.first()
-    if found is None or not found.evaluation.callback_url:
-        return None
-    url = found.evaluation.callback_url
-    try:
-        delivery = WebhookDelivery.objects.create(execution=found, url=url, attempt=attempt)
-    except IntegrityError:
-        logger.info("Webhook attempt %s of execution %s was already made.", attempt, execution_id)
-        return None
-    body = json.dumps(payload(found), separators=(",", ":")).encode()
-    timestamp = str(int(time.time()))
-    secret = services.webhook_secret_for(found.evaluation.owner)
-    headers = {
-        "X-Evalplatform-Event": EVENT,
-        "X-Evalplatform-Delivery": f"{execution_id}-{attempt}",
-        TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: sign(secret, timestamp, body),
-    }
-    started = time.monotonic()
-    status_code: int | None = None
-    error = ""
-    retry = True
-    try:
-        target = resolve_target(url)
-        answer = post(target, body, headers, execution_settings.WEBHOOK_TIMEOUT_S)
-        status_code = answer.status_code
-        if not 200 <= status_code < 300:
-            error = f"The receiver answered {status_code}."
-            if 300 <= status_code < 400:
-                error += " Redirects are not followed."
-    except Refused as exc:
-        error = f"Refused: {exc}"
-        retry = False  # the same address check would refuse every retry
-    except (OSError, http.client.HTTPException) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    delivery.duration_ms = int((time.monotonic() - started) * 1000)
-    delivery.status_code = status_code
-    delivery.succeeded = not error
-    delivery.error = error
-    if error and retry and attempt < execution_settings.WEBHOOK_MAX_ATTEMPTS:
-        delay = backoff_s(attempt)
-        delivery.next_retry_at = timezone.now() + timedelta(seconds=delay)
-        _enqueue(execution_id, attempt + 1, delay)
-    delivery.save(
-        update_fields=["duration_ms", "status_code", "succeeded", "error", "next_retry_at"]
-    )
-    return delivery

@@ -1,4 +1,6 @@
-"""Per-user quotas: executions at once and per 24 hours, checked before anything is stored."""
+"""Per-user quotas (executions at once and per 24 hours) and the platform's queue depth,
+checked before anything is stored. The API's 429 and 503 answers are in
+``tests/api/test_backpressure.py``."""
 
 from __future__ import annotations
 
@@ -194,3 +196,23 @@ def test_concurrent_submissions_cannot_overrun_the_limit(user: User, runtime: Ru
         thread.join(30)
     assert sorted(outcomes) == ["refused"] * 4 + ["stored"] * 2
     assert Execution.objects.filter(evaluation__owner=user).count() == 2
+
+
+def test_web_submit_enforces_queue_depth(user: User, runtime: Any, settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "MAX_QUEUE_DEPTH": 0}
+    client = Client()
+    client.force_login(user)
+    response = client.post(
+        "/evaluations/new/",
+        {
+            "runtime": "python-3.11",
+            "source": "print(1)\n",
+            "stdin": "",
+            "title": "",
+            "cases-TOTAL_FORMS": "0",
+            "cases-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert "The platform is busy" in response.content.decode()
+    assert Evaluation.objects.count() == 0

@@ -1,0 +1,63 @@
+"""Every change of state: submit, claim and run, finish, cancel, re-run, reap.
+
+Views, the API, admin actions and tasks call these functions and nothing else writes. Each
+terminal transition is a conditional update from an active status, so an execution ends
+exactly once whoever races to end it (worker, canceller, reaper).
+
+One module per concept: ``cleaning`` (input), ``quotas`` (quotas and back-pressure),
+``submission`` (submit, batch, re-run, cancel), ``running`` (the run loop and heartbeat) and
+``reaping`` (the reaper). Callers import from here. The time budget of a run is
+``executions.budget``; webhook secrets and runtime image builds live in
+``executions.webhooks`` and ``executions.image_builds`` and are offered here too, since
+pages, the API and admin actions reach every write through the services.
+"""
+
+from executions.image_builds import RuntimeImageBuildFailed, runtime_images_build
+from executions.services.cleaning import TestCaseInput
+from executions.services.quotas import (
+    CONCURRENT_RETRY_AFTER_S,
+    QUOTA_WINDOW,
+    QueueFull,
+    QuotaExceeded,
+    queue_depth_check,
+)
+from executions.services.reaping import ReapReport, executions_reap, sandboxes_janitor
+from executions.services.running import (
+    execution_claim,
+    execution_run,
+    sandbox_policy,
+    worker_identity,
+)
+from executions.services.submission import (
+    BatchInvalid,
+    evaluation_submit,
+    evaluations_submit_batch,
+    execution_cancel,
+    execution_rerun,
+)
+from executions.webhooks import webhook_secret_for, webhook_secret_rotate
+
+__all__ = [
+    "CONCURRENT_RETRY_AFTER_S",
+    "QUOTA_WINDOW",
+    "BatchInvalid",
+    "QueueFull",
+    "QuotaExceeded",
+    "ReapReport",
+    "RuntimeImageBuildFailed",
+    "TestCaseInput",
+    "evaluation_submit",
+    "evaluations_submit_batch",
+    "execution_cancel",
+    "execution_claim",
+    "execution_rerun",
+    "execution_run",
+    "executions_reap",
+    "queue_depth_check",
+    "runtime_images_build",
+    "sandbox_policy",
+    "sandboxes_janitor",
+    "webhook_secret_for",
+    "webhook_secret_rotate",
+    "worker_identity",
+]

@@ -1,0 +1,313 @@
+"""The run loop: claim a queued execution, run and judge it, end it once, with a heartbeat.
+
+Each test case runs in a sandbox of its own on the execution's backend; a thread marks the
+execution alive meanwhile, so the reaper can tell a slow run from a dead worker.
+
+``_finish`` ends a run for the worker and the reaper: a conditional update from an active
+status, so whoever races to end a run (a cancel makes the same kind of update), it ends once
+and ``_execution_ended`` fires once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from executions import budget, judging, webhooks
+from executions.backends import get_backend
+from executions.conf import execution_settings
+from executions.models import (
+    Evaluation,
+    Execution,
+    Runtime,
+    Status,
+    TestCase,
+    TestResult,
+    Verdict,
+)
+from sandbox.contract import ErrorKind, RunRequest, RunResult
+from sandbox.policy import Limits, SandboxPolicy
+
+logger = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execution_claim(execution_id: int) -> Execution | None:
+    """Move a queued execution to running for this worker, or return None if another
+    delivery of the task, a cancel or the reaper got there first."""
+    execution = (
+        Execution.objects.select_related("evaluation__runtime").filter(pk=execution_id).first()
+    )
+    if execution is None or execution.status != Status.QUEUED:
+        return None
+    now = timezone.now()
+    claimed = Execution.objects.filter(pk=execution_id, status=Status.QUEUED).update(
+        status=Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        deadline_at=budget.claim_deadline(execution, now=now),
+        worker=worker_identity(),
+    )
+    if not claimed:
+        return None
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_run(execution_id: int) -> None:
+    """Claim an execution and run it to a terminal state. Safe to call twice."""
+    execution = execution_claim(execution_id)
+    if execution is None:
+        logger.info("Execution %s was already claimed or ended; skipping.", execution_id)
+        return
+    try:
+        with _heartbeat(execution.pk):
+            _run_claimed(execution)
+    except Exception as exc:
+        logger.exception("Execution %s failed inside the platform", execution.pk)
+        _finish_error(
+            execution, ErrorKind.BACKEND_ERROR, f"The platform failed while running this: {exc}"
+        )
+
+
+def _run_claimed(execution: Execution) -> None:
+    evaluation = execution.evaluation
+    try:
+        backend = get_backend(execution.backend)
+    except ImproperlyConfigured as exc:
+        _fail_on_backend(execution, ErrorKind.BACKEND_ERROR, str(exc))
+        return
+    policy = sandbox_policy(evaluation.runtime, evaluation)
+    files = {item["name"]: item["content"].encode() for item in evaluation.files}
+    cases = list(evaluation.test_cases.all())
+    runs: list[tuple[TestCase | None, bytes]] = (
+        [(case, case.stdin.encode()) for case in cases]
+        if cases
+        else [(None, evaluation.stdin.encode())]
+    )
+    scored: list[judging.Scored] = []
+    deciding: tuple[RunResult, Verdict] | None = None
+    # Execution ids start again when a database is recreated, and several platforms may share
+    # one engine or cluster: the nonce keeps a sandbox's name from colliding with one that
+    # another platform, or a crashed run of a former database, left behind.
+    nonce = secrets.token_hex(3)
+    for index, (case, stdin) in enumerate(runs):
+        handle = f"evalplatform-{execution.pk}-{index}-{nonce}"
+        if not Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
+            backend_handle=handle
+        ):
+            return  # cancelled or reaped between runs; whoever ended it recorded why
+        request = RunRequest(
+            execution_id=execution.pk,
+            handle=handle,
+            image=evaluation.runtime.image,
+            command=list(evaluation.runtime.command),
+            files=files,
+            stdin=stdin,
+            policy=policy,
+            labels={"evalplatform.evaluation": str(evaluation.pk)},
+        )
+        result = _run_on_backend(backend, request)
+        if result.error_kind == ErrorKind.REFUSED:
+            _finish(
+                execution, Status.REFUSED, _summary(result, cases), error_kind=result.error_kind
+            )
+            return
+        if result.error_kind is not None:
+            _fail_on_backend(
+                execution, result.error_kind, result.error_message, _summary(result, cases)
+            )
+            return
+        if case is None:
+            verdict = judging.run_verdict(result)
+        else:
+            verdict = judging.case_verdict(
+                result,
+                expected=case.expected_output,
+                comparison=case.comparison,
+                tolerance=case.tolerance,
+            )
+            TestResult.objects.create(
+                execution=execution, test_case=case, verdict=verdict, **_outcome(result)
+            )
+            scored.append(judging.Scored(verdict, case.weight))
+        if deciding is None or deciding[1] == Verdict.ACCEPTED:
+            deciding = (result, verdict)
+    assert deciding is not None
+    result, verdict = deciding
+    score = judging.overall(scored)[1] if scored else None
+    overall_verdict = judging.overall(scored)[0] if scored else verdict
+    _finish(
+        execution, Status.FINISHED, _summary(result, cases), verdict=overall_verdict, score=score
+    )
+
+
+def _summary(result: RunResult, cases: Sequence[TestCase]) -> RunResult:
+    """What the execution row keeps of its deciding run. With test cases the output lives in
+    each case's result, where a hidden case's is withheld from non-staff; copying it onto the
+    execution would show it to them."""
+    if not cases:
+        return result
+    return replace(result, stdout=b"", stderr=b"", stdout_truncated=False, stderr_truncated=False)
+
+
+def _fail_on_backend(
+    execution: Execution, kind: ErrorKind | str, message: str, result: RunResult | None = None
+) -> None:
+    """End a running execution in infrastructure error because its backend failed, and log it
+    once, naming the execution, the backend and the reason; unless a cancel or the reaper
+    ended it first, which then recorded why."""
+    if _finish_error(execution, kind, message, result):
+        logger.warning(
+            "Execution %s failed on backend %s (%s): %s",
+            execution.pk,
+            execution.backend,
+            kind,
+            message,
+        )
+
+
+def _run_on_backend(backend: Any, request: RunRequest) -> RunResult:
+    try:
+        return backend.run(request)
+    except Exception as exc:
+        # The contract says run() does not raise; a backend that does is still contained.
+        logger.exception("Backend %s raised while running %s", backend.name, request.handle)
+        return RunResult.failure(
+            ErrorKind.BACKEND_ERROR, f"{type(exc).__name__}: {exc}", handle=request.handle
+        )
+
+
+def sandbox_policy(runtime: Runtime, evaluation: Evaluation) -> SandboxPolicy:
+    limits = Limits(
+        wall_time_ms=evaluation.time_limit_ms,
+        memory_mb=evaluation.memory_mb,
+        output_bytes=evaluation.output_kb * 1024,
+        cpus=float(runtime.cpus),
+        pids=runtime.pids_limit,
+        scratch_mb=runtime.scratch_mb,
+    )
+    return SandboxPolicy(limits=limits, network=runtime.network_enabled)
+
+
+def _outcome(result: RunResult) -> dict[str, Any]:
+    return {
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "stdout_truncated": result.stdout_truncated,
+        "stderr_truncated": result.stderr_truncated,
+        "wall_time_ms": result.wall_time_ms,
+        "peak_memory_kb": None
+        if result.peak_memory_bytes is None
+        else result.peak_memory_bytes // 1024,
+    }
+
+
+def _finish(
+    execution: Execution,
+    status: Status,
+    result: RunResult | None,
+    *,
+    verdict: Verdict | str = "",
+    score: Any = None,
+    error_kind: str = "",
+    error_message: str = "",
+    from_status: Status = Status.RUNNING,
+) -> bool:
+    """End an execution that is still ``from_status``, once. Returns False if something else
+    ended it first."""
+    outcome = _outcome(result) if result is not None else {}
+    if result is not None and not error_message:
+        error_message = result.error_message
+    ended = Execution.objects.filter(pk=execution.pk, status=from_status).update(
+        status=status,
+        verdict=verdict,
+        score=score,
+        finished_at=timezone.now(),
+        error_kind=error_kind,
+        error_message=error_message,
+        **outcome,
+    )
+    if not ended:
+        logger.info("Execution %s had already ended; its late result is discarded.", execution.pk)
+        return False
+    _execution_ended(execution.pk)
+    return True
+
+
+def _finish_error(
+    execution: Execution,
+    kind: ErrorKind | str,
+    message: str,
+    result: RunResult | None = None,
+    *,
+    from_status: Status = Status.RUNNING,
+) -> bool:
+    return _finish(
+        execution,
+        Status.ERROR,
+        result,
+        verdict=Verdict.INTERNAL_ERROR,
+        error_kind=kind,
+        error_message=message,
+        from_status=from_status,
+    )
+
+
+@contextlib.contextmanager
+def _heartbeat(execution_id: int) -> Iterator[None]:
+    """Mark the execution alive every few seconds from a thread, so the reaper can tell a
+    slow run from a dead worker."""
+    stop = threading.Event()
+    interval = execution_settings.HEARTBEAT_INTERVAL_S
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                Execution.objects.filter(pk=execution_id, status=Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:
+            logger.exception("Heartbeat for execution %s stopped", execution_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{execution_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _execution_ended(execution_id: int) -> None:
+    """Called once per execution, right after the conditional update that ended it (any
+    terminal state, whoever ended it). Queues the webhook, if the evaluation has one, after
+    the surrounding transaction commits, so a slow receiver never holds up a worker."""
+    transaction.on_commit(functools.partial(webhooks.execution_ended, execution_id))
+
+
+def _cancel_sandbox(backend: str, handle: str) -> None:
+    try:
+        get_backend(backend).cancel(handle)
+    except Exception:
+        # The sandbox dies at its own deadline anyway; a failed kill must not fail the request.
+        logger.exception("Could not cancel sandbox %s on backend %s", handle, backend)

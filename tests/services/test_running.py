@@ -1,0 +1,194 @@
+"""Claim and run through the services, on the real database: outputs, verdicts, scores, and
+failures of the backend contained."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from executions import services
+from executions.backends.fake import FakeBackend
+from executions.models import Execution, Runtime
+from sandbox.contract import ExecutionBackend, Isolation, RunRequest, RunResult
+from tests.services.conftest import fake, latest, submit
+
+pytestmark = pytest.mark.django_db
+
+
+def test_run_without_test_cases_records_output(user: Any, runtime: Runtime) -> None:
+    evaluation = submit(user, runtime, stdin="echo me\n")
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.status == "finished"
+    assert execution.verdict == "accepted"
+    assert bytes(execution.stdout) == b"echo me\n"
+    assert execution.exit_code == 0 and execution.score is None
+    assert execution.started_at and execution.finished_at and execution.wall_time_ms is not None
+
+
+def test_run_with_test_cases_scores_each_in_its_own_sandbox(user: Any, runtime: Runtime) -> None:
+    evaluation = submit(
+        user,
+        runtime,
+        test_cases=[
+            {"stdin": "1\n", "expected_output": "1", "weight": 2},
+            {"stdin": "2\n", "expected_output": "3", "weight": 1, "hidden": True},
+            {"stdin": "2.0000001", "expected_output": "2", "comparison": "numeric"},
+        ],
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    verdicts = list(
+        execution.results.order_by("test_case__position").values_list("verdict", flat=True)
+    )
+    assert verdicts == ["accepted", "wrong_answer", "accepted"]
+    assert execution.verdict == "wrong_answer"
+    assert execution.score == Decimal("75.00")
+    handles = [request.handle for request in FakeBackend.runs]
+    assert len(set(handles)) == 3, "each test case runs in a fresh sandbox"
+    assert [request.stdin for request in FakeBackend.runs] == [b"1\n", b"2\n", b"2.0000001"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "verdict"),
+    [
+        ({"exit_code": 3}, "runtime_error"),
+        ({"signal": 9}, "runtime_error"),
+        ({"timed_out": True, "exit_code": 137}, "time_limit"),
+        ({"oom_killed": True, "exit_code": 137}, "memory_limit"),
+        ({"stdout": "y", "repeat": 70_000}, "output_limit"),
+    ],
+)
+def test_verdicts_from_run_outcomes(
+    user: Any, runtime: Runtime, spec: dict[str, Any], verdict: str
+) -> None:
+    evaluation = submit(user, runtime, source=fake(**spec))
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.verdict) == ("finished", verdict)
+
+
+def test_output_is_capped_at_the_output_limit(user: Any, runtime: Runtime) -> None:
+    evaluation = submit(user, runtime, source=fake(stdout="y", repeat=70_000), output_kb=1)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert len(bytes(execution.stdout)) == 1024 and execution.stdout_truncated
+
+
+class HostileOutputBackend(ExecutionBackend):
+    """Prints what a hostile program could: NUL, invalid UTF-8, markup."""
+
+    name = "hostile-output"
+    OUTPUT = b"a\x00b\xff\xfe<script>alert(1)</script>\xc3\x28"
+
+    def run(self, request: RunRequest) -> RunResult:
+        return RunResult(exit_code=0, stdout=self.OUTPUT, stderr=self.OUTPUT, handle=request.handle)
+
+    def describe(self) -> Isolation:
+        return Isolation(summary="", trusts="", escape_impact="")
+
+
+def test_nul_bytes_and_invalid_utf8_in_output_are_stored_exactly(
+    user: Any, runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.HostileOutputBackend",
+    }
+    evaluation = submit(user, runtime)
+    services.execution_run(latest(evaluation).pk)
+    execution = Execution.objects.get(evaluation=evaluation)
+    assert bytes(execution.stdout) == HostileOutputBackend.OUTPUT
+    assert bytes(execution.stderr) == HostileOutputBackend.OUTPUT
+    assert execution.stdout_text == "a\u2400b\ufffd\ufffd<script>alert(1)</script>\ufffd("
+
+
+def test_a_task_delivered_twice_runs_once(user: Any, runtime: Runtime) -> None:
+    evaluation = submit(user, runtime)
+    execution_id = latest(evaluation).pk
+    services.execution_run(execution_id)
+    services.execution_run(execution_id)
+    assert len(FakeBackend.runs) == 1
+    assert latest(evaluation).status == "finished"
+
+
+def test_refused_by_the_disabled_backend(user: Any, runtime: Runtime, settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "disabled"}
+    evaluation = submit(user, runtime)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.status == "refused" and execution.verdict == ""
+    assert "Code execution is disabled" in execution.error_message
+    assert "the security page names it" in execution.error_message
+
+
+def test_infrastructure_failure_is_its_own_status(user: Any, runtime: Runtime) -> None:
+    evaluation = submit(
+        user, runtime, source=fake(error_kind="unavailable", error_message="engine down")
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.verdict) == ("error", "internal_error")
+    assert (execution.error_kind, execution.error_message) == ("unavailable", "engine down")
+
+
+class ExplodingBackend(HostileOutputBackend):
+    def run(self, request: RunRequest) -> RunResult:
+        raise RuntimeError("kaboom")
+
+
+def test_a_backend_that_raises_is_contained(user: Any, runtime: Runtime, settings: Any) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.ExplodingBackend",
+    }
+    evaluation = submit(user, runtime)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.status == "error"
+    assert "RuntimeError: kaboom" in execution.error_message
+
+
+def test_an_unknown_backend_ends_in_error(user: Any, runtime: Runtime) -> None:
+    evaluation = submit(user, runtime)
+    Execution.objects.filter(evaluation=evaluation).update(backend="nonexistent")
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.status == "error" and "nonexistent" in execution.error_message
+
+
+def test_a_hidden_case_output_never_lands_on_the_execution(
+    user: Any, runtime: Runtime, client: Any
+) -> None:
+    evaluation = submit(
+        user,
+        runtime,
+        source=fake(stdout="the hidden answer", exit_code=0),
+        test_cases=[{"stdin": "secret", "expected_output": "x", "hidden": True}],
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.verdict == "wrong_answer" and execution.exit_code == 0
+    assert bytes(execution.stdout) == b"" and bytes(execution.stderr) == b""
+    client.force_login(user)
+    page = client.get(evaluation.get_absolute_url()).content.decode()
+    assert 'id="stdout"' not in page and "(hidden)" in page
+
+
+def test_an_infrastructure_error_on_a_hidden_case_shows_no_output(
+    user: Any, runtime: Runtime, client: Any
+) -> None:
+    evaluation = submit(
+        user,
+        runtime,
+        source=fake(error_kind="unavailable", error_message="engine down"),
+        test_cases=[{"stdin": "secret", "expected_output": "x", "hidden": True}],
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.status == "error" and bytes(execution.stdout) == b""
+    client.force_login(user)
+    page = client.get(evaluation.get_absolute_url()).content.decode()
+    assert "engine down" in page and "secret" not in page
