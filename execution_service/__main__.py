@@ -37,8 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=["docker"], default="docker")
     parser.add_argument(
         "--max-concurrent",
+        dest="max_concurrent",
         type=int,
         default=int(os.environ.get("EXECUTION_SERVICE_MAX_CONCURRENT", "4")),
+        help="runs at once on this service, and Docker slots on its node "
+        "(env EXECUTION_SERVICE_MAX_CONCURRENT, default 4)",
     )
     parser.add_argument("--docker-url", default=None, help="engine URL (default $DOCKER_HOST)")
     parser.add_argument("--runtime", default="", help="OCI runtime for sandboxes, e.g. runsc")

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from execution_service import VERSION
 from sandbox import wire
-from sandbox.contract import ErrorKind, ExecutionBackend, RunRequest, RunResult
+from sandbox.contract import ExecutionBackend, RunRequest, RunResult
 from sandbox.policy import Limits
 from sandbox.signing import SigningError, Verifier
 
@@ -42,7 +42,8 @@ MAX_WAIT_S = 30.0
 
 @dataclasses.dataclass(frozen=True)
 class ServiceConfig:
-    """What the service accepts. ``caps`` bound every limit of every request it runs."""
+    """What the service accepts. ``caps`` bound every limit of every request it runs;
+    ``max_concurrent`` runs at once, more are refused (429)."""
 
     secret: str
     caps: Limits
@@ -140,15 +141,8 @@ class ExecutionService:
         run.status = "running"
         with self._lock:
             self.started += 1
-        try:
-            result = self.backend.run(run.request)
-        except Exception as exc:  # the backend's contract says it does not raise; be sure
-            logger.exception("backend raised on run %s", run.request.handle)
-            result = RunResult.failure(
-                ErrorKind.BACKEND_ERROR,
-                f"execution service error: {exc}",
-                handle=run.request.handle,
-            )
+        # ExecutionBackend.run turns any failure into a result; it does not raise.
+        result = self.backend.run(run.request)
         with self._lock:
             run.result = result
             run.status = "done"

@@ -111,14 +111,14 @@ def test_kubernetes_refuses_names_that_leave_the_code_directory(name: str) -> No
     request = request_with(name)
     with pytest.raises(ValueError, match="unsafe file name"):
         kubernetes.configmap_for(request, "sandbox")
-    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     with pytest.raises(ValueError, match="unsafe file name"):
         kubernetes.job_for(request, options)
 
 
 @pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
 def test_kubernetes_keeps_odd_names_inside_the_code_directory(name: str) -> None:
-    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     job = kubernetes.job_for(request_with(name), options)
     (code,) = (v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "code")
     paths = [item["path"] for item in code["configMap"]["items"]]
@@ -127,7 +127,7 @@ def test_kubernetes_keeps_odd_names_inside_the_code_directory(name: str) -> None
 
 def test_kubernetes_mounts_each_file_under_its_own_name() -> None:
     request = request_with("pkg/util.py")
-    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     (code,) = (
         volume
         for volume in kubernetes.job_for(request, options)["spec"]["template"]["spec"]["volumes"]
