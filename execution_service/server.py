@@ -43,11 +43,11 @@ MAX_WAIT_S = 30.0
 @dataclasses.dataclass(frozen=True)
 class ServiceConfig:
     """What the service accepts. ``caps`` bound every limit of every request it runs;
-    ``max_concurrent`` runs at once, more are refused (429)."""
+    ``max_concurrent_per_service`` runs at once, more are refused (429)."""
 
     secret: str
     caps: Limits
-    max_concurrent: int = 4
+    max_concurrent_per_service: int = 4
     max_body_bytes: int = 16 * 1024 * 1024
     retention_s: float = 600.0
     retention_count: int = 1000
@@ -86,7 +86,7 @@ class ExecutionService:
         self.config = config
         self.verifier = Verifier(config.secret)
         self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.max_concurrent, thread_name_prefix="run"
+            max_workers=config.max_concurrent_per_service, thread_name_prefix="run"
         )
         self.runs: OrderedDict[str, Run] = OrderedDict()
         self.active = 0
@@ -125,10 +125,10 @@ class ExecutionService:
                         HTTPStatus.CONFLICT, f"run {run_id} exists with a different request"
                     )
                 return HTTPStatus.OK, existing
-            if self.active >= self.config.max_concurrent:
+            if self.active >= self.config.max_concurrent_per_service:
                 raise ApiError(
                     HTTPStatus.TOO_MANY_REQUESTS,
-                    f"all {self.config.max_concurrent} sandbox slots are busy",
+                    f"all {self.config.max_concurrent_per_service} sandbox slots are busy",
                     {"Retry-After": "1"},
                 )
             run = Run(request=request, digest=digest)
@@ -176,7 +176,7 @@ class ExecutionService:
             "backend": self.backend.name,
             "backend_version": health.version,
             "version": VERSION,
-            "capacity": self.config.max_concurrent,
+            "capacity": self.config.max_concurrent_per_service,
             "in_use": in_use,
             "runs_started": started,
             "caps": dataclasses.asdict(self.config.caps),

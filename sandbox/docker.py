@@ -3,7 +3,7 @@
 Every container is rendered from the request's ``SandboxPolicy`` by ``container_config_for``
 (nothing else sets a container field). A run goes:
 
-1. take one of ``max_concurrent`` node-wide slots (flock'ed files in ``lock_dir``);
+1. take one of ``max_concurrent_per_node`` node-wide slots (flock'ed files in ``lock_dir``);
 2. create the container (no network, read-only root, capped tmpfs for scratch and for the
    code, uid 65534, no capabilities, no-new-privileges, default seccomp, pids/memory/cpu caps,
    tini as PID 1);
@@ -58,7 +58,7 @@ Semantics callers rely on:
   ``error_kind=CANCELLED`` with whatever output it had read. The same applies to a container
   removed by ``remove_orphans`` or an operator. Cancelling a handle whose container does not
   exist yet is a no-op.
-* **Concurrency**: at most ``max_concurrent`` runs per node across all processes
+* **Concurrency**: at most ``max_concurrent_per_node`` runs per node across all processes
   sharing ``lock_dir`` (django-q2 workers are processes). A run waits up to ``slot_wait_s`` for a
   slot, then fails with ``UNAVAILABLE``. Slots are released when the run returns or its
   process dies (the kernel drops flocks with the file descriptor).
@@ -395,7 +395,7 @@ class DockerOptions:
     # An OCI runtime for the sandboxes, e.g. runsc (gVisor); empty is the engine's default.
     runtime: str = ""
     # Runs at once on this node, across every process sharing lock_dir.
-    max_concurrent: int = 4
+    max_concurrent_per_node: int = 4
     # Seconds to wait for a program's exit after its output stream ended.
     grace_s: float = 2.0
     lock_dir: str = DEFAULT_LOCK_DIR
@@ -406,7 +406,7 @@ class DockerOptions:
     images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        at_least("max_concurrent", self.max_concurrent, 1)
+        at_least("max_concurrent_per_node", self.max_concurrent_per_node, 1)
 
 
 class DockerBackend(ExecutionBackend):
@@ -430,7 +430,7 @@ class DockerBackend(ExecutionBackend):
                 self._client_kwargs, self._environment_error = {}, exc
             self._client_kwargs.setdefault("base_url", DEFAULT_BASE_URL)
         self.base_url: str = self._client_kwargs["base_url"]
-        self.slots = SlotPool(self.options.lock_dir, self.options.max_concurrent)
+        self.slots = SlotPool(self.options.lock_dir, self.options.max_concurrent_per_node)
         # requests sessions are not documented as thread-safe: one client per thread.
         self._local = threading.local()
 
@@ -467,9 +467,9 @@ class DockerBackend(ExecutionBackend):
         except SlotsBusy:
             return RunResult.failure(
                 ErrorKind.UNAVAILABLE,
-                f"All {self.options.max_concurrent} sandbox slots on this node stayed "
+                f"All {self.options.max_concurrent_per_node} sandbox slots on this node stayed "
                 f"busy for {self.options.slot_wait_s:g} s; retry later or raise "
-                "max_concurrent.",
+                "max_concurrent_per_node.",
                 handle=request.handle,
             )
 
@@ -624,7 +624,7 @@ class DockerBackend(ExecutionBackend):
         unreachable or an image is missing.
         """
         wanted = list(self.options.images if images is None else images)
-        capacity = self.options.max_concurrent
+        capacity = self.options.max_concurrent_per_node
         try:
             api = self.api()
             api.ping()

@@ -3,7 +3,7 @@
 Every object is rendered from the request's ``SandboxPolicy`` by ``configmap_for`` and
 ``job_for`` (nothing else sets a field). A run goes:
 
-1. take one of ``max_concurrent`` slots of this worker process;
+1. take one of ``max_concurrent_per_worker`` slots of this worker process;
 2. create a ConfigMap holding the code files and stdin (``binaryData``, so any bytes
    survive), then the Job, then make the Job the ConfigMap's owner so the garbage collector
    removes both together;
@@ -314,7 +314,7 @@ class KubernetesOptions:
     pending_timeout_s: int = 60
     ttl_seconds_after_finished: int = 300
     # Runs at once in this worker process.
-    max_concurrent: int = 8
+    max_concurrent_per_worker: int = 8
     # Seconds to wait for the logs after the program ended.
     grace_s: float = 5.0
     # Seconds a run waits for a free slot before it fails as UNAVAILABLE.
@@ -327,11 +327,11 @@ class KubernetesOptions:
     kubeconfig: str = ""
 
     def __post_init__(self) -> None:
-        if self.max_concurrent < 1:
+        if self.max_concurrent_per_worker < 1:
             raise OptionError(
-                "max_concurrent",
-                "EXECUTION_KUBERNETES_MAX_CONCURRENT (max_concurrent) must be at "
-                f"least 1, got {self.max_concurrent}",
+                "max_concurrent_per_worker",
+                "EXECUTION_KUBERNETES_MAX_CONCURRENT (max_concurrent_per_worker) must be at "
+                f"least 1, got {self.max_concurrent_per_worker}",
             )
 
 
@@ -640,7 +640,7 @@ class KubernetesBackend(ExecutionBackend):
         self.start_allowance_s = float(self.options.pending_timeout_s)
         self._api_client: Any = api_client
         self._client_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(self.options.max_concurrent)
+        self._slots = threading.BoundedSemaphore(self.options.max_concurrent_per_worker)
 
     @property
     def namespace(self) -> str:
@@ -662,7 +662,7 @@ class KubernetesBackend(ExecutionBackend):
         else:
             self._load_cluster_configuration(configuration)
         # Several watches and log streams per run share the pool.
-        configuration.connection_pool_maxsize = max(10, 6 * self.options.max_concurrent)
+        configuration.connection_pool_maxsize = max(10, 6 * self.options.max_concurrent_per_worker)
         return configuration
 
     def _load_cluster_configuration(self, configuration: Any) -> None:
@@ -706,9 +706,9 @@ class KubernetesBackend(ExecutionBackend):
         if not self._slots.acquire(timeout=self.options.slot_wait_s):
             return RunResult.failure(
                 ErrorKind.UNAVAILABLE,
-                f"All {self.options.max_concurrent} Kubernetes sandbox slots of this "
+                f"All {self.options.max_concurrent_per_worker} Kubernetes sandbox slots of this "
                 f"worker stayed busy for {self.options.slot_wait_s:g} s; retry later or raise "
-                "max_concurrent.",
+                "max_concurrent_per_worker.",
                 handle=request.handle,
             )
         try:
@@ -1122,7 +1122,7 @@ class KubernetesBackend(ExecutionBackend):
 
     def health(self) -> Health:
         """Reach the API, report its version, and list our Jobs (which checks RBAC too)."""
-        capacity = self.options.max_concurrent
+        capacity = self.options.max_concurrent_per_worker
         try:
             api = self.api_client()
             version = client.VersionApi(api).get_code()

@@ -507,10 +507,10 @@ def test_watches_resume_after_they_expire(
     assert result.exit_code == 0
 
 
-def test_runs_beyond_max_concurrent_wait_then_fail_as_unavailable(
+def test_runs_beyond_max_concurrent_per_worker_wait_then_fail_as_unavailable(
     emulator: Emulator, api_client: Any, logs: dict[str, bytes]
 ) -> None:
-    backend = make_backend(api_client, max_concurrent=1, slot_wait_s=0.2)
+    backend = make_backend(api_client, max_concurrent_per_worker=1, slot_wait_s=0.2)
     first = make_request("evalplatform-50-0", wall_time_ms=30_000)
 
     def scenario(player: KubeletPlayer) -> None:
@@ -519,7 +519,7 @@ def test_runs_beyond_max_concurrent_wait_then_fail_as_unavailable(
         second = backend.run(make_request("evalplatform-51-0"))
         assert second.error_kind == ErrorKind.UNAVAILABLE
         assert "All 1 Kubernetes sandbox slots" in second.error_message
-        assert "raise max_concurrent" in second.error_message
+        assert "raise max_concurrent_per_worker" in second.error_message
         assert emulator.get(JOBS, NS, "evalplatform-51-0") is None
         player.terminated(0)
 
@@ -779,7 +779,7 @@ def test_broken_in_cluster_configuration_names_the_variable(
         ("tolerations", "{not json", "EXECUTION_KUBERNETES_TOLERATIONS"),
         ("tolerations", '{"key": "a"}', "EXECUTION_KUBERNETES_TOLERATIONS"),
         ("node_selector", "pool", "EXECUTION_KUBERNETES_NODE_SELECTOR"),
-        ("max_concurrent", 0, "EXECUTION_KUBERNETES_MAX_CONCURRENT"),
+        ("max_concurrent_per_worker", 0, "EXECUTION_KUBERNETES_MAX_CONCURRENT"),
     ],
 )
 def test_invalid_options_name_their_variable(
@@ -822,7 +822,7 @@ def test_default_settings_build_the_backend_without_a_cluster() -> None:
     assert isinstance(backend, KubernetesBackend)
     assert backend.namespace == "evalplatform-sandbox"
     assert backend.options.service_account == "evalplatform-sandbox"
-    assert (backend.options.pending_timeout_s, backend.options.max_concurrent) == (60, 8)
+    assert (backend.options.pending_timeout_s, backend.options.max_concurrent_per_worker) == (60, 8)
     # The reaper and the task timeout give a pod this long to be scheduled and started.
     assert backend.start_allowance_s == 60
 
