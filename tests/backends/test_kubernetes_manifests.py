@@ -23,8 +23,7 @@ from executions.backends.kubernetes import (
     resource_name,
 )
 from sandbox.policy import Limits, SandboxPolicy
-
-from .conformance import COMMAND
+from tests.sandbox.conformance import COMMAND
 
 KUBERNETES_VERSION = "1.37.0"
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "platform-rbac.yaml"

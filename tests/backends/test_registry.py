@@ -1,4 +1,4 @@
-"""Backend selection, the disabled backend and the fake backend."""
+"""Finding the backend: by name or dotted path, chosen automatically, built from its options."""
 
 from __future__ import annotations
 
@@ -137,17 +137,6 @@ def test_bad_dotted_paths_are_configuration_errors(path: str) -> None:
 def test_known_backend_passes_the_check(settings: Any) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "disabled"}
     assert not [m for m in run_checks() if (m.id or "").startswith("executions.E")]
-
-
-def test_fake_echoes_stdin_and_caps_output() -> None:
-    result = FakeBackend().run(request(stdin=b"0123456789abcdef"))
-    assert (result.exit_code, result.stdout, result.stdout_truncated) == (0, b"0123456789", True)
-
-
-def test_fake_follows_its_directive() -> None:
-    files = {"main.py": b'# fake: {"stdout": "x", "exit_code": 4, "stderr": "boom"}\n'}
-    result = FakeBackend().run(request(files=files))
-    assert (result.stdout, result.stderr, result.exit_code) == (b"x", b"boom", 4)
 
 
 def test_backend_descriptions_are_complete() -> None:
