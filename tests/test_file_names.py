@@ -1,8 +1,8 @@
 """One table of hostile file names, tried at every layer that takes a name.
 
-The platform accepts only plain names (its first line of defence); each backend, and the
-execution service's runner behind the remote backend, refuses anything that could leave the
-code directory, whatever the platform let through (the second).
+The platform accepts only plain names (its first line of defence); every backend's run(), and
+the execution service's runner behind the remote backend, refuses anything that could leave
+the code directory, whatever the platform let through (the second, ``sandbox.files``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from executions.backends import kubernetes
 from executions.models import Runtime
 from sandbox import docker
 from sandbox.contract import RunRequest
+from sandbox.files import safe_relative
 from sandbox.policy import Limits, SandboxPolicy
 
 # Names that could reach outside the code directory or break its tree.
@@ -92,6 +93,20 @@ def archive_members(name: str) -> list[str]:
 def stays_inside(path: str) -> bool:
     parts = PurePosixPath(path).parts
     return bool(parts) and not PurePosixPath(path).is_absolute() and ".." not in parts
+
+
+@pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
+def test_the_sandbox_layer_refuses_names_that_leave_the_code_directory(name: str) -> None:
+    """The one check every backend's run() applies before anything is created."""
+    with pytest.raises(ValueError, match="unsafe file name"):
+        safe_relative(name)
+    assert "unsafe file name" in request_with(name).problem()
+
+
+@pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
+def test_the_sandbox_layer_keeps_odd_names_inside_the_code_directory(name: str) -> None:
+    assert stays_inside(str(safe_relative(name)))
+    assert request_with(name).problem() == ""
 
 
 @pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
