@@ -111,7 +111,7 @@ def main() -> int:
     floor = DockerBackend(**options)  # the raw floor always talks to the engine directly
     if args.base_url:
         options["base_url"] = args.base_url
-    backend = DockerBackend(**options, max_concurrent=4)
+    backend = DockerBackend(**options, max_concurrent_per_node=4)
     config = raw_config(args.image)
     raw: Callable[[], None] = lambda: raw_run(floor, config)  # noqa: E731
     ours: Callable[[], None] = lambda: backend_run(backend, args.image)  # noqa: E731

@@ -66,7 +66,7 @@ def main() -> int:
     process, url = start_service(secret, f"{work.name}/service-slots", f"{work.name}/log")
     try:
         floor = DockerBackend(lock_dir=f"{work.name}/floor-slots")
-        local = DockerBackend(lock_dir=f"{work.name}/local-slots", max_concurrent=4)
+        local = DockerBackend(lock_dir=f"{work.name}/local-slots", max_concurrent_per_node=4)
         remote = RemoteBackend(urls=[url], secret=secret)
         config = raw_config(args.image)
         kinds: dict[str, Callable[[], None]] = {

@@ -203,7 +203,7 @@ EXECUTIONS: dict[str, Any] = {
     "BACKEND_OPTIONS": {
         "docker": {
             "runtime": env("EXECUTION_DOCKER_RUNTIME") or "",
-            "max_concurrent": envint("EXECUTION_DOCKER_MAX_CONCURRENT", 4, minimum=1),
+            "max_concurrent_per_node": envint("EXECUTION_DOCKER_MAX_CONCURRENT", 4, minimum=1),
         },
         # The remote execution services (python -m execution_service) and their shared
         # signing secret. Tuples: backend options must be hashable.
@@ -224,7 +224,9 @@ EXECUTIONS: dict[str, Any] = {
             "image_pull_secrets": tuple(envlist("EXECUTION_KUBERNETES_IMAGE_PULL_SECRETS", [])),
             "pending_timeout_s": envint("EXECUTION_KUBERNETES_PENDING_TIMEOUT_S", 60, minimum=1),
             "ttl_seconds_after_finished": envint("EXECUTION_KUBERNETES_TTL_S", 300, minimum=0),
-            "max_concurrent": envint("EXECUTION_KUBERNETES_MAX_CONCURRENT", 8, minimum=1),
+            "max_concurrent_per_worker": envint(
+                "EXECUTION_KUBERNETES_MAX_CONCURRENT", 8, minimum=1
+            ),
         },
     },
 }

@@ -37,8 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=["docker"], default="docker")
     parser.add_argument(
         "--max-concurrent",
+        dest="max_concurrent_per_service",
         type=int,
         default=int(os.environ.get("EXECUTION_SERVICE_MAX_CONCURRENT", "4")),
+        help="runs at once on this service, and Docker slots on its node "
+        "(env EXECUTION_SERVICE_MAX_CONCURRENT, default 4)",
     )
     parser.add_argument("--docker-url", default=None, help="engine URL (default $DOCKER_HOST)")
     parser.add_argument("--runtime", default="", help="OCI runtime for sandboxes, e.g. runsc")
@@ -77,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     backend = DockerBackend(
         base_url=args.docker_url,
         runtime=args.runtime,
-        max_concurrent=args.max_concurrent,
+        max_concurrent_per_node=args.max_concurrent_per_service,
         lock_dir=args.lock_dir,
     )
     caps = Limits(**{name: getattr(args, f"max_{name}") for name, _, _ in CAPS})
     config = ServiceConfig(
         secret=secret,
         caps=caps,
-        max_concurrent=args.max_concurrent,
+        max_concurrent_per_service=args.max_concurrent_per_service,
         retention_s=args.retention_s,
         retention_count=args.retention_count,
     )
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         args.host,
         server.server_port,
         backend.name,
-        args.max_concurrent,
+        args.max_concurrent_per_service,
         caps,
     )
     print(f"listening on {args.host}:{server.server_port}", flush=True)

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from execution_service import VERSION
 from sandbox import wire
-from sandbox.contract import ErrorKind, ExecutionBackend, RunRequest, RunResult
+from sandbox.contract import ExecutionBackend, RunRequest, RunResult
 from sandbox.policy import Limits
 from sandbox.signing import SigningError, Verifier
 
@@ -42,11 +42,12 @@ MAX_WAIT_S = 30.0
 
 @dataclasses.dataclass(frozen=True)
 class ServiceConfig:
-    """What the service accepts. ``caps`` bound every limit of every request it runs."""
+    """What the service accepts. ``caps`` bound every limit of every request it runs;
+    ``max_concurrent_per_service`` runs at once, more are refused (429)."""
 
     secret: str
     caps: Limits
-    max_concurrent: int = 4
+    max_concurrent_per_service: int = 4
     max_body_bytes: int = 16 * 1024 * 1024
     retention_s: float = 600.0
     retention_count: int = 1000
@@ -85,7 +86,7 @@ class ExecutionService:
         self.config = config
         self.verifier = Verifier(config.secret)
         self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.max_concurrent, thread_name_prefix="run"
+            max_workers=config.max_concurrent_per_service, thread_name_prefix="run"
         )
         self.runs: OrderedDict[str, Run] = OrderedDict()
         self.active = 0
@@ -124,10 +125,10 @@ class ExecutionService:
                         HTTPStatus.CONFLICT, f"run {run_id} exists with a different request"
                     )
                 return HTTPStatus.OK, existing
-            if self.active >= self.config.max_concurrent:
+            if self.active >= self.config.max_concurrent_per_service:
                 raise ApiError(
                     HTTPStatus.TOO_MANY_REQUESTS,
-                    f"all {self.config.max_concurrent} sandbox slots are busy",
+                    f"all {self.config.max_concurrent_per_service} sandbox slots are busy",
                     {"Retry-After": "1"},
                 )
             run = Run(request=request, digest=digest)
@@ -140,15 +141,8 @@ class ExecutionService:
         run.status = "running"
         with self._lock:
             self.started += 1
-        try:
-            result = self.backend.run(run.request)
-        except Exception as exc:  # the backend's contract says it does not raise; be sure
-            logger.exception("backend raised on run %s", run.request.handle)
-            result = RunResult.failure(
-                ErrorKind.BACKEND_ERROR,
-                f"execution service error: {exc}",
-                handle=run.request.handle,
-            )
+        # ExecutionBackend.run turns any failure into a result; it does not raise.
+        result = self.backend.run(run.request)
         with self._lock:
             run.result = result
             run.status = "done"
@@ -182,7 +176,7 @@ class ExecutionService:
             "backend": self.backend.name,
             "backend_version": health.version,
             "version": VERSION,
-            "capacity": self.config.max_concurrent,
+            "capacity": self.config.max_concurrent_per_service,
             "in_use": in_use,
             "runs_started": started,
             "caps": dataclasses.asdict(self.config.caps),

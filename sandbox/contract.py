@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from sandbox.files import safe_relative
+from sandbox.options import build_options
 from sandbox.policy import Limits, SandboxPolicy
 
 # Highest signal number Linux delivers; exit codes 129..128+MAX_SIGNAL mean "killed by N".
@@ -44,6 +47,18 @@ class RunRequest:
     @property
     def limits(self) -> Limits:
         return self.policy.limits
+
+    def problem(self) -> str:
+        """Why no backend can run this request, or ``""``: a runtime without a command, or a
+        file name that would leave the code directory (``sandbox.files.safe_relative``)."""
+        if not self.command:
+            return "The runtime has no command."
+        for name in self.files:
+            try:
+                safe_relative(name)
+            except ValueError as exc:
+                return str(exc)
+        return ""
 
 
 @dataclass
@@ -103,24 +118,64 @@ class Isolation:
     choose_when: str = ""
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a backend that takes none."""
+
+
 class ExecutionBackend:
     """Base class for execution backends.
 
-    Subclasses implement ``run``; ``cancel``, ``health`` and ``describe`` have safe
-    defaults. ``run`` blocks for at most the request's wall time plus a grace, never raises
-    for a failure of the infrastructure (it returns a result with ``error_kind`` set), and
-    removes every resource it created on every path.
+    ``run`` is a template: it checks the request (``RunRequest.problem``), calls the backend's
+    own ``_run``, turns any exception ``_run`` raises into a ``BACKEND_ERROR`` result (logged
+    once, with the execution id), and marks a program that ended by itself but ran longer
+    than its wall time as timed out. Subclasses implement ``_run``; ``cancel``, ``health``
+    and ``describe`` have safe defaults. ``run`` blocks for at most the request's wall time
+    plus a grace, never raises for a failure of the infrastructure (it returns a result with
+    ``error_kind`` set), and removes every resource it created on every path.
+
+    A backend's options are the frozen dataclass ``options_class``, built from the keyword
+    options given to the constructor (``sandbox.options.build_options``, which raises
+    ``OptionError`` naming an unknown or bad option) and kept as ``options``.
     """
 
     name = "base"
+    options_class: ClassVar[type] = NoOptions
+    options: Any
     # Seconds a run may need beyond its wall time before its program starts (scheduling a pod,
     # pulling an image). The reaper and the task timeout allow for it.
     start_allowance_s: float = 0.0
 
     def __init__(self, **options: Any) -> None:
-        self.options = options
+        self.options = build_options(self.options_class, options)
 
     def run(self, request: RunRequest) -> RunResult:
+        problem = request.problem()
+        if problem:
+            return RunResult.failure(ErrorKind.BACKEND_ERROR, problem, handle=request.handle)
+        try:
+            result = self._run(request)
+        except Exception as exc:  # run() must not raise for infrastructure failures
+            logging.getLogger(type(self).__module__).exception(
+                "%s backend failed on execution %s", self.name, request.execution_id
+            )
+            return RunResult.failure(
+                ErrorKind.BACKEND_ERROR,
+                f"{self.name.capitalize()} backend error: {type(exc).__name__}: {exc}",
+                handle=request.handle,
+            )
+        ended_by_itself = result.exit_code is not None or result.signal is not None
+        if (
+            result.error_kind is None
+            and ended_by_itself
+            and result.wall_time_ms is not None
+            and result.wall_time_ms > request.limits.wall_time_ms
+        ):
+            result.timed_out = True
+        return result
+
+    def _run(self, request: RunRequest) -> RunResult:
+        """Run a request that passed ``RunRequest.problem``; may raise (``run`` catches)."""
         raise NotImplementedError
 
     def cancel(self, handle: str) -> None:

@@ -3,7 +3,7 @@
 Every container is rendered from the request's ``SandboxPolicy`` by ``container_config_for``
 (nothing else sets a container field). A run goes:
 
-1. take one of ``max_concurrent`` node-wide slots (flock'ed files in ``lock_dir``);
+1. take one of ``max_concurrent_per_node`` node-wide slots (flock'ed files in ``lock_dir``);
 2. create the container (no network, read-only root, capped tmpfs for scratch and for the
    code, uid 65534, no capabilities, no-new-privileges, default seccomp, pids/memory/cpu caps,
    tini as PID 1);
@@ -36,7 +36,8 @@ Semantics callers rely on:
 * **Time**: the deadline is ``wall_time_ms`` after ``start`` returns; past it the container is
   killed and ``timed_out`` is set. ``wall_time_ms`` in the result is the engine's
   StartedAt→FinishedAt when the program ended by itself, else the runner's clock; a program
-  that ended by itself but took longer than its wall time is still marked ``timed_out``.
+  that ended by itself but took longer than its wall time is still marked ``timed_out`` (by
+  ``ExecutionBackend.run``).
 * **Exit status**: ``exit_code`` is the container's status. With tini as PID 1 a program
   killed by signal N exits ``128 + N``; such codes also set ``signal = N`` (a program that
   calls ``exit(137)`` is indistinguishable, as in a shell). Kills made by the runner (deadline,
@@ -57,8 +58,8 @@ Semantics callers rely on:
   ``error_kind=CANCELLED`` with whatever output it had read. The same applies to a container
   removed by ``remove_orphans`` or an operator. Cancelling a handle whose container does not
   exist yet is a no-op.
-* **Concurrency**: at most ``max_concurrent`` runs per node across all processes sharing
-  ``lock_dir`` (django-q2 workers are processes). A run waits up to ``slot_wait_s`` for a
+* **Concurrency**: at most ``max_concurrent_per_node`` runs per node across all processes
+  sharing ``lock_dir`` (django-q2 workers are processes). A run waits up to ``slot_wait_s`` for a
   slot, then fails with ``UNAVAILABLE``. Slots are released when the run returns or its
   process dies (the kernel drops flocks with the file descriptor).
 * **Failures** of the infrastructure (engine unreachable, image missing, API error, proxy
@@ -87,7 +88,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import docker
@@ -102,6 +102,8 @@ from sandbox.contract import (
     RunRequest,
     RunResult,
 )
+from sandbox.files import safe_relative
+from sandbox.options import at_least
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +252,7 @@ def code_archive(files: Mapping[str, bytes]) -> bytes:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         made: set[str] = set()
         for name, data in sorted(files.items()):
-            path = _safe_relative(name)
+            path = safe_relative(name)
             for parent in reversed(path.parents[:-1]):
                 if str(parent) not in made:
                     made.add(str(parent))
@@ -268,18 +270,6 @@ def _tar_entry(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     return info
-
-
-def _safe_relative(name: str) -> PurePosixPath:
-    path = PurePosixPath(name)
-    if (
-        not name
-        or "\x00" in name
-        or path.is_absolute()
-        or any(part in ("", ".", "..") for part in name.split("/"))
-    ):
-        raise ValueError(f"unsafe file name {name!r}: use a relative path without '..'")
-    return path
 
 
 # --- output: demultiplex the attach stream with a byte cap ---------------------------------
@@ -348,7 +338,7 @@ class SlotPool:
 
     def __init__(self, directory: str, size: int) -> None:
         if size < 1:
-            raise ValueError("max_concurrent must be at least 1")
+            raise ValueError("a slot pool needs at least one slot")
         self.directory = directory
         self.size = size
 
@@ -394,31 +384,53 @@ class SlotPool:
 # --- the backend -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DockerOptions:
+    """The Docker backend's options and their defaults."""
+
+    # The engine's URL: a unix socket, or tcp://host:port of a socket proxy. Empty means the
+    # Docker SDK's own environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), else
+    # the local socket.
+    base_url: str = ""
+    # An OCI runtime for the sandboxes, e.g. runsc (gVisor); empty is the engine's default.
+    runtime: str = ""
+    # Runs at once on this node, across every process sharing lock_dir.
+    max_concurrent_per_node: int = 4
+    # Seconds to wait for a program's exit after its output stream ended.
+    grace_s: float = 2.0
+    lock_dir: str = DEFAULT_LOCK_DIR
+    # Seconds a run waits for a free slot before it fails as UNAVAILABLE.
+    slot_wait_s: float = 30.0
+    api_timeout_s: float = 60.0
+    # The runtime images health() checks.
+    images: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        at_least("max_concurrent_per_node", self.max_concurrent_per_node, 1)
+
+
 class DockerBackend(ExecutionBackend):
     """Runs each request in a fresh, hardened container on a Docker engine.
 
-    Options: ``base_url`` (default ``$DOCKER_HOST`` or the local socket; TLS settings come
-    from ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` when ``base_url`` is not given),
-    ``runtime`` (OCI runtime, e.g. ``runsc``), ``max_concurrent`` (4), ``grace_s`` (2.0),
-    ``lock_dir``, ``slot_wait_s`` (30), ``api_timeout_s`` (60) and ``images`` (image names
-    ``health`` checks). See the module docstring for the semantics of a run.
+    Options: ``DockerOptions``. See the module docstring for the semantics of a run.
     """
 
     name = "docker"
+    options_class = DockerOptions
+    options: DockerOptions
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.base_url: str = options.get("base_url") or os.environ.get(
-            "DOCKER_HOST", DEFAULT_BASE_URL
-        )
-        self._from_env = not options.get("base_url")
-        self.runtime: str = options.get("runtime") or ""
-        self.max_concurrent = int(options.get("max_concurrent", 4))
-        self.grace_s = float(options.get("grace_s", 2.0))
-        self.slot_wait_s = float(options.get("slot_wait_s", 30.0))
-        self.api_timeout_s = float(options.get("api_timeout_s", 60.0))
-        self.images: Sequence[str] = tuple(options.get("images", ()))
-        self.slots = SlotPool(options.get("lock_dir") or DEFAULT_LOCK_DIR, self.max_concurrent)
+        self._client_kwargs: dict[str, Any] = {"base_url": self.options.base_url}
+        self._environment_error: docker.errors.DockerException | None = None
+        if not self.options.base_url:
+            try:
+                self._client_kwargs = docker.utils.kwargs_from_env()
+            except docker.errors.DockerException as exc:
+                self._client_kwargs, self._environment_error = {}, exc
+            self._client_kwargs.setdefault("base_url", DEFAULT_BASE_URL)
+        self.base_url: str = self._client_kwargs["base_url"]
+        self.slots = SlotPool(self.options.lock_dir, self.options.max_concurrent_per_node)
         # requests sessions are not documented as thread-safe: one client per thread.
         self._local = threading.local()
 
@@ -428,53 +440,41 @@ class DockerBackend(ExecutionBackend):
         """Return this thread's low-level ``docker.APIClient``; raise ``DockerUnavailable``."""
         client = getattr(self._local, "client", None)
         if client is None:
-            kwargs: dict[str, Any] = {}
-            if self._from_env:
-                kwargs = docker.utils.kwargs_from_env()
-            kwargs.setdefault("base_url", self.base_url)
-            try:
-                client = docker.APIClient(version="auto", timeout=self.api_timeout_s, **kwargs)
-            except docker.errors.DockerException as exc:
+            error = self._environment_error
+            if error is None:
+                try:
+                    client = docker.APIClient(
+                        version="auto", timeout=self.options.api_timeout_s, **self._client_kwargs
+                    )
+                except docker.errors.DockerException as exc:
+                    error = exc
+            if error is not None:
                 raise DockerUnavailable(
-                    f"Docker engine at {self.base_url} is unreachable: {exc}"
-                ) from exc
+                    f"Docker engine at {self.base_url} is unreachable: {error}"
+                ) from error
             self._local.client = client
         return client
 
     # -- the contract
 
-    def run(self, request: RunRequest) -> RunResult:
+    def _run(self, request: RunRequest) -> RunResult:
         try:
             api = self.api()
-            with self.slots.acquire(self.slot_wait_s):
-                return self._run(api, request)
+            with self.slots.acquire(self.options.slot_wait_s):
+                return self._run_container(api, request)
         except DockerUnavailable as exc:
             return RunResult.failure(ErrorKind.UNAVAILABLE, str(exc), handle=request.handle)
         except SlotsBusy:
             return RunResult.failure(
                 ErrorKind.UNAVAILABLE,
-                f"All {self.max_concurrent} sandbox slots on this node stayed busy for "
-                f"{self.slot_wait_s:g} s; retry later or raise max_concurrent.",
-                handle=request.handle,
-            )
-        except Exception as exc:  # run() must not raise for infrastructure failures
-            logger.exception("docker backend failed on execution %s", request.execution_id)
-            return RunResult.failure(
-                ErrorKind.BACKEND_ERROR,
-                f"Docker backend error: {type(exc).__name__}: {exc}",
+                f"All {self.options.max_concurrent_per_node} sandbox slots on this node stayed "
+                f"busy for {self.options.slot_wait_s:g} s; retry later or raise "
+                "max_concurrent_per_node.",
                 handle=request.handle,
             )
 
-    def _run(self, api: Any, request: RunRequest) -> RunResult:
-        if not request.command:
-            return RunResult.failure(
-                ErrorKind.BACKEND_ERROR, "The runtime has no command.", handle=request.handle
-            )
-        try:
-            archive = code_archive(request.files)
-        except ValueError as exc:
-            return RunResult.failure(ErrorKind.BACKEND_ERROR, str(exc), handle=request.handle)
-
+    def _run_container(self, api: Any, request: RunRequest) -> RunResult:
+        archive = code_archive(request.files)
         container_id = ""
         attach: Any = None
         streams = _CappedStreams(cap=request.limits.output_bytes, stderr_room=_REPORT_ROOM)
@@ -483,7 +483,7 @@ class DockerBackend(ExecutionBackend):
         try:
             try:
                 config = container_config_for(
-                    request, archive_size=len(archive), runtime=self.runtime
+                    request, archive_size=len(archive), runtime=self.options.runtime
                 )
                 container_id = api.create_container_from_config(config, name=request.handle)["Id"]
             except docker.errors.ImageNotFound:
@@ -564,7 +564,9 @@ class DockerBackend(ExecutionBackend):
         if state.get("Running"):
             deadline = started + request.limits.wall_time_s
             try:
-                api.wait(container_id, timeout=max(deadline - time.monotonic(), 0) + self.grace_s)
+                api.wait(
+                    container_id, timeout=max(deadline - time.monotonic(), 0) + self.options.grace_s
+                )
             except requests.exceptions.ReadTimeout:
                 result.timed_out = True
                 result.wall_time_ms = int((time.monotonic() - started) * 1000)
@@ -579,8 +581,6 @@ class DockerBackend(ExecutionBackend):
         if engine_ms is None:
             engine_ms = int((time.monotonic() - started) * 1000)
         result.wall_time_ms = engine_ms
-        if result.wall_time_ms > request.limits.wall_time_ms:
-            result.timed_out = True
 
     def _remove(self, api: Any, container_id: str) -> None:
         """Kill and delete the container and its anonymous volume; never raise."""
@@ -623,7 +623,8 @@ class DockerBackend(ExecutionBackend):
         ``images`` defaults to the ``images`` option. ``ok`` is False when the engine is
         unreachable or an image is missing.
         """
-        wanted = list(self.images if images is None else images)
+        wanted = list(self.options.images if images is None else images)
+        capacity = self.options.max_concurrent_per_node
         try:
             api = self.api()
             api.ping()
@@ -631,17 +632,17 @@ class DockerBackend(ExecutionBackend):
             present = {image: _image_exists(api, image) for image in wanted}
             running = api.containers(filters={"label": MANAGED_FILTER, "status": "running"})
         except DockerUnavailable as exc:
-            return Health(ok=False, detail=str(exc), capacity=self.max_concurrent)
+            return Health(ok=False, detail=str(exc), capacity=capacity)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             return Health(
                 ok=False,
                 detail=f"Docker engine at {self.base_url} did not answer: {exc}",
-                capacity=self.max_concurrent,
+                capacity=capacity,
             )
         missing = [image for image, ok in present.items() if not ok]
         detail = (
             f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}) "
-            f"at {self.base_url}; {len(running)} of {self.max_concurrent} sandboxes running."
+            f"at {self.base_url}; {len(running)} of {capacity} sandboxes running."
         )
         if missing:
             detail += " Missing runtime images: " + ", ".join(missing) + "."
@@ -649,12 +650,12 @@ class DockerBackend(ExecutionBackend):
             ok=not missing,
             detail=detail,
             version=str(version.get("Version", "")),
-            capacity=self.max_concurrent,
+            capacity=capacity,
             in_use=len(running),
             extra={
                 "base_url": self.base_url,
                 "api_version": str(version.get("ApiVersion", "")),
-                "runtime": self.runtime or "default (runc)",
+                "runtime": self.options.runtime or "default (runc)",
                 "images": present,
             },
         )
@@ -687,11 +688,12 @@ class DockerBackend(ExecutionBackend):
             "output read with a byte cap from the attach stream; no host log files",
             "no platform environment passed in; container and volume removed after each run",
         ]
-        if self.runtime:
-            features.append(f"OCI runtime {self.runtime!r} (e.g. gVisor's user-space kernel)")
+        runtime = self.options.runtime
+        if runtime:
+            features.append(f"OCI runtime {runtime!r} (e.g. gVisor's user-space kernel)")
         kernel = (
-            f"the {self.runtime} runtime's kernel boundary, then the host kernel"
-            if self.runtime
+            f"the {runtime} runtime's kernel boundary, then the host kernel"
+            if runtime
             else "the host kernel, shared with every other container"
         )
         return Isolation(

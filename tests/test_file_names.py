@@ -1,8 +1,8 @@
 """One table of hostile file names, tried at every layer that takes a name.
 
-The platform accepts only plain names (its first line of defence); each backend, and the
-execution service's runner behind the remote backend, refuses anything that could leave the
-code directory, whatever the platform let through (the second).
+The platform accepts only plain names (its first line of defence); every backend's run(), and
+the execution service's runner behind the remote backend, refuses anything that could leave
+the code directory, whatever the platform let through (the second, ``sandbox.files``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from executions.backends import kubernetes
 from executions.models import Runtime
 from sandbox import docker
 from sandbox.contract import RunRequest
+from sandbox.files import safe_relative
 from sandbox.policy import Limits, SandboxPolicy
 
 # Names that could reach outside the code directory or break its tree.
@@ -95,6 +96,20 @@ def stays_inside(path: str) -> bool:
 
 
 @pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
+def test_the_sandbox_layer_refuses_names_that_leave_the_code_directory(name: str) -> None:
+    """The one check every backend's run() applies before anything is created."""
+    with pytest.raises(ValueError, match="unsafe file name"):
+        safe_relative(name)
+    assert "unsafe file name" in request_with(name).problem()
+
+
+@pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
+def test_the_sandbox_layer_keeps_odd_names_inside_the_code_directory(name: str) -> None:
+    assert stays_inside(str(safe_relative(name)))
+    assert request_with(name).problem() == ""
+
+
+@pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
 def test_docker_refuses_names_that_leave_the_code_directory(name: str) -> None:
     with pytest.raises(ValueError, match="unsafe file name"):
         docker.code_archive({"main.py": b"1", name: b"x"})
@@ -111,14 +126,14 @@ def test_kubernetes_refuses_names_that_leave_the_code_directory(name: str) -> No
     request = request_with(name)
     with pytest.raises(ValueError, match="unsafe file name"):
         kubernetes.configmap_for(request, "sandbox")
-    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     with pytest.raises(ValueError, match="unsafe file name"):
         kubernetes.job_for(request, options)
 
 
 @pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
 def test_kubernetes_keeps_odd_names_inside_the_code_directory(name: str) -> None:
-    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     job = kubernetes.job_for(request_with(name), options)
     (code,) = (v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "code")
     paths = [item["path"] for item in code["configMap"]["items"]]
@@ -127,7 +142,7 @@ def test_kubernetes_keeps_odd_names_inside_the_code_directory(name: str) -> None
 
 def test_kubernetes_mounts_each_file_under_its_own_name() -> None:
     request = request_with("pkg/util.py")
-    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox")
+    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     (code,) = (
         volume
         for volume in kubernetes.job_for(request, options)["spec"]["template"]["spec"]["volumes"]

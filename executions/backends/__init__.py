@@ -18,6 +18,7 @@ from django.utils.module_loading import import_string
 from executions import environment
 from executions.conf import execution_settings
 from sandbox.contract import ExecutionBackend
+from sandbox.options import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,17 @@ def get_backend(name: str | None = None) -> ExecutionBackend:
 
 @functools.cache
 def _instance(name: str, options: tuple[tuple[str, object], ...]) -> ExecutionBackend:
-    backend = backend_class(name)(**dict(options))
-    return backend
+    """The backend ``name`` built from ``options``; a bad option is ``ImproperlyConfigured``
+    naming the backend and the option's key in ``EXECUTIONS["BACKEND_OPTIONS"]``."""
+    cls = backend_class(name)
+    try:
+        return cls(**dict(options))
+    except OptionError as exc:
+        raise ImproperlyConfigured(
+            f"EXECUTIONS['BACKEND_OPTIONS'][{name!r}][{exc.option!r}]: {exc}"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"EXECUTIONS['BACKEND_OPTIONS'][{name!r}]: {exc}") from exc
 
 
 def reset() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
@@ -23,16 +25,26 @@ def refusal(reason: str) -> str:
     return f"Code execution is disabled on this deployment. {reason} {ADVICE}"
 
 
+@dataclass(frozen=True)
+class DisabledOptions:
+    # Why execution is off here; the refusal repeats it.
+    reason: str = "It was configured that way (EXECUTION_BACKEND=disabled)."
+
+
 class DisabledBackend(ExecutionBackend):
-    """Every run is refused with an explanation; nothing is ever executed."""
+    """Every run is refused with an explanation; nothing is ever executed.
+
+    Options: ``DisabledOptions``."""
 
     name = "disabled"
+    options_class = DisabledOptions
+    options: DisabledOptions
 
-    def __init__(self, *, reason: str = "", **options: object) -> None:
+    def __init__(self, **options: object) -> None:
         super().__init__(**options)
-        self.message = refusal(reason or "It was configured that way (EXECUTION_BACKEND=disabled).")
+        self.message = refusal(self.options.reason)
 
-    def run(self, request: RunRequest) -> RunResult:
+    def _run(self, request: RunRequest) -> RunResult:
         return RunResult.failure(ErrorKind.REFUSED, self.message, handle=request.handle)
 
     def health(self) -> Health:

@@ -40,7 +40,7 @@ class FakeBackend(ExecutionBackend):
     _cancelled: ClassVar[dict[str, threading.Event]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def run(self, request: RunRequest) -> RunResult:
+    def _run(self, request: RunRequest) -> RunResult:
         with self._lock:
             self.runs.append(request)
             cancelled = self._cancelled.setdefault(request.handle, threading.Event())

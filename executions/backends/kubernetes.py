@@ -3,7 +3,7 @@
 Every object is rendered from the request's ``SandboxPolicy`` by ``configmap_for`` and
 ``job_for`` (nothing else sets a field). A run goes:
 
-1. take one of ``max_concurrent`` slots of this worker process;
+1. take one of ``max_concurrent_per_worker`` slots of this worker process;
 2. create a ConfigMap holding the code files and stdin (``binaryData``, so any bytes
    survive), then the Job, then make the Job the ConfigMap's owner so the garbage collector
    removes both together;
@@ -43,7 +43,8 @@ Semantics callers rely on:
   and image pulls) stops it even if this worker dies; a Job ``Failed`` with reason
   ``DeadlineExceeded`` is reported as ``timed_out`` too. ``wall_time_ms`` is the container's
   startedAt→finishedAt (the API's one-second resolution) when it ended by itself, else the
-  runner's clock.
+  runner's clock; a program that ended by itself but took longer than its wall time is still
+  marked ``timed_out`` (by ``ExecutionBackend.run``).
 * **Exit status.** ``exit_code`` is the program container's terminated ``exitCode``; codes
   ``128 + N`` also set ``signal = N``, as the Docker backend does. Kills made by the runner
   (deadline, output cap) leave both unset. ``oom_killed`` is the terminated reason
@@ -65,9 +66,11 @@ Semantics callers rely on:
   objects, conflicts and pods that cannot start. ``run`` never raises for them.
 
 Only ``jobs`` (batch), ``pods``, ``pods/log`` and ``configmaps`` in the sandbox namespace are
-used, which is all the platform's Role grants. The cluster configuration is loaded lazily:
-in-cluster when ``KUBERNETES_SERVICE_HOST`` is set, else from ``KUBECONFIG`` (or
-``~/.kube/config``); tests may inject ``api_client`` or ``host``.
+used, which is all the platform's Role grants. The cluster configuration is loaded lazily, by
+the Kubernetes client from its own environment: in the cluster with the pod's ServiceAccount
+(``KUBERNETES_SERVICE_HOST``) when that works, else from the ``kubeconfig`` option or the
+client's default (``KUBECONFIG``, else ``~/.kube/config``); tests may inject ``api_client`` or
+``host``.
 """
 
 from __future__ import annotations
@@ -79,14 +82,12 @@ import hashlib
 import json
 import logging
 import math
-import os
 import queue
 import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import urllib3
@@ -94,6 +95,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from sandbox.contract import (
     ErrorKind,
@@ -103,6 +105,8 @@ from sandbox.contract import (
     RunRequest,
     RunResult,
 )
+from sandbox.files import safe_relative
+from sandbox.options import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -197,24 +201,12 @@ def labels_for(request: RunRequest) -> dict[str, str]:
     }
 
 
-def _safe_relative(name: str) -> str:
-    path = PurePosixPath(name)
-    if (
-        not name
-        or "\x00" in name
-        or path.is_absolute()
-        or any(part in ("", ".", "..") for part in name.split("/"))
-    ):
-        raise ValueError(f"unsafe file name {name!r}: use a relative path without '..'")
-    return str(path)
-
-
 def configmap_for(request: RunRequest, namespace: str) -> dict[str, Any]:
     """The ConfigMap with the code files (keys ``f0``, ``f1``, ... in file-name order) and
     stdin (key ``stdin``), base64 in ``binaryData``. Raises ``ValueError`` for an unsafe file
     name or when the content does not fit in a ConfigMap."""
     for name in request.files:
-        _safe_relative(name)
+        safe_relative(name)
     data = {f"f{index}": request.files[name] for index, name in enumerate(sorted(request.files))}
     data[STDIN_KEY] = request.stdin
     encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
@@ -255,21 +247,95 @@ def _container_security(uid: int, gid: int) -> dict[str, Any]:
     }
 
 
+# --- options ----------------------------------------------------------------------------------
+
+
+def parse_node_selector(value: str | Mapping[str, str]) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    selector: dict[str, str] = {}
+    for pair in (part.strip() for part in value.split(",")):
+        if not pair:
+            continue
+        key, sep, val = pair.partition("=")
+        if (
+            not sep
+            or not _LABEL_KEY.fullmatch(key.strip())
+            or not _LABEL_VALUE.fullmatch(val.strip())
+        ):
+            raise ValueError(
+                f"EXECUTION_KUBERNETES_NODE_SELECTOR must be key=value pairs separated by "
+                f"commas, got {value!r}"
+            )
+        selector[key.strip()] = val.strip()
+    return selector
+
+
+def parse_tolerations(value: str | Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    if isinstance(value, str):
+        if not value.strip():
+            return ()
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"EXECUTION_KUBERNETES_TOLERATIONS must be a JSON list of tolerations: {exc}"
+            ) from exc
+    if not isinstance(value, list | tuple) or not all(isinstance(t, Mapping) for t in value):
+        raise ValueError(
+            "EXECUTION_KUBERNETES_TOLERATIONS must be a JSON list of toleration objects, "
+            f"got {value!r}"
+        )
+    return tuple(dict(toleration) for toleration in value)
+
+
 @dataclass(frozen=True)
-class JobOptions:
-    """The operator's cluster-specific choices, from the backend's options."""
+class KubernetesOptions:
+    """The Kubernetes backend's options and their defaults (``EXECUTION_KUBERNETES_*`` in
+    settings). The first eight are the operator's cluster-specific choices that ``job_for``
+    renders; the rest govern a run."""
 
     namespace: str = DEFAULT_NAMESPACE
+    # The sandbox pods' ServiceAccount; its token is never mounted.
     service_account: str = DEFAULT_SERVICE_ACCOUNT
+    # e.g. gvisor; empty is the cluster's default.
     runtime_class: str = ""
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: Sequence[Mapping[str, Any]] = ()
-    image_pull_secrets: Sequence[str] = ()
+    # "k=v,k2=v2" or a mapping.
+    node_selector: Mapping[str, str] = field(
+        default_factory=dict, metadata={"convert": parse_node_selector}
+    )
+    # A JSON list, or a list of toleration objects.
+    tolerations: Sequence[Mapping[str, Any]] = field(
+        default=(), metadata={"convert": parse_tolerations}
+    )
+    # A comma-separated string or a list of Secret names.
+    image_pull_secrets: tuple[str, ...] = ()
+    # Seconds a pod may take to be scheduled and started, images pulled.
     pending_timeout_s: int = 60
     ttl_seconds_after_finished: int = 300
+    # Runs at once in this worker process.
+    max_concurrent_per_worker: int = 8
+    # Seconds to wait for the logs after the program ended.
+    grace_s: float = 5.0
+    # Seconds a run waits for a free slot before it fails as UNAVAILABLE.
+    slot_wait_s: float = 30.0
+    watch_timeout_s: int = 30
+    # An API URL without credentials (tests); empty means the client's own configuration:
+    # in the cluster with the pod's ServiceAccount, else a kubeconfig.
+    host: str = ""
+    # The kubeconfig file; empty means the client's default ($KUBECONFIG, ~/.kube/config).
+    kubeconfig: str = ""
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_per_worker < 1:
+            raise OptionError(
+                "max_concurrent_per_worker",
+                "EXECUTION_KUBERNETES_MAX_CONCURRENT (max_concurrent_per_worker) must be at "
+                f"least 1, got {self.max_concurrent_per_worker}",
+            )
 
 
-def job_for(request: RunRequest, options: JobOptions) -> dict[str, Any]:
+def job_for(request: RunRequest, options: KubernetesOptions) -> dict[str, Any]:
     """Return the ``batch/v1`` Job for ``request``, in the API's names.
 
     Everything comes from ``request.policy``, the catalogue's image and command, and the
@@ -349,7 +415,7 @@ def job_for(request: RunRequest, options: JobOptions) -> dict[str, Any]:
                     "name": name,
                     "defaultMode": 0o444,
                     "items": [
-                        {"key": f"f{index}", "path": _safe_relative(file_name)}
+                        {"key": f"f{index}", "path": str(safe_relative(file_name))}
                         for index, file_name in enumerate(files)
                     ],
                 },
@@ -391,54 +457,6 @@ def job_for(request: RunRequest, options: JobOptions) -> dict[str, Any]:
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
-
-
-# --- option parsing ----------------------------------------------------------------------------
-
-
-def parse_node_selector(value: str | Mapping[str, str]) -> dict[str, str]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    selector: dict[str, str] = {}
-    for pair in (part.strip() for part in value.split(",")):
-        if not pair:
-            continue
-        key, sep, val = pair.partition("=")
-        if (
-            not sep
-            or not _LABEL_KEY.fullmatch(key.strip())
-            or not _LABEL_VALUE.fullmatch(val.strip())
-        ):
-            raise ImproperlyConfigured(
-                f"EXECUTION_KUBERNETES_NODE_SELECTOR must be key=value pairs separated by "
-                f"commas, got {value!r}"
-            )
-        selector[key.strip()] = val.strip()
-    return selector
-
-
-def parse_tolerations(value: str | Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
-    if isinstance(value, str):
-        if not value.strip():
-            return ()
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ImproperlyConfigured(
-                f"EXECUTION_KUBERNETES_TOLERATIONS must be a JSON list of tolerations: {exc}"
-            ) from exc
-    if not isinstance(value, list | tuple) or not all(isinstance(t, Mapping) for t in value):
-        raise ImproperlyConfigured(
-            "EXECUTION_KUBERNETES_TOLERATIONS must be a JSON list of toleration objects, "
-            f"got {value!r}"
-        )
-    return tuple(dict(toleration) for toleration in value)
-
-
-def _parse_list(value: str | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(item.strip() for item in value if item.strip())
 
 
 # --- following a run ---------------------------------------------------------------------------
@@ -608,43 +626,25 @@ def _parse_time(value: str | None) -> dt.datetime | None:
 class KubernetesBackend(ExecutionBackend):
     """Runs each request as a hardened Kubernetes Job in the sandbox namespace.
 
-    Options (``EXECUTION_KUBERNETES_*`` in settings): ``namespace``, ``service_account``
-    (the sandbox pods' ServiceAccount; its token is never mounted), ``runtime_class`` (e.g.
-    ``gvisor``), ``node_selector`` ("k=v,k2=v2" or a mapping), ``tolerations`` (a JSON list
-    or a list), ``image_pull_secrets`` (comma list or list), ``pending_timeout_s`` (60),
-    ``ttl_seconds_after_finished`` (300), ``max_concurrent`` (8, runs per worker process),
-    ``grace_s`` (5), ``slot_wait_s`` (30), ``watch_timeout_s`` (30); for tests
-    ``api_client`` (a ``kubernetes.client.ApiClient``) or ``host`` (an API URL without
-    credentials). See the module docstring for the semantics of a run.
+    Options: ``KubernetesOptions``; tests may also inject ``api_client`` (a
+    ``kubernetes.client.ApiClient``). See the module docstring for the semantics of a run.
     """
 
     name = "kubernetes"
+    options_class = KubernetesOptions
+    options: KubernetesOptions
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, api_client: Any = None, **options: Any) -> None:
         super().__init__(**options)
-        self.job_options = JobOptions(
-            namespace=options.get("namespace") or DEFAULT_NAMESPACE,
-            service_account=options.get("service_account") or DEFAULT_SERVICE_ACCOUNT,
-            runtime_class=options.get("runtime_class") or "",
-            node_selector=parse_node_selector(options.get("node_selector") or ""),
-            tolerations=parse_tolerations(options.get("tolerations") or ""),
-            image_pull_secrets=_parse_list(options.get("image_pull_secrets") or ()),
-            pending_timeout_s=int(options.get("pending_timeout_s", 60)),
-            ttl_seconds_after_finished=int(options.get("ttl_seconds_after_finished", 300)),
-        )
-        self.namespace = self.job_options.namespace
         # A pod may wait this long to be scheduled and pull its image before the wall time runs.
-        self.start_allowance_s = float(self.job_options.pending_timeout_s)
-        self.max_concurrent = int(options.get("max_concurrent", 8))
-        if self.max_concurrent < 1:
-            raise ImproperlyConfigured("EXECUTION_KUBERNETES_MAX_CONCURRENT must be at least 1")
-        self.grace_s = float(options.get("grace_s", 5.0))
-        self.slot_wait_s = float(options.get("slot_wait_s", 30.0))
-        self.watch_timeout_s = int(options.get("watch_timeout_s", 30))
-        self.host: str = options.get("host") or ""
-        self._api_client: Any = options.get("api_client")
+        self.start_allowance_s = float(self.options.pending_timeout_s)
+        self._api_client: Any = api_client
         self._client_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(self.max_concurrent)
+        self._slots = threading.BoundedSemaphore(self.options.max_concurrent_per_worker)
+
+    @property
+    def namespace(self) -> str:
+        return self.options.namespace
 
     # -- cluster access
 
@@ -657,37 +657,40 @@ class KubernetesBackend(ExecutionBackend):
 
     def _configuration(self) -> Any:
         configuration = client.Configuration()
-        if self.host:
-            configuration.host = self.host
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            try:
-                config.load_incluster_config(client_configuration=configuration)
-            except ConfigException as exc:
-                raise ImproperlyConfigured(
-                    "KUBERNETES_SERVICE_HOST is set but the in-cluster configuration (the "
-                    f"platform's ServiceAccount token) could not be loaded: {exc}"
-                ) from exc
+        if self.options.host:
+            configuration.host = self.options.host
         else:
-            path = os.environ.get("KUBECONFIG") or ""
-            try:
-                config.load_kube_config(
-                    config_file=path or None, client_configuration=configuration
-                )
-            except (ConfigException, OSError, TypeError, ValueError) as exc:
-                where = f"KUBECONFIG={path!r}" if path else "KUBECONFIG (unset; ~/.kube/config)"
-                raise ImproperlyConfigured(
-                    f"No usable Kubernetes configuration from {where}: {exc}. Set KUBECONFIG, "
-                    "or run the platform in the cluster with its ServiceAccount."
-                ) from exc
+            self._load_cluster_configuration(configuration)
         # Several watches and log streams per run share the pool.
-        configuration.connection_pool_maxsize = max(10, 6 * self.max_concurrent)
+        configuration.connection_pool_maxsize = max(10, 6 * self.options.max_concurrent_per_worker)
         return configuration
+
+    def _load_cluster_configuration(self, configuration: Any) -> None:
+        """In the cluster with the pod's ServiceAccount, else from a kubeconfig. The client
+        reads its own environment (``KUBERNETES_SERVICE_HOST``, ``KUBECONFIG``)."""
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return
+        except ConfigException as exc:
+            in_cluster = exc
+        path = self.options.kubeconfig
+        try:
+            config.load_kube_config(config_file=path or None, client_configuration=configuration)
+        except (ConfigException, OSError, TypeError, ValueError) as exc:
+            where = (
+                f"kubeconfig {path!r}" if path else f"KUBECONFIG ({KUBE_CONFIG_DEFAULT_LOCATION})"
+            )
+            raise ImproperlyConfigured(
+                f"No usable Kubernetes configuration from {where}: {exc}; nor in the cluster "
+                f"(KUBERNETES_SERVICE_HOST, the platform's ServiceAccount token): {in_cluster}. "
+                "Set KUBECONFIG, or run the platform in the cluster with its ServiceAccount."
+            ) from exc
 
     @property
     def api_host(self) -> str:
         if self._api_client is not None:
             return str(self._api_client.configuration.host)
-        return self.host or "the Kubernetes API"
+        return self.options.host or "the Kubernetes API"
 
     def _apis(self) -> tuple[Any, Any]:
         api = self.api_client()
@@ -695,38 +698,30 @@ class KubernetesBackend(ExecutionBackend):
 
     # -- the contract
 
-    def run(self, request: RunRequest) -> RunResult:
+    def _run(self, request: RunRequest) -> RunResult:
         try:
             core, batch = self._apis()
         except ImproperlyConfigured as exc:
             return RunResult.failure(ErrorKind.BACKEND_ERROR, str(exc), handle=request.handle)
-        if not self._slots.acquire(timeout=self.slot_wait_s):
+        if not self._slots.acquire(timeout=self.options.slot_wait_s):
             return RunResult.failure(
                 ErrorKind.UNAVAILABLE,
-                f"All {self.max_concurrent} Kubernetes sandbox slots of this worker stayed busy "
-                f"for {self.slot_wait_s:g} s; retry later or raise max_concurrent.",
+                f"All {self.options.max_concurrent_per_worker} Kubernetes sandbox slots of this "
+                f"worker stayed busy for {self.options.slot_wait_s:g} s; retry later or raise "
+                "max_concurrent_per_worker.",
                 handle=request.handle,
             )
         try:
-            return self._run(core, batch, request)
+            return self._run_job(core, batch, request)
         except _Failure as exc:
             return RunResult.failure(exc.kind, str(exc), handle=request.handle)
-        except Exception as exc:  # run() must not raise for infrastructure failures
-            logger.exception("kubernetes backend failed on execution %s", request.execution_id)
-            return RunResult.failure(
-                ErrorKind.BACKEND_ERROR,
-                f"Kubernetes backend error: {type(exc).__name__}: {exc}",
-                handle=request.handle,
-            )
         finally:
             self._slots.release()
 
-    def _run(self, core: Any, batch: Any, request: RunRequest) -> RunResult:
-        if not request.command:
-            raise _Failure(ErrorKind.BACKEND_ERROR, "The runtime has no command.")
+    def _run_job(self, core: Any, batch: Any, request: RunRequest) -> RunResult:
         try:
             configmap = configmap_for(request, self.namespace)
-            job = job_for(request, self.job_options)
+            job = job_for(request, self.options)
         except ValueError as exc:
             raise _Failure(ErrorKind.BACKEND_ERROR, str(exc)) from exc
         name = job["metadata"]["name"]
@@ -748,7 +743,7 @@ class KubernetesBackend(ExecutionBackend):
                     {"field_selector": f"metadata.name={name}"},
                     lambda obj: (obj.get("metadata") or {}).get("name") == name,
                     events,
-                    self.watch_timeout_s,
+                    self.options.watch_timeout_s,
                 ),
                 _Watcher(
                     "pod",
@@ -759,7 +754,7 @@ class KubernetesBackend(ExecutionBackend):
                         ((obj.get("metadata") or {}).get("labels") or {}).get(HANDLE_LABEL) == name
                     ),
                     events,
-                    self.watch_timeout_s,
+                    self.options.watch_timeout_s,
                 ),
             ]
             result = self._follow(core, batch, request, name, events, progress)
@@ -843,16 +838,16 @@ class KubernetesBackend(ExecutionBackend):
     ) -> RunResult:
         """Consume watch and log events until the run has an outcome."""
         wall_s = request.limits.wall_time_s
-        pending_deadline = progress.created_at + self.job_options.pending_timeout_s
+        pending_deadline = progress.created_at + self.options.pending_timeout_s
         result = RunResult(handle=request.handle)
         while True:
             now = time.monotonic()
             if progress.terminated is not None:
                 logs_done = all(f.done for f in progress.followers.values())
-                grace_over = now >= (progress.terminated_seen or now) + self.grace_s
+                grace_over = now >= (progress.terminated_seen or now) + self.options.grace_s
                 if logs_done or grace_over:
-                    return self._finish(request, progress, result)
-                deadline = (progress.terminated_seen or now) + self.grace_s
+                    return self._finish(progress, result)
+                deadline = (progress.terminated_seen or now) + self.options.grace_s
             elif progress.started_at is not None:
                 deadline = progress.started_at + wall_s
                 if now >= deadline:
@@ -1020,7 +1015,7 @@ class KubernetesBackend(ExecutionBackend):
         result.timed_out = True
         result.wall_time_ms = int((time.monotonic() - progress.started_at) * 1000)
 
-    def _finish(self, request: RunRequest, progress: _Progress, result: RunResult) -> RunResult:
+    def _finish(self, progress: _Progress, result: RunResult) -> RunResult:
         terminated = progress.terminated or {}
         code = int(terminated.get("exitCode", -1))
         result.record_exit(code)
@@ -1032,12 +1027,10 @@ class KubernetesBackend(ExecutionBackend):
         else:
             began = progress.started_at or progress.terminated_seen or time.monotonic()
             result.wall_time_ms = int(((progress.terminated_seen or began) - began) * 1000)
-        if result.wall_time_ms > request.limits.wall_time_ms:
-            result.timed_out = True
         return result
 
     def _pending_message(self, name: str, progress: _Progress) -> str:
-        timeout = self.job_options.pending_timeout_s
+        timeout = self.options.pending_timeout_s
         if progress.pending_reason:
             return (
                 f"The sandbox pod of Job {name} did not start within {timeout} s: "
@@ -1129,6 +1122,7 @@ class KubernetesBackend(ExecutionBackend):
 
     def health(self) -> Health:
         """Reach the API, report its version, and list our Jobs (which checks RBAC too)."""
+        capacity = self.options.max_concurrent_per_worker
         try:
             api = self.api_client()
             version = client.VersionApi(api).get_code()
@@ -1136,22 +1130,22 @@ class KubernetesBackend(ExecutionBackend):
                 self.namespace, label_selector=MANAGED_SELECTOR
             )
         except ImproperlyConfigured as exc:
-            return Health(ok=False, detail=str(exc), capacity=self.max_concurrent)
+            return Health(ok=False, detail=str(exc), capacity=capacity)
         except ApiException as exc:
             _kind, message = self._api_failure(exc, "list jobs")
-            return Health(ok=False, detail=message, capacity=self.max_concurrent)
+            return Health(ok=False, detail=message, capacity=capacity)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return Health(
                 ok=False,
                 detail=f"The Kubernetes API at {self.api_host} is unreachable: {exc}",
-                capacity=self.max_concurrent,
+                capacity=capacity,
             )
         except Exception as exc:  # an answer the client could not read is not healthy
             return Health(
                 ok=False,
                 detail=f"The Kubernetes API at {self.api_host} gave an unreadable answer: "
                 f"{type(exc).__name__}: {exc}",
-                capacity=self.max_concurrent,
+                capacity=capacity,
             )
         active = [
             job
@@ -1164,16 +1158,16 @@ class KubernetesBackend(ExecutionBackend):
             detail=(
                 f"Kubernetes {git_version} at {self.api_host}; namespace {self.namespace!r}; "
                 f"{len(active)} sandbox Jobs active (this worker runs up to "
-                f"{self.max_concurrent} at a time)."
+                f"{capacity} at a time)."
             ),
             version=git_version,
-            capacity=self.max_concurrent,
+            capacity=capacity,
             in_use=len(active),
             extra={
                 "host": self.api_host,
                 "namespace": self.namespace,
-                "runtime_class": self.job_options.runtime_class or "default",
-                "service_account": self.job_options.service_account,
+                "runtime_class": self.options.runtime_class or "default",
+                "service_account": self.options.service_account,
             },
         )
 
@@ -1212,7 +1206,7 @@ class KubernetesBackend(ExecutionBackend):
         return len(removed)
 
     def describe(self) -> Isolation:
-        options = self.job_options
+        options = self.options
         features = [
             "Pod Security Standard restricted: uid/gid 65534, runAsNonRoot, all capabilities "
             "dropped, no privilege escalation, RuntimeDefault seccomp",

@@ -19,11 +19,10 @@ failure of the infrastructure. All HTTP goes through ``requests`` here; signing 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -37,8 +36,7 @@ from sandbox.contract import (
     RunRequest,
     RunResult,
 )
-
-logger = logging.getLogger(__name__)
+from sandbox.options import OptionError, names
 
 
 class ServiceError(Exception):
@@ -71,40 +69,53 @@ def result_answer_bytes(output_bytes: int) -> int:
     return 3 * output_bytes + CONTROL_ANSWER_BYTES
 
 
-class RemoteBackend(ExecutionBackend):
-    """Sends each run to a remote execution service.
+def _service_urls(value: Any) -> tuple[str, ...]:
+    return tuple(url.rstrip("/") for url in names(value))
 
-    Options: ``urls`` (one or more service base URLs), ``secret`` (the shared signing secret),
-    ``timeout_s`` (5, per HTTP call besides long polls), ``grace_s`` (15), ``poll_wait_s``
-    (5, long-poll length), ``poll_retry_s`` (2), ``failover_budget_s`` (10) and
-    ``health_ttl_s`` (2).
-    """
 
-    name = "remote"
+@dataclass(frozen=True)
+class RemoteOptions:
+    """The remote backend's options and their defaults."""
 
-    def __init__(self, **options: Any) -> None:
-        from django.core.exceptions import ImproperlyConfigured
+    # One or more execution service base URLs (a list or a comma-separated string).
+    urls: tuple[str, ...] = field(default=(), metadata={"convert": _service_urls})
+    # The signing secret shared with the services.
+    secret: str = ""
+    # Seconds per HTTP call, long polls aside.
+    timeout_s: float = 5.0
+    # Seconds a run may take beyond its wall time before it is cancelled.
+    grace_s: float = 15.0
+    # Seconds of one long poll.
+    poll_wait_s: float = 5.0
+    # Seconds a service may stop answering mid-run before the run is given up.
+    poll_retry_s: float = 2.0
+    # Seconds to find a service that takes the run.
+    failover_budget_s: float = 10.0
+    # Seconds a service's health answer is reused when picking one.
+    health_ttl_s: float = 2.0
 
-        super().__init__(**options)
-        urls = options.get("urls") or ()
-        if isinstance(urls, str):
-            urls = [url for url in urls.split(",") if url.strip()]
-        self.urls: tuple[str, ...] = tuple(url.strip().rstrip("/") for url in urls)
+    def __post_init__(self) -> None:
         if not self.urls:
-            raise ImproperlyConfigured(
-                "The remote backend needs EXECUTION_REMOTE_URLS: the execution services' URLs."
+            raise OptionError(
+                "urls",
+                "The remote backend needs EXECUTION_REMOTE_URLS: the execution services' URLs.",
             )
-        self.secret: str = options.get("secret") or ""
         try:
             signing.check_secret(self.secret)
         except ValueError as exc:
-            raise ImproperlyConfigured(str(exc)) from exc
-        self.timeout_s = float(options.get("timeout_s", 5.0))
-        self.grace_s = float(options.get("grace_s", 15.0))
-        self.poll_wait_s = float(options.get("poll_wait_s", 5.0))
-        self.poll_retry_s = float(options.get("poll_retry_s", 2.0))
-        self.failover_budget_s = float(options.get("failover_budget_s", 10.0))
-        self.health_ttl_s = float(options.get("health_ttl_s", 2.0))
+            raise OptionError("secret", str(exc)) from exc
+
+
+class RemoteBackend(ExecutionBackend):
+    """Sends each run to a remote execution service. Options: ``RemoteOptions``."""
+
+    name = "remote"
+    options_class = RemoteOptions
+    options: RemoteOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.urls = self.options.urls
         self._local = threading.local()
         self._health_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
@@ -129,7 +140,7 @@ class RemoteBackend(ExecutionBackend):
         """One signed call. Raises ``requests.RequestException`` when the service cannot be
         reached, and ``ServiceError`` when its answer is longer than ``max_bytes``."""
         body = wire.dumps(payload) if payload is not None else b""
-        headers = signing.sign(self.secret, method, path, body)
+        headers = signing.sign(self.options.secret, method, path, body)
         if payload is not None:
             headers["Content-Type"] = "application/json"
         with self._session().request(
@@ -137,7 +148,7 @@ class RemoteBackend(ExecutionBackend):
             base + path,
             data=body,
             headers=headers,
-            timeout=timeout_s or self.timeout_s,
+            timeout=timeout_s or self.options.timeout_s,
             stream=True,
         ) as response:
             received = bytearray()
@@ -156,7 +167,7 @@ class RemoteBackend(ExecutionBackend):
         now = time.monotonic()
         with self._lock:
             cached = self._health_cache.get(base)
-        if cached and not fresh and now - cached[0] < self.health_ttl_s:
+        if cached and not fresh and now - cached[0] < self.options.health_ttl_s:
             return cached[1]
         try:
             response = self._call(base, "GET", "/v1/health")
@@ -180,25 +191,18 @@ class RemoteBackend(ExecutionBackend):
 
     # -- the contract
 
-    def run(self, request: RunRequest) -> RunResult:
+    def _run(self, request: RunRequest) -> RunResult:
         try:
             base = self._submit(request)
             return self._await(base, request)
         except ServiceError as exc:
             return RunResult.failure(exc.kind, str(exc), handle=request.handle)
-        except Exception as exc:  # run() must not raise for infrastructure failures
-            logger.exception("remote backend failed on execution %s", request.execution_id)
-            return RunResult.failure(
-                ErrorKind.BACKEND_ERROR,
-                f"Remote backend error: {type(exc).__name__}: {exc}",
-                handle=request.handle,
-            )
 
     def _submit(self, request: RunRequest) -> str:
         """PUT the run on a service that takes it; return that service's URL."""
         payload = wire.request_to_json(request)
         path = f"/v1/runs/{request.handle}"
-        deadline = time.monotonic() + self.failover_budget_s
+        deadline = time.monotonic() + self.options.failover_budget_s
         errors: list[str] = []
         while True:
             for base in self._candidates():
@@ -225,14 +229,14 @@ class RemoteBackend(ExecutionBackend):
             time.sleep(0.2)
         raise ServiceError(
             "No execution service took the run within "
-            f"{self.failover_budget_s:g} s: " + "; ".join(errors[-len(self.urls) :]),
+            f"{self.options.failover_budget_s:g} s: " + "; ".join(errors[-len(self.urls) :]),
             retry_elsewhere=True,
             kind=ErrorKind.UNAVAILABLE,
         )
 
     def _await(self, base: str, request: RunRequest) -> RunResult:
         path = f"/v1/runs/{request.handle}"
-        deadline = time.monotonic() + request.limits.wall_time_s + self.grace_s
+        deadline = time.monotonic() + request.limits.wall_time_s + self.options.grace_s
         lost_since: float | None = None
         while True:
             remaining = deadline - time.monotonic()
@@ -240,23 +244,23 @@ class RemoteBackend(ExecutionBackend):
                 self._cancel_on(base, request.handle)
                 raise ServiceError(
                     f"Execution service {base} did not finish run {request.handle} within its "
-                    f"wall time plus {self.grace_s:g} s; it was cancelled.",
+                    f"wall time plus {self.options.grace_s:g} s; it was cancelled.",
                     retry_elsewhere=False,
                     kind=ErrorKind.BACKEND_ERROR,
                 )
-            wait = max(0.0, min(self.poll_wait_s, remaining))
+            wait = max(0.0, min(self.options.poll_wait_s, remaining))
             try:
                 response = self._call(
                     base,
                     "GET",
                     f"{path}?wait={wait:.2f}",
-                    timeout_s=wait + self.timeout_s,
+                    timeout_s=wait + self.options.timeout_s,
                     max_bytes=result_answer_bytes(request.limits.output_bytes),
                 )
             except requests.RequestException as exc:
                 now = time.monotonic()
                 lost_since = lost_since or now
-                if now - lost_since >= self.poll_retry_s:
+                if now - lost_since >= self.options.poll_retry_s:
                     raise ServiceError(
                         f"Execution service {base} stopped answering during run "
                         f"{request.handle}: {type(exc).__name__}: {exc}",

@@ -17,8 +17,7 @@ import pytest
 import requests
 
 from sandbox import signing
-
-from .attacks import CANARY_ENV, CANARY_VALUE
+from tests.sandbox.attacks import CANARY_ENV, CANARY_VALUE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ import pytest
 
 from executions.backends.remote import RemoteBackend
 from executions.judging import run_verdict
+from tests.sandbox.attacks import ATTACKS, CANARY_ENV, CANARY_VALUE, Attack
+from tests.sandbox.conformance import make_request, run_checked
 
-from .attacks import ATTACKS, CANARY_ENV, CANARY_VALUE, Attack
-from .conformance import make_request, run_checked
 from .remote_service import Service, start_service
 
 pytestmark = [pytest.mark.real_service]

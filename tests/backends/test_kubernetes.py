@@ -28,6 +28,7 @@ from executions.backends.kubernetes import (
     KubernetesUnavailable,
 )
 from sandbox.contract import ErrorKind, RunRequest, RunResult
+from sandbox.options import OptionError
 from sandbox.policy import Limits, SandboxPolicy
 
 from .kube_emulator import (
@@ -506,10 +507,10 @@ def test_watches_resume_after_they_expire(
     assert result.exit_code == 0
 
 
-def test_runs_beyond_max_concurrent_wait_then_fail_as_unavailable(
+def test_runs_beyond_max_concurrent_per_worker_wait_then_fail_as_unavailable(
     emulator: Emulator, api_client: Any, logs: dict[str, bytes]
 ) -> None:
-    backend = make_backend(api_client, max_concurrent=1, slot_wait_s=0.2)
+    backend = make_backend(api_client, max_concurrent_per_worker=1, slot_wait_s=0.2)
     first = make_request("evalplatform-50-0", wall_time_ms=30_000)
 
     def scenario(player: KubeletPlayer) -> None:
@@ -518,6 +519,7 @@ def test_runs_beyond_max_concurrent_wait_then_fail_as_unavailable(
         second = backend.run(make_request("evalplatform-51-0"))
         assert second.error_kind == ErrorKind.UNAVAILABLE
         assert "All 1 Kubernetes sandbox slots" in second.error_message
+        assert "raise max_concurrent_per_worker" in second.error_message
         assert emulator.get(JOBS, NS, "evalplatform-51-0") is None
         player.terminated(0)
 
@@ -750,8 +752,8 @@ def test_missing_kubeconfig_is_a_configuration_error_naming_the_variable(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    backend = KubernetesBackend()  # the cluster is only needed on first use
+    # The cluster is only needed on first use.
+    backend = KubernetesBackend(kubeconfig=str(tmp_path / "missing"))
     with pytest.raises(ImproperlyConfigured, match="KUBECONFIG"):
         backend.api_client()
     result = backend.run(make_request())
@@ -761,12 +763,14 @@ def test_missing_kubeconfig_is_a_configuration_error_naming_the_variable(
 
 
 def test_broken_in_cluster_configuration_names_the_variable(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    with pytest.raises(ImproperlyConfigured, match="KUBERNETES_SERVICE_HOST"):
-        KubernetesBackend().api_client()
+    backend = KubernetesBackend(kubeconfig=str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured, match="KUBERNETES_SERVICE_HOST") as caught:
+        backend.api_client()
+    assert "token" in str(caught.value), "the in-cluster loader's own reason is kept"
 
 
 @pytest.mark.parametrize(
@@ -775,12 +779,22 @@ def test_broken_in_cluster_configuration_names_the_variable(
         ("tolerations", "{not json", "EXECUTION_KUBERNETES_TOLERATIONS"),
         ("tolerations", '{"key": "a"}', "EXECUTION_KUBERNETES_TOLERATIONS"),
         ("node_selector", "pool", "EXECUTION_KUBERNETES_NODE_SELECTOR"),
-        ("max_concurrent", 0, "EXECUTION_KUBERNETES_MAX_CONCURRENT"),
+        ("max_concurrent_per_worker", 0, "EXECUTION_KUBERNETES_MAX_CONCURRENT"),
     ],
 )
-def test_invalid_options_name_their_variable(option: str, value: Any, variable: str) -> None:
-    with pytest.raises(ImproperlyConfigured, match=variable):
+def test_invalid_options_name_their_variable(
+    option: str, value: Any, variable: str, settings: Any
+) -> None:
+    with pytest.raises(OptionError, match=variable) as caught:
         KubernetesBackend(**{option: value})
+    assert caught.value.option == option
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND_OPTIONS": {"kubernetes": {option: value}},
+    }
+    with pytest.raises(ImproperlyConfigured, match=variable) as configured:
+        get_backend("kubernetes")
+    assert f"['kubernetes']['{option}']" in str(configured.value)
 
 
 def test_options_from_settings_are_parsed(settings: Any) -> None:
@@ -794,11 +808,11 @@ def test_options_from_settings_are_parsed(settings: Any) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND_OPTIONS": {"kubernetes": options}}
     backend = get_backend("kubernetes")
     assert isinstance(backend, KubernetesBackend)
-    assert backend.job_options.node_selector == {"pool": "sandbox", "zone": "a"}
-    assert backend.job_options.tolerations == (
+    assert backend.options.node_selector == {"pool": "sandbox", "zone": "a"}
+    assert backend.options.tolerations == (
         {"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"},
     )
-    assert backend.job_options.image_pull_secrets == ("registry",)
+    assert backend.options.image_pull_secrets == ("registry",)
     assert "gvisor" in backend.describe().summary
 
 
@@ -807,8 +821,8 @@ def test_default_settings_build_the_backend_without_a_cluster() -> None:
     backend = get_backend("kubernetes")
     assert isinstance(backend, KubernetesBackend)
     assert backend.namespace == "evalplatform-sandbox"
-    assert backend.job_options.service_account == "evalplatform-sandbox"
-    assert (backend.job_options.pending_timeout_s, backend.max_concurrent) == (60, 8)
+    assert backend.options.service_account == "evalplatform-sandbox"
+    assert (backend.options.pending_timeout_s, backend.options.max_concurrent_per_worker) == (60, 8)
     # The reaper and the task timeout give a pod this long to be scheduled and started.
     assert backend.start_allowance_s == 60
 

@@ -27,8 +27,7 @@ import pytest
 
 from executions.backends.kubernetes import HANDLE_LABEL, KubernetesBackend, resource_name
 from sandbox.contract import ExecutionBackend
-
-from .conformance import BackendConformance, make_request, run_checked
+from tests.sandbox.conformance import BackendConformance, make_request, run_checked
 
 if not os.environ.get("KUBECONFIG"):
     pytest.skip(

@@ -17,14 +17,13 @@ from executions.backends.kubernetes import (
     COMPONENT_LABEL,
     HANDLE_LABEL,
     MANAGED_BY_LABEL,
-    JobOptions,
+    KubernetesOptions,
     configmap_for,
     job_for,
     resource_name,
 )
 from sandbox.policy import Limits, SandboxPolicy
-
-from .conformance import COMMAND
+from tests.sandbox.conformance import COMMAND
 
 KUBERNETES_VERSION = "1.37.0"
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "platform-rbac.yaml"
@@ -52,11 +51,11 @@ def request_for(**overrides: Any) -> Any:
     )
 
 
-CASES: dict[str, tuple[Any, JobOptions]] = {
-    "defaults": (request_for(), JobOptions()),
+CASES: dict[str, tuple[Any, KubernetesOptions]] = {
+    "defaults": (request_for(), KubernetesOptions()),
     "gvisor-dedicated-nodes": (
         request_for(),
-        JobOptions(
+        KubernetesOptions(
             namespace="sandboxes",
             runtime_class="gvisor",
             node_selector={"evalplatform.io/sandbox": "true"},
@@ -74,22 +73,22 @@ CASES: dict[str, tuple[Any, JobOptions]] = {
                 runtime_class="kata",
             )
         ),
-        JobOptions(runtime_class="gvisor"),
+        KubernetesOptions(runtime_class="gvisor"),
     ),
     "odd-handle": (
         request_for(handle="Evaluation_12/Run#3" + "x" * 80, execution_id=2**40),
-        JobOptions(),
+        KubernetesOptions(),
     ),
 }
 
 
 @pytest.fixture(params=sorted(CASES))
-def case(request: pytest.FixtureRequest) -> tuple[Any, JobOptions]:
+def case(request: pytest.FixtureRequest) -> tuple[Any, KubernetesOptions]:
     return CASES[request.param]
 
 
 @pytest.fixture
-def job(case: tuple[Any, JobOptions]) -> dict[str, Any]:
+def job(case: tuple[Any, KubernetesOptions]) -> dict[str, Any]:
     return job_for(*case)
 
 
@@ -123,7 +122,7 @@ def test_pod_template_is_a_valid_pod(job: dict[str, Any]) -> None:
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
 
 
-def test_configmap_matches_the_official_schema(case: tuple[Any, JobOptions]) -> None:
+def test_configmap_matches_the_official_schema(case: tuple[Any, KubernetesOptions]) -> None:
     request, options = case
     configmap = configmap_for(request, options.namespace)
     kubernetes_validate.validate(configmap, KUBERNETES_VERSION, strict=True)
@@ -137,7 +136,9 @@ def test_schema_validation_can_fail(job: dict[str, Any]) -> None:
         kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
 
 
-def test_names_and_labels_are_valid(case: tuple[Any, JobOptions], job: dict[str, Any]) -> None:
+def test_names_and_labels_are_valid(
+    case: tuple[Any, KubernetesOptions], job: dict[str, Any]
+) -> None:
     request, options = case
     name = job["metadata"]["name"]
     assert name == resource_name(request.handle) and len(name) <= 63
@@ -160,7 +161,9 @@ def test_distinct_handles_get_distinct_names() -> None:
 # --- the policy table of DESIGN.md -------------------------------------------------------------
 
 
-def test_job_runs_once_within_deadlines(case: tuple[Any, JobOptions], job: dict[str, Any]) -> None:
+def test_job_runs_once_within_deadlines(
+    case: tuple[Any, KubernetesOptions], job: dict[str, Any]
+) -> None:
     request, options = case
     spec = job["spec"]
     assert spec["backoffLimit"] == 0 and spec["completions"] == 1
@@ -173,7 +176,7 @@ def test_job_runs_once_within_deadlines(case: tuple[Any, JobOptions], job: dict[
 def test_no_service_account_token_and_no_service_links(pod_spec: dict[str, Any]) -> None:
     assert pod_spec["automountServiceAccountToken"] is False
     assert pod_spec["enableServiceLinks"] is False
-    assert pod_spec["serviceAccountName"] == JobOptions().service_account
+    assert pod_spec["serviceAccountName"] == KubernetesOptions().service_account
 
 
 def test_requests_equal_limits(pod_spec: dict[str, Any]) -> None:
@@ -184,7 +187,7 @@ def test_requests_equal_limits(pod_spec: dict[str, Any]) -> None:
 
 
 def test_program_limits_come_from_the_policy(
-    case: tuple[Any, JobOptions], pod_spec: dict[str, Any]
+    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
     request, _ = case
     (program,) = [c for c in pod_spec["containers"] if c["name"] == "program"]
@@ -196,7 +199,7 @@ def test_program_limits_come_from_the_policy(
 
 
 def test_code_and_stdin_are_read_only_mounts_and_the_command_is_the_catalogues(
-    case: tuple[Any, JobOptions], pod_spec: dict[str, Any]
+    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
     request, _ = case
     (program,) = [c for c in pod_spec["containers"] if c["name"] == "program"]
@@ -216,7 +219,7 @@ def test_code_and_stdin_are_read_only_mounts_and_the_command_is_the_catalogues(
 
 
 def test_cluster_options_are_applied(
-    case: tuple[Any, JobOptions], pod_spec: dict[str, Any]
+    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
     request, options = case
     expected_runtime = request.policy.runtime_class or options.runtime_class
@@ -496,7 +499,7 @@ def test_pod_security_standard(rule: str, job: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_pod_security_check_catches_a_violation(rule: str) -> None:
-    spec = job_for(request_for(), JobOptions())["spec"]["template"]["spec"]
+    spec = job_for(request_for(), KubernetesOptions())["spec"]["template"]["spec"]
     VIOLATIONS[rule](spec)
     assert not RULES[rule](spec, {})
 
@@ -515,7 +518,7 @@ def test_network_widening_is_left_to_the_network_policy() -> None:
     closed = request_for(
         policy=SandboxPolicy(limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=10))
     )
-    assert job_for(open_net, JobOptions()) == job_for(closed, JobOptions())
+    assert job_for(open_net, KubernetesOptions()) == job_for(closed, KubernetesOptions())
 
 
 # --- what the Role allows ----------------------------------------------------------------------
@@ -536,7 +539,7 @@ def allowed(group: str, resource: str, verb: str) -> bool:
 
 
 def test_the_job_references_only_what_the_sandbox_namespace_holds(
-    case: tuple[Any, JobOptions], pod_spec: dict[str, Any]
+    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
     """The pod mounts only its own ConfigMap and emptyDirs: no Secret, no PVC, no projected
     token, so the platform never needs more than the Role's resources to run it."""
@@ -561,7 +564,9 @@ def test_role_allows_every_resource_the_backend_creates() -> None:
     assert not allowed("", "pods/exec", "create")
 
 
-def test_the_client_sends_exactly_the_validated_objects(case: tuple[Any, JobOptions]) -> None:
+def test_the_client_sends_exactly_the_validated_objects(
+    case: tuple[Any, KubernetesOptions],
+) -> None:
     """The backend passes its dicts through the client's models; nothing may be dropped or
     renamed on the way (a field the models did not know would vanish silently)."""
     from kubernetes.client import ApiClient, V1ConfigMap, V1Job

@@ -36,7 +36,7 @@ def job() -> dict[str, Any]:
         stdin=b"",
         policy=SandboxPolicy(limits=Limits(wall_time_ms=2500, memory_mb=64, output_bytes=1024)),
     )
-    options = kubernetes.JobOptions(namespace="sandbox", service_account="sandbox-runner")
+    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox-runner")
     return kubernetes.job_for(request, options)
 
 

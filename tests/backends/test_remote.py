@@ -21,8 +21,8 @@ from executions.backends.remote import RemoteBackend
 from executions.models import Evaluation, Runtime
 from sandbox import signing, wire
 from sandbox.contract import ErrorKind
+from tests.sandbox.conformance import BackendConformance, make_request, run_checked
 
-from .conformance import BackendConformance, make_request, run_checked
 from .remote_service import REPO, Service, service_factory, start_service
 
 __all__ = ["service_factory"]

@@ -16,7 +16,7 @@ import pytest
 
 from executions.backends.remote import CONTROL_ANSWER_BYTES, RemoteBackend
 from sandbox.contract import ErrorKind
-from tests.backends.conformance import make_request
+from tests.sandbox.conformance import make_request
 
 SECRET = "s" * 40
 Answer = Callable[[str, str], tuple[int, bytes]]

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from executions.models import Runtime
-from tests.backends.conftest import require_docker, runtime_image, slot_dir  # noqa: F401
 from tests.cluster import ClusterFactory, clusters
 from tests.conftest import require_real
 
@@ -75,9 +74,9 @@ def log_in(page: Any, base_url: str, username: str) -> None:
 @pytest.fixture
 def docker_platform(
     runtime: Runtime,
-    runtime_image: str,  # noqa: F811
-    require_docker: dict[str, Any],  # noqa: F811
-    slot_dir: str,  # noqa: F811
+    runtime_image: str,
+    require_docker: dict[str, Any],
+    slot_dir: str,
     settings: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -217,7 +217,7 @@ def test_slots_cap_concurrency_then_fail_clearly(
     sandbox_gone: Callable[[str], bool],
 ) -> None:
     backend = DockerBackend(
-        **require_docker, lock_dir=str(tmp_path), max_concurrent=1, slot_wait_s=0.5
+        **require_docker, lock_dir=str(tmp_path), max_concurrent_per_node=1, slot_wait_s=0.5
     )
     with SlotPool(str(tmp_path), 1).acquire(0):  # another worker holds the only slot
         started = time.monotonic()

@@ -1,7 +1,8 @@
-"""Backend selection, the disabled backend and the fake backend."""
+"""Finding the backend: by name or dotted path, chosen automatically, built from its options."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -139,19 +140,62 @@ def test_known_backend_passes_the_check(settings: Any) -> None:
     assert not [m for m in run_checks() if (m.id or "").startswith("executions.E")]
 
 
-def test_fake_echoes_stdin_and_caps_output() -> None:
-    result = FakeBackend().run(request(stdin=b"0123456789abcdef"))
-    assert (result.exit_code, result.stdout, result.stdout_truncated) == (0, b"0123456789", True)
-
-
-def test_fake_follows_its_directive() -> None:
-    files = {"main.py": b'# fake: {"stdout": "x", "exit_code": 4, "stderr": "boom"}\n'}
-    result = FakeBackend().run(request(files=files))
-    assert (result.stdout, result.stderr, result.exit_code) == (b"x", b"boom", 4)
-
-
 def test_backend_descriptions_are_complete() -> None:
     required = {"remote": {"urls": ("https://exec.internal",), "secret": "s" * 40}}
     for name in backends.BACKENDS:
         isolation = backends.backend_class(name)(**required.get(name, {})).describe()
         assert isolation.summary and isolation.trusts and isolation.escape_impact
+
+
+# --- options from settings ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "key", "reason"),
+    [
+        ("docker", {"max_concurrent": 4}, "max_concurrent", "unknown option"),
+        ("docker", {"max_concurrent_per_node": "many"}, "max_concurrent_per_node", "many"),
+        ("kubernetes", {"watch_timeout_s": "soon"}, "watch_timeout_s", "soon"),
+        ("remote", {"urls": ("https://exec.internal",), "poll_wait_s": "x"}, "poll_wait_s", "x"),
+        ("disabled", {"colour": "red"}, "colour", "unknown option"),
+        ("fake", {"colour": "red"}, "colour", "unknown option"),
+    ],
+)
+def test_a_bad_option_in_settings_names_the_backend_and_the_key(
+    settings: Any, name: str, options: dict[str, Any], key: str, reason: str
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND_OPTIONS": {name: options}}
+    with pytest.raises(ImproperlyConfigured) as caught:
+        backends.get_backend(name)
+    message = str(caught.value)
+    assert f"['{name}']['{key}']" in message and reason in message
+
+
+def test_the_option_names_in_settings_are_the_ones_the_backends_declare(settings: Any) -> None:
+    for name, options in settings.EXECUTIONS["BACKEND_OPTIONS"].items():
+        if name == "remote" and not options.get("urls"):
+            continue  # it needs the services' URLs and secret, checked above
+        assert backends.get_backend(name).name == name
+
+
+@pytest.mark.parametrize("name", sorted(backends.BACKENDS))
+def test_every_backend_checks_the_request_before_it_reaches_its_engine(
+    name: str, monkeypatch: Any, tmp_path: Path
+) -> None:
+    """Through the template run: nothing is contacted (no engine, cluster or service listens
+    here) for a request that no backend may run."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    required: dict[str, dict[str, Any]] = {
+        "remote": {"urls": ("http://127.0.0.1:9",), "secret": "s" * 40},
+        "kubernetes": {"kubeconfig": str(tmp_path / "missing")},
+    }
+    backend = backends.backend_class(name)(**required.get(name, {}))
+    unsafe = backend.run(request(files={"main.py": b"1", "../escape.py": b"x"}))
+    assert unsafe.error_kind == ErrorKind.BACKEND_ERROR
+    assert "unsafe file name" in unsafe.error_message
+    no_command = backend.run(replace(request(), command=()))
+    assert (no_command.error_kind, no_command.error_message) == (
+        ErrorKind.BACKEND_ERROR,
+        "The runtime has no command.",
+    )

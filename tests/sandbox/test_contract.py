@@ -1,0 +1,124 @@
+"""The template ``ExecutionBackend.run``: the request checked once, a raising backend
+contained, and the wall-time rule applied once for every backend."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+
+from sandbox.contract import ErrorKind, ExecutionBackend, Isolation, RunRequest, RunResult
+from sandbox.policy import Limits, SandboxPolicy
+
+WALL_MS = 1000
+
+
+def make_request(**changes: object) -> RunRequest:
+    request = RunRequest(
+        execution_id=42,
+        handle="evalplatform-42-0",
+        image="img",
+        command=("python3", "main.py"),
+        files={"main.py": b"print(1)\n"},
+        stdin=b"",
+        policy=SandboxPolicy(limits=Limits(wall_time_ms=WALL_MS, memory_mb=64, output_bytes=64)),
+    )
+    return replace(request, **changes)  # type: ignore[arg-type]
+
+
+class Scripted(ExecutionBackend):
+    """Answers with ``answer`` (or raises it), counting what reaches ``_run``."""
+
+    name = "scripted"
+
+    def __init__(self, answer: RunResult | Exception) -> None:
+        super().__init__()
+        self.answer = answer
+        self.reached: list[RunRequest] = []
+
+    def _run(self, request: RunRequest) -> RunResult:
+        self.reached.append(request)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return replace(self.answer, handle=request.handle)
+
+    def describe(self) -> Isolation:
+        return Isolation(summary="", trusts="", escape_impact="")
+
+
+def test_a_valid_request_reaches_the_backend_once() -> None:
+    backend = Scripted(RunResult(exit_code=0, wall_time_ms=10))
+    result = backend.run(make_request())
+    assert (result.exit_code, result.timed_out, result.error_kind) == (0, False, None)
+    assert len(backend.reached) == 1
+
+
+def test_a_runtime_without_a_command_never_reaches_the_backend() -> None:
+    backend = Scripted(RunResult(exit_code=0))
+    result = backend.run(make_request(command=()))
+    assert result.error_kind == ErrorKind.BACKEND_ERROR
+    assert result.error_message == "The runtime has no command."
+    assert result.handle == "evalplatform-42-0"
+    assert backend.reached == []
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../main.py", "pkg/../../x", "", "a\x00b"])
+def test_an_unsafe_file_name_never_reaches_the_backend(name: str) -> None:
+    backend = Scripted(RunResult(exit_code=0))
+    result = backend.run(make_request(files={"main.py": b"", name: b"x"}))
+    assert result.error_kind == ErrorKind.BACKEND_ERROR
+    assert "unsafe file name" in result.error_message
+    assert backend.reached == []
+
+
+def test_an_exception_becomes_a_backend_error_logged_once_with_the_execution_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = Scripted(RuntimeError("kaboom"))
+    with caplog.at_level(logging.INFO):
+        result = backend.run(make_request())
+    assert result.error_kind == ErrorKind.BACKEND_ERROR
+    assert result.error_message == "Scripted backend error: RuntimeError: kaboom"
+    assert result.handle == "evalplatform-42-0"
+    records = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert [record.getMessage() for record in records] == [
+        "scripted backend failed on execution 42"
+    ]
+    assert records[0].exc_info is not None, "the traceback is kept"
+    assert records[0].name == __name__, "logged under the backend's own module"
+
+
+@pytest.mark.parametrize(
+    ("answer", "timed_out"),
+    [
+        (RunResult(exit_code=0, wall_time_ms=WALL_MS + 1), True),
+        (RunResult(exit_code=1, signal=None, wall_time_ms=WALL_MS * 3), True),
+        (RunResult(exit_code=None, signal=9, wall_time_ms=WALL_MS + 1), True),
+        (RunResult(exit_code=0, wall_time_ms=WALL_MS), False),
+        (RunResult(exit_code=0, wall_time_ms=None), False),
+        # Killed by the runner (e.g. at the output cap): no exit status, the runner decided.
+        (RunResult(exit_code=None, wall_time_ms=WALL_MS + 5), False),
+        # A failure is not a program's time-out.
+        (RunResult.failure(ErrorKind.CANCELLED, "stopped"), False),
+    ],
+)
+def test_a_program_that_ended_by_itself_past_its_wall_time_is_timed_out(
+    answer: RunResult, timed_out: bool
+) -> None:
+    if answer.error_kind is not None:
+        answer.wall_time_ms = WALL_MS * 2
+    result = Scripted(answer).run(make_request())
+    assert result.timed_out is timed_out
+    assert result.wall_time_ms == answer.wall_time_ms, "the measured time is kept"
+
+
+def test_a_runner_time_out_stays_timed_out() -> None:
+    result = Scripted(RunResult(timed_out=True, wall_time_ms=WALL_MS + 3)).run(make_request())
+    assert result.timed_out
+
+
+def test_request_problem_names_the_first_problem() -> None:
+    assert make_request().problem() == ""
+    assert make_request(command=[]).problem() == "The runtime has no command."
+    assert "'../x'" in make_request(files={"../x": b""}).problem()
