@@ -128,14 +128,14 @@ VARIABLES: tuple[Variable, ...] = (
         "EXECUTION_HEARTBEAT_INTERVAL_S",
         "HEARTBEAT_INTERVAL_S",
         int,
-        "how often a worker reports that a run is alive",
+        "how often a worker marks a running execution alive, for the reaper",
         minimum=1,
     ),
     Variable(
         "EXECUTION_HEARTBEAT_TIMEOUT_S",
         "HEARTBEAT_TIMEOUT_S",
         int,
-        "silence after which the reaper takes a worker for dead",
+        "a running execution with no heartbeat this long is closed by the reaper",
         minimum=2,
     ),
     Variable(
