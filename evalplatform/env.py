@@ -74,6 +74,11 @@ def envint(name: str, default: int, *, minimum: int | None = None) -> int:
     value = env(name)
     if value is None or value.strip() == "":
         return default
+    return parse_int(name, value, minimum=minimum)
+
+
+def parse_int(name: str, value: str, *, minimum: int | None = None) -> int:
+    """``value`` of the variable ``name`` as an integer of at least ``minimum``."""
     try:
         number = int(value)
     except ValueError as exc:
@@ -87,6 +92,11 @@ def envlist(name: str, default: list[str]) -> list[str]:
     value = env(name)
     if value is None:
         return default
+    return parse_list(value)
+
+
+def parse_list(value: str) -> list[str]:
+    """The items of a comma-separated ``value``, stripped, empty ones dropped."""
     return [item.strip() for item in value.split(",") if item.strip()]
 
 

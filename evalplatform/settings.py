@@ -24,6 +24,8 @@ from evalplatform.env import (
     load_env_file,
     sqlite_database,
 )
+from evalplatform.variables import executions_from_environment
+from executions.conf import DEFAULTS as EXECUTION_DEFAULTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("VAR_DIR") or BASE_DIR / "var")
@@ -163,79 +165,17 @@ if not DEBUG:
     # TLS ends at the reverse proxy in front of the platform.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# Code execution. Every limit has a default (per runtime) and a hard maximum (here).
-EXECUTIONS: dict[str, Any] = {
-    # Empty means "choose automatically": disabled inside a container, else the first
-    # real backend that works on this machine.
-    "BACKEND": env("EXECUTION_BACKEND") or "",
-    "MAX_SOURCE_BYTES": envint("EXECUTION_MAX_SOURCE_BYTES", 64 * 1024, minimum=1),
-    "MAX_FILES": envint("EXECUTION_MAX_FILES", 16, minimum=1),
-    "MAX_STDIN_BYTES": envint("EXECUTION_MAX_STDIN_BYTES", 1024 * 1024, minimum=0),
-    "MAX_TEST_CASES": envint("EXECUTION_MAX_TEST_CASES", 50, minimum=1),
-    "MAX_EXPECTED_OUTPUT_BYTES": envint("EXECUTION_MAX_EXPECTED_OUTPUT_BYTES", 1024 * 1024),
-    "HARD_MAX_WALL_TIME_MS": envint("EXECUTION_HARD_MAX_WALL_TIME_MS", 60_000, minimum=100),
-    "HARD_MAX_MEMORY_MB": envint("EXECUTION_HARD_MAX_MEMORY_MB", 2048, minimum=16),
-    "HARD_MAX_OUTPUT_KB": envint("EXECUTION_HARD_MAX_OUTPUT_KB", 4096, minimum=1),
-    "HEARTBEAT_INTERVAL_S": envint("EXECUTION_HEARTBEAT_INTERVAL_S", 5, minimum=1),
-    "HEARTBEAT_TIMEOUT_S": envint("EXECUTION_HEARTBEAT_TIMEOUT_S", 30, minimum=2),
-    "REAPER_GRACE_S": envint("EXECUTION_REAPER_GRACE_S", 30, minimum=0),
-    "QUEUED_STALL_S": envint("EXECUTION_QUEUED_STALL_S", 900, minimum=1),
-    # Per-user defaults; a UserQuota row (admin) overrides them for one user.
-    "QUOTA_MAX_CONCURRENT": envint("EXECUTION_QUOTA_MAX_CONCURRENT", 4, minimum=0),
-    "QUOTA_MAX_PER_DAY": envint("EXECUTION_QUOTA_MAX_PER_DAY", 500, minimum=0),
-    "FAKE_RUN_LOG": env("EXECUTION_FAKE_RUN_LOG") or "",
-    # Back-pressure: past this many queued executions every submission is refused (503).
-    "MAX_QUEUE_DEPTH": envint("EXECUTION_MAX_QUEUE_DEPTH", 1000, minimum=0),
-    # The API: how long ?wait= may hold a request, and how many submissions a batch may hold.
-    "API_MAX_WAIT_S": envint("EXECUTION_API_MAX_WAIT_S", 30, minimum=0),
-    "API_MAX_BATCH": envint("EXECUTION_API_MAX_BATCH", 50, minimum=1),
-    "API_MAX_PAGE_SIZE": envint("EXECUTION_API_MAX_PAGE_SIZE", 100, minimum=1),
-    # The largest request body the API reads; a larger one is refused (413) unread.
-    "API_MAX_BODY_BYTES": envint("EXECUTION_API_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
-    # Webhooks never reach private, loopback, link-local or metadata addresses unless a host
-    # name or CIDR is listed here.
-    "WEBHOOK_ALLOWLIST": envlist("EXECUTION_WEBHOOK_ALLOWLIST", []),
-    "WEBHOOK_MAX_ATTEMPTS": envint("EXECUTION_WEBHOOK_MAX_ATTEMPTS", 5, minimum=1),
-    "WEBHOOK_BACKOFF_S": envint("EXECUTION_WEBHOOK_BACKOFF_S", 10, minimum=1),
-    "WEBHOOK_TIMEOUT_S": envint("EXECUTION_WEBHOOK_TIMEOUT_S", 5, minimum=1),
-    # Per-backend options. Docker reads DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)
-    # itself: a unix socket, or tcp://host:port of a socket proxy.
-    "BACKEND_OPTIONS": {
-        "docker": {
-            "runtime": env("EXECUTION_DOCKER_RUNTIME") or "",
-            "max_concurrent_per_node": envint("EXECUTION_DOCKER_MAX_CONCURRENT", 4, minimum=1),
-        },
-        # The remote execution services (python -m execution_service) and their shared
-        # signing secret. Tuples: backend options must be hashable.
-        "remote": {
-            "urls": tuple(envlist("EXECUTION_REMOTE_URLS", [])),
-            "secret": env("EXECUTION_SERVICE_SECRET") or "",
-        },
-        # Kubernetes Jobs in the sandbox namespace (deploy/kubernetes). The cluster comes from
-        # the in-cluster ServiceAccount when KUBERNETES_SERVICE_HOST is set, else KUBECONFIG.
-        "kubernetes": {
-            "namespace": env("EXECUTION_KUBERNETES_NAMESPACE") or "evalplatform-sandbox",
-            "service_account": env("EXECUTION_KUBERNETES_SERVICE_ACCOUNT")
-            or "evalplatform-sandbox",
-            "runtime_class": env("EXECUTION_KUBERNETES_RUNTIME_CLASS") or "",
-            # "key=value,key2=value2"; tolerations are a JSON list, checked by the backend.
-            "node_selector": env("EXECUTION_KUBERNETES_NODE_SELECTOR") or "",
-            "tolerations": env("EXECUTION_KUBERNETES_TOLERATIONS") or "",
-            "image_pull_secrets": tuple(envlist("EXECUTION_KUBERNETES_IMAGE_PULL_SECRETS", [])),
-            "pending_timeout_s": envint("EXECUTION_KUBERNETES_PENDING_TIMEOUT_S", 60, minimum=1),
-            "ttl_seconds_after_finished": envint("EXECUTION_KUBERNETES_TTL_S", 300, minimum=0),
-            "max_concurrent_per_worker": envint(
-                "EXECUTION_KUBERNETES_MAX_CONCURRENT", 8, minimum=1
-            ),
-        },
-    },
-}
+# Code execution: the EXECUTIONS namespace, read lazily through executions.conf, which holds
+# every default. Only the keys (and backend options) whose variables are set are here; the
+# variables are the table in evalplatform/variables.py.
+EXECUTIONS: dict[str, Any] = executions_from_environment()
 
 # django-q2: the ORM broker by default; REDIS_URL switches to Redis for scale-out.
 # The timeout covers the longest possible execution (every test case at the hard wall-time
 # maximum); each task also carries its own, shorter timeout derived from its runtime.
-_task_timeout = (EXECUTIONS["HARD_MAX_WALL_TIME_MS"] // 1000 + 10) * (
-    EXECUTIONS["MAX_TEST_CASES"] + 1
+_executions = {**EXECUTION_DEFAULTS, **EXECUTIONS}
+_task_timeout = (_executions["HARD_MAX_WALL_TIME_MS"] // 1000 + 10) * (
+    _executions["MAX_TEST_CASES"] + 1
 )
 Q_CLUSTER: dict[str, object] = {
     "name": env("Q_CLUSTER_NAME") or "evalplatform",

@@ -1,4 +1,9 @@
-"""The ``EXECUTIONS`` settings namespace, read lazily so ``override_settings`` works."""
+"""The ``EXECUTIONS`` settings namespace, read lazily so ``override_settings`` works.
+
+``DEFAULTS`` is the one place its defaults are written: the settings module sets a key only
+when its environment variable is set (evalplatform/variables.py), and reads ``DEFAULTS``
+itself, so this module imports nothing that needs configured settings.
+"""
 
 from __future__ import annotations
 

@@ -443,7 +443,7 @@ def test_the_secret_template_is_refused_until_edited() -> None:
 
 
 def test_platform_environment_names_are_real_settings() -> None:
-    sources = [REPO / "evalplatform" / "settings.py"]
+    sources = [REPO / "evalplatform" / "settings.py", REPO / "evalplatform" / "variables.py"]
     sources += (REPO / "executions" / "management" / "commands").glob("*.py")
     read = {
         name for path in sources for name in re.findall(r'"([A-Z][A-Z0-9_]*)"', path.read_text())

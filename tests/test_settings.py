@@ -12,6 +12,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from evalplatform.env import database_from_url, env, envbool, envint, envlist, load_env_file
+from evalplatform.variables import VARIABLES, executions_from_environment
+from executions.checks import check_backend
+from executions.conf import DEFAULTS, execution_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,3 +200,121 @@ def test_rate_counts_are_kept_in_redis_when_there_is_one(redis_url: str, backend
     assert found_backend == backend
     if redis_url:
         assert location == redis_url
+
+
+@pytest.fixture
+def no_execution_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for variable in VARIABLES:
+        monkeypatch.delenv(variable.name, raising=False)
+        monkeypatch.delenv(f"{variable.name}_FILE", raising=False)
+    return monkeypatch
+
+
+def test_each_variable_sets_a_key_that_has_a_default_or_a_hashable_backend_option() -> None:
+    names = [variable.name for variable in VARIABLES]
+    assert len(names) == len(set(names))
+    for variable in VARIABLES:
+        if variable.backend:
+            assert variable.kind in (str, int, tuple), f"{variable.name}: options are hashable"
+            assert variable.default, f"{variable.name}: the reference needs its default"
+        else:
+            assert variable.key in DEFAULTS, variable.name
+            assert isinstance(DEFAULTS[variable.key], variable.kind), variable.name
+            assert not variable.default, f"{variable.name}: its default is conf's"
+
+
+def test_without_variables_executions_holds_nothing_and_conf_gives_every_default(
+    no_execution_variables: pytest.MonkeyPatch, settings: Any
+) -> None:
+    assert executions_from_environment() == {}
+    settings.EXECUTIONS = {}
+    assert execution_settings.WEBHOOK_MAX_ATTEMPTS == DEFAULTS["WEBHOOK_MAX_ATTEMPTS"] == 5
+    assert execution_settings.BACKEND_OPTIONS == {}
+
+
+def test_set_variables_become_typed_keys_and_backend_options(
+    no_execution_variables: pytest.MonkeyPatch,
+) -> None:
+    environ = {
+        "EXECUTION_BACKEND": "kubernetes",
+        "EXECUTION_MAX_FILES": "3",
+        "EXECUTION_WEBHOOK_ALLOWLIST": "10.0.0.0/8, hooks.internal,",
+        "EXECUTION_REMOTE_URLS": "https://exec1.internal,https://exec2.internal",
+        "EXECUTION_DOCKER_MAX_CONCURRENT": "2",
+        "EXECUTION_KUBERNETES_TTL_S": "0",
+        "EXECUTION_KUBERNETES_IMAGE_PULL_SECRETS": "registry",
+        # Unset and empty are the same: the default stands.
+        "EXECUTION_MAX_TEST_CASES": "",
+        "EXECUTION_KUBERNETES_NAMESPACE": "",
+    }
+    for name, value in environ.items():
+        no_execution_variables.setenv(name, value)
+    assert executions_from_environment() == {
+        "BACKEND": "kubernetes",
+        "MAX_FILES": 3,
+        "WEBHOOK_ALLOWLIST": ["10.0.0.0/8", "hooks.internal"],
+        "BACKEND_OPTIONS": {
+            "docker": {"max_concurrent_per_node": 2},
+            "remote": {"urls": ("https://exec1.internal", "https://exec2.internal")},
+            "kubernetes": {"ttl_seconds_after_finished": 0, "image_pull_secrets": ("registry",)},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("EXECUTION_MAX_FILES", "0", "EXECUTION_MAX_FILES must be at least 1, got 0"),
+        ("EXECUTION_HARD_MAX_WALL_TIME_MS", "soon", "EXECUTION_HARD_MAX_WALL_TIME_MS must be an"),
+        ("EXECUTION_API_MAX_BODY_BYTES", "1023", "EXECUTION_API_MAX_BODY_BYTES must be at least"),
+        ("EXECUTION_DOCKER_MAX_CONCURRENT", "0", "EXECUTION_DOCKER_MAX_CONCURRENT must be at"),
+        ("EXECUTION_KUBERNETES_TTL_S", "-1", "EXECUTION_KUBERNETES_TTL_S must be at least 0"),
+    ],
+)
+def test_a_malformed_variable_is_named(
+    no_execution_variables: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    no_execution_variables.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=message):
+        executions_from_environment()
+
+
+def settings_values(**environ: str) -> subprocess.CompletedProcess[str]:
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("EXECUTION_") and key != "DEBUG"
+    }
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.EXECUTIONS, settings.Q_CLUSTER['timeout'])"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "evalplatform.settings", "DEBUG": "1", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_settings_hold_only_what_the_environment_sets() -> None:
+    result = settings_values()
+    assert result.returncode == 0, result.stderr
+    # The task timeout reads conf's defaults: (60 s + 10) for each of 50 cases, plus one.
+    assert result.stdout.split() == ["{}", str((60 + 10) * 51)]
+    result = settings_values(EXECUTION_HARD_MAX_WALL_TIME_MS="5000", EXECUTION_MAX_TEST_CASES="2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rsplit(maxsplit=1)[1] == str((5 + 10) * 3)
+    result = settings_values(EXECUTION_MAX_TEST_CASES="many")
+    assert result.returncode != 0
+    assert "EXECUTION_MAX_TEST_CASES must be an integer" in result.stderr
+
+
+def test_the_backend_check_reads_absent_options_as_defaults(settings: Any) -> None:
+    settings.EXECUTIONS = {}
+    assert check_backend() == []
+    settings.EXECUTIONS = {"BACKEND": "remote"}
+    (error,) = check_backend()
+    assert error.id == "executions.E001" and "EXECUTION_REMOTE_URLS" in error.msg

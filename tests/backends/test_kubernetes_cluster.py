@@ -44,9 +44,9 @@ GONE_WITHIN_S = 60.0
 
 @pytest.fixture(scope="module")
 def backend() -> KubernetesBackend:
-    from django.conf import settings
+    from executions.conf import execution_settings
 
-    options = dict(settings.EXECUTIONS["BACKEND_OPTIONS"]["kubernetes"])
+    options = dict(execution_settings.BACKEND_OPTIONS.get("kubernetes", {}))
     backend = KubernetesBackend(**options)
     health = backend.health()
     if not health.ok:
