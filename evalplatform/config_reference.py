@@ -1,20 +1,23 @@
 """The tables of execution variables in docs/configuration.md, rendered from the one table.
 
 ``python -m evalplatform.config_reference`` rewrites each generated table of the document
-from ``evalplatform.variables.VARIABLES``, with the defaults ``executions.conf.DEFAULTS``
-states; ``--check`` only reports whether they are current. The prose around them, and the
-table of Django's and the deployment's variables, are written by hand.
+from ``evalplatform.variables.VARIABLES``, with the defaults that ``executions.conf.DEFAULTS``
+and the backends' option dataclasses hold; ``--check`` only reports whether they are current.
+The prose around them, and the table of Django's and the deployment's variables, are written
+by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from evalplatform.variables import VARIABLES, Variable
+from executions.backends import backend_class
 from executions.conf import DEFAULTS
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -28,12 +31,23 @@ TABLES: dict[str, Callable[[Variable], bool]] = {
 }
 
 
+def default_value(variable: Variable) -> object:
+    """The value an unset variable leaves: ``DEFAULTS``'s, or the backend's option default."""
+    if not variable.backend:
+        return DEFAULTS[variable.key]
+    fields = dataclasses.fields(backend_class(variable.backend).options_class)
+    field = next(field for field in fields if field.name == variable.key)
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory()  # type: ignore[misc]
+
+
 def default(variable: Variable) -> str:
-    """The default as the reference states it: ``DEFAULTS``'s, or a backend option's text."""
-    if variable.backend:
-        return variable.default
-    value = DEFAULTS[variable.key]
-    return str(value) if value not in ("", [], ()) else "empty"
+    """The default as the reference states it."""
+    value = default_value(variable)
+    if value in ("", [], (), {}):
+        return variable.empty or "empty"
+    return f"`{value}`" if isinstance(value, str) else str(value)
 
 
 def table(variables: Sequence[Variable]) -> str:

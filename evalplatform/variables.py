@@ -20,9 +20,9 @@ class Variable:
     """``name`` sets ``key`` of ``EXECUTIONS``, or option ``key`` of ``backend``.
 
     ``kind`` is ``str``, ``int`` (at least ``minimum``), ``list`` or ``tuple`` (both
-    comma-separated; backend options are tuples, so they stay hashable). ``default`` describes
-    a backend option's default for the reference: the backend holds the value itself. An
-    ``EXECUTIONS`` key's default is ``executions.conf.DEFAULTS``'s.
+    comma-separated; backend options are tuples, so they stay hashable). Defaults are not
+    written here: an ``EXECUTIONS`` key's is ``executions.conf.DEFAULTS``'s, a backend option's
+    is its options dataclass's. ``empty`` says, for the reference, what an empty default means.
     """
 
     name: str
@@ -31,7 +31,7 @@ class Variable:
     meaning: str
     minimum: int | None = None
     backend: str = ""
-    default: str = ""
+    empty: str = ""
 
 
 # In the reference's order. The Kubernetes backend's have a table of their own there.
@@ -50,7 +50,7 @@ VARIABLES: tuple[Variable, ...] = (
         str,
         "e.g. `runsc` to run sandboxes under gVisor",
         backend="docker",
-        default="engine default (runc)",
+        empty="the engine's default (runc)",
     ),
     Variable(
         "EXECUTION_DOCKER_MAX_CONCURRENT",
@@ -59,7 +59,6 @@ VARIABLES: tuple[Variable, ...] = (
         "sandboxes at once per worker node; more wait for a slot",
         minimum=1,
         backend="docker",
-        default="4",
     ),
     Variable(
         "EXECUTION_REMOTE_URLS",
@@ -68,7 +67,6 @@ VARIABLES: tuple[Variable, ...] = (
         "with `EXECUTION_BACKEND=remote`: the execution services, comma-separated "
         "(`https://exec1.internal,https://exec2.internal`)",
         backend="remote",
-        default="empty",
     ),
     Variable(
         "EXECUTION_SERVICE_SECRET",
@@ -77,7 +75,7 @@ VARIABLES: tuple[Variable, ...] = (
         "the shared HMAC signing secret, at least 32 characters "
         "(or `EXECUTION_SERVICE_SECRET_FILE`)",
         backend="remote",
-        default="required by `remote` and by the service",
+        empty="none: required by `remote` and by the service",
     ),
     Variable(
         "EXECUTION_MAX_SOURCE_BYTES",
@@ -239,7 +237,6 @@ VARIABLES: tuple[Variable, ...] = (
         str,
         "where sandbox Jobs and their ConfigMaps are created",
         backend="kubernetes",
-        default="`evalplatform-sandbox`",
     ),
     Variable(
         "EXECUTION_KUBERNETES_SERVICE_ACCOUNT",
@@ -247,7 +244,6 @@ VARIABLES: tuple[Variable, ...] = (
         str,
         "the sandbox pods' ServiceAccount (its token is never mounted)",
         backend="kubernetes",
-        default="`evalplatform-sandbox`",
     ),
     Variable(
         "EXECUTION_KUBERNETES_RUNTIME_CLASS",
@@ -255,7 +251,7 @@ VARIABLES: tuple[Variable, ...] = (
         str,
         "e.g. `gvisor`: the pods' `runtimeClassName`",
         backend="kubernetes",
-        default="none",
+        empty="none",
     ),
     # Checked by the backend, which names the variable when a value is malformed.
     Variable(
@@ -264,7 +260,7 @@ VARIABLES: tuple[Variable, ...] = (
         str,
         "`key=value,key2=value2`: where sandboxes may be scheduled",
         backend="kubernetes",
-        default="none",
+        empty="none",
     ),
     Variable(
         "EXECUTION_KUBERNETES_TOLERATIONS",
@@ -272,7 +268,7 @@ VARIABLES: tuple[Variable, ...] = (
         str,
         "a JSON list of tolerations for tainted sandbox nodes",
         backend="kubernetes",
-        default="none",
+        empty="none",
     ),
     Variable(
         "EXECUTION_KUBERNETES_IMAGE_PULL_SECRETS",
@@ -280,7 +276,7 @@ VARIABLES: tuple[Variable, ...] = (
         tuple,
         "comma-separated Secret names in the sandbox namespace, for a private registry",
         backend="kubernetes",
-        default="none",
+        empty="none",
     ),
     Variable(
         "EXECUTION_KUBERNETES_PENDING_TIMEOUT_S",
@@ -290,7 +286,6 @@ VARIABLES: tuple[Variable, ...] = (
         "fails as an infrastructure error",
         minimum=1,
         backend="kubernetes",
-        default="60",
     ),
     Variable(
         "EXECUTION_KUBERNETES_TTL_S",
@@ -299,7 +294,6 @@ VARIABLES: tuple[Variable, ...] = (
         "the Jobs' `ttlSecondsAfterFinished`, in case the platform cannot delete them itself",
         minimum=0,
         backend="kubernetes",
-        default="300",
     ),
     Variable(
         "EXECUTION_KUBERNETES_MAX_CONCURRENT",
@@ -308,7 +302,6 @@ VARIABLES: tuple[Variable, ...] = (
         "sandboxes at once per worker process",
         minimum=1,
         backend="kubernetes",
-        default="8",
     ),
 )
 

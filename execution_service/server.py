@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from execution_service import VERSION
 from sandbox import wire
-from sandbox.contract import ExecutionBackend, RunRequest, RunResult
+from sandbox.contract import ErrorKind, ExecutionBackend, RunRequest, RunResult
 from sandbox.policy import Limits
 from sandbox.signing import SigningError, Verifier
 
@@ -141,8 +141,17 @@ class ExecutionService:
         run.status = "running"
         with self._lock:
             self.started += 1
-        # ExecutionBackend.run turns any failure into a result; it does not raise.
-        result = self.backend.run(run.request)
+        try:
+            result = self.backend.run(run.request)
+        except Exception as exc:
+            # ExecutionBackend.run does not raise, but a backend that overrides it might, and
+            # then the run would hold its slot and stay "running" forever: be sure.
+            logger.exception("backend raised on run %s", run.request.handle)
+            result = RunResult.failure(
+                ErrorKind.BACKEND_ERROR,
+                f"execution service error: {exc}",
+                handle=run.request.handle,
+            )
         with self._lock:
             run.result = result
             run.status = "done"

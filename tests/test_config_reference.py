@@ -7,6 +7,7 @@ Django's and the deployment's variables are written by hand, and each is one tha
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from evalplatform import config_reference
 from evalplatform.variables import VARIABLES
+from executions.backends import backend_class
 from executions.conf import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +59,26 @@ def test_each_execution_variable_is_documented_with_the_default_of_conf() -> Non
     for variable in VARIABLES:
         assert variable.name in rows, f"{variable.name} is not in docs/configuration.md"
         if variable.backend:
-            continue  # the backend holds the default; the table describes it
+            continue  # the next test: the backend holds the default
         value = DEFAULTS[variable.key]
         assert rows[variable.name] == (str(value) if value else "empty"), variable.name
+
+
+def test_each_backend_option_is_documented_with_the_default_its_backend_declares() -> None:
+    rows = documented()
+    for variable in VARIABLES:
+        if not variable.backend:
+            continue
+        options = backend_class(variable.backend).options_class
+        field = {field.name: field for field in dataclasses.fields(options)}[variable.key]
+        value: object = field.default
+        if field.default is dataclasses.MISSING:
+            value = field.default_factory()  # type: ignore[misc]
+        stated = rows[variable.name].strip("`")
+        if value in ("", (), {}):
+            assert stated == (variable.empty or "empty"), variable.name
+        else:
+            assert stated == str(value), variable.name
 
 
 def test_every_documented_variable_is_read_and_every_read_variable_is_documented() -> None:

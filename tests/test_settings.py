@@ -216,11 +216,10 @@ def test_each_variable_sets_a_key_that_has_a_default_or_a_hashable_backend_optio
     for variable in VARIABLES:
         if variable.backend:
             assert variable.kind in (str, int, tuple), f"{variable.name}: options are hashable"
-            assert variable.default, f"{variable.name}: the reference needs its default"
         else:
             assert variable.key in DEFAULTS, variable.name
             assert isinstance(DEFAULTS[variable.key], variable.kind), variable.name
-            assert not variable.default, f"{variable.name}: its default is conf's"
+            assert not variable.empty, f"{variable.name}: its default is conf's"
 
 
 def test_without_variables_executions_holds_nothing_and_conf_gives_every_default(

@@ -35,7 +35,7 @@ def test_every_limit_has_a_cap() -> None:
 
 def test_the_defaults_listen_on_loopback_with_the_tables_caps() -> None:
     args = cli.parse_args([])
-    assert (args.host, args.port, args.max_concurrent) == ("127.0.0.1", 8700, 4)
+    assert (args.host, args.port, args.max_concurrent_per_service) == ("127.0.0.1", 8700, 4)
     for name, kind, default in cli.CAPS:
         value = getattr(args, f"max_{name}")
         assert value == default and type(value) is kind, name
@@ -51,7 +51,7 @@ def test_the_environment_sets_each_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     for index, (name, kind, _) in enumerate(cli.CAPS):
         value = getattr(args, f"max_{name}")
         assert value == index + 11 and type(value) is kind, name
-    assert (args.host, args.port, args.max_concurrent) == ("10.0.0.5", 9100, 9)
+    assert (args.host, args.port, args.max_concurrent_per_service) == ("10.0.0.5", 9100, 9)
 
 
 def test_an_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,7 +59,7 @@ def test_an_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("EXECUTION_SERVICE_MAX_CPUS", "3.5")
     monkeypatch.setenv("EXECUTION_SERVICE_MAX_CONCURRENT", "9")
     args = cli.parse_args(["--max-memory-mb", "128", "--max-concurrent", "2"])
-    assert (args.max_memory_mb, args.max_cpus, args.max_concurrent) == (128, 3.5, 2)
+    assert (args.max_memory_mb, args.max_cpus, args.max_concurrent_per_service) == (128, 3.5, 2)
 
 
 def test_a_cap_of_the_wrong_type_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

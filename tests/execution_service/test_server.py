@@ -504,7 +504,7 @@ def test_an_unknown_route_is_404(node: Node, method: str, path: str) -> None:
 
 
 def test_at_capacity_a_new_run_is_429_with_retry_after(start: Callable[..., Node]) -> None:
-    node = start(max_concurrent=1)
+    node = start(max_concurrent_per_service=1)
     node.backend.gate.clear()
     assert node.put(make_request("first")).status_code == 202
     busy = node.put(make_request("second"))
@@ -523,7 +523,7 @@ def test_at_capacity_a_new_run_is_429_with_retry_after(start: Callable[..., Node
 
 
 def test_capacity_counts_queued_runs_too(start: Callable[..., Node]) -> None:
-    node = start(max_concurrent=2)
+    node = start(max_concurrent_per_service=2)
     node.backend.gate.clear()
     assert node.put(make_request("a")).status_code == 202
     assert node.put(make_request("b")).status_code == 202
@@ -566,7 +566,7 @@ def test_cancelling_an_unknown_run_is_404(node: Node) -> None:
 
 
 def test_health_reports_the_backends_health_and_the_capacity(start: Callable[..., Node]) -> None:
-    node = start(max_concurrent=3)
+    node = start(max_concurrent_per_service=3)
     node.backend.health_answer = Health(ok=False, detail="engine down", version="27.1")
     assert node.health() == {
         "ok": False,
@@ -611,7 +611,7 @@ def test_a_health_check_that_raises_is_500_and_the_service_goes_on(node: Node) -
 def test_a_backend_that_raises_gives_a_failure_result_and_frees_its_slot(
     start: Callable[..., Node], caplog: pytest.LogCaptureFixture
 ) -> None:
-    node = start(max_concurrent=1)
+    node = start(max_concurrent_per_service=1)
 
     def explode(request: RunRequest) -> RunResult:
         raise RuntimeError("engine exploded")
