@@ -26,6 +26,7 @@ from evalplatform.env import (
 )
 from evalplatform.variables import executions_from_environment
 from executions.conf import DEFAULTS as EXECUTION_DEFAULTS
+from sandbox.budget import task_queue_timeout_s
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("VAR_DIR") or BASE_DIR / "var")
@@ -174,8 +175,8 @@ EXECUTIONS: dict[str, Any] = executions_from_environment()
 # The timeout covers the longest possible execution (every test case at the hard wall-time
 # maximum); each task also carries its own, shorter timeout derived from its runtime.
 _executions = {**EXECUTION_DEFAULTS, **EXECUTIONS}
-_task_timeout = (_executions["HARD_MAX_WALL_TIME_MS"] // 1000 + 10) * (
-    _executions["MAX_TEST_CASES"] + 1
+_task_timeout = task_queue_timeout_s(
+    _executions["HARD_MAX_WALL_TIME_MS"] // 1000, _executions["MAX_TEST_CASES"]
 )
 Q_CLUSTER: dict[str, object] = {
     "name": env("Q_CLUSTER_NAME") or "evalplatform",

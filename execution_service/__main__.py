@@ -13,6 +13,7 @@ import os
 import sys
 
 from execution_service.server import ExecutionService, ServiceConfig
+from sandbox import budget
 from sandbox.policy import Limits
 from sandbox.signing import load_secret
 
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="the janitor at start removes managed sandboxes older than this "
-        "(default: the wall-time cap plus 60 s, longer than any live run)",
+        "(default: longer than any live run, from the wall-time cap and the slot wait)",
     )
     for name, kind, default in CAPS:
         env_name = f"EXECUTION_SERVICE_MAX_{name.upper()}"
@@ -95,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("execution_service")
     try:
         age = args.orphan_age_s
-        removed = backend.remove_orphans(caps.wall_time_s + 60 if age is None else age)
+        if age is None:
+            age = budget.orphan_age_s(
+                caps.wall_time_s,
+                start_allowance_s=backend.start_allowance_s,
+                slot_wait_s=backend.slot_wait_s,
+                grace_s=budget.SERVICE_ORPHAN_GRACE_S,
+            )
+        removed = backend.remove_orphans(age)
         log.info("janitor removed %d orphaned sandboxes", removed)
     except Exception as exc:
         log.warning("janitor could not run: %s", exc)

@@ -1,8 +1,8 @@
-"""The time budget of a run: how long the task queue, a claimed run and a sandbox may last.
+"""The platform's time budget: the task timeout, a claimed run's deadline, the orphan age.
 
-Each is the wall-time limit plus what a backend needs around a run (``RUN_OVERHEAD_S``) and
-before it starts (the backend's start-up allowance), so the task queue's timeout, the
-deadline the reaper enforces and the age at which a sandbox counts as orphaned all agree.
+Each is ``sandbox.budget``'s arithmetic applied to this deployment: the runtime's or the
+evaluation's limits, the number of runs, the backend's own start-up allowance and slot wait,
+and ``REAPER_GRACE_S``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,10 @@ from typing import TYPE_CHECKING
 
 from executions.backends import get_backend
 from executions.conf import execution_settings
+from sandbox import budget
 
 if TYPE_CHECKING:
     from executions.models import Evaluation, Execution
-
-# Time a backend may need around a run (create, start, remove), on top of its wall limit.
-RUN_OVERHEAD_S = 10
-# A run may wait this long for a free sandbox slot on its node before it starts.
-ORPHAN_SLOT_WAIT_S = 30
 
 
 def start_allowance_s(backend: str) -> int:
@@ -31,16 +27,23 @@ def start_allowance_s(backend: str) -> int:
         return 0
 
 
+def slot_wait_s(backend: str) -> float:
+    """How long a run on ``backend`` may wait for a free sandbox (0 if unknown)."""
+    try:
+        return get_backend(backend or None).slot_wait_s
+    except Exception:
+        return 0.0
+
+
 def task_timeout_s(evaluation: Evaluation, *, backend: str = "") -> int:
     """The task queue's timeout for one execution, from its runtime's maximum wall time and
     the start-up allowance of the backend that will run it."""
     runs = max(1, evaluation.test_cases.count())
-    per_run = (
-        math.ceil(evaluation.runtime.max_time_limit_ms / 1000)
-        + RUN_OVERHEAD_S
-        + start_allowance_s(backend)
+    per_run = budget.run_s(
+        math.ceil(evaluation.runtime.max_time_limit_ms / 1000),
+        start_allowance_s=start_allowance_s(backend),
     )
-    return runs * per_run + execution_settings.REAPER_GRACE_S
+    return int(runs * per_run) + execution_settings.REAPER_GRACE_S
 
 
 def claim_deadline(execution: Execution, *, now: datetime) -> datetime:
@@ -48,20 +51,21 @@ def claim_deadline(execution: Execution, *, now: datetime) -> datetime:
     least one) gets the evaluation's time limit, the overhead and the start-up allowance of
     the execution's backend."""
     runs = max(1, execution.evaluation.test_cases.count())
-    per_run_s = (
-        execution.evaluation.time_limit_ms / 1000
-        + RUN_OVERHEAD_S
-        + start_allowance_s(execution.backend)
+    per_run_s = budget.run_s(
+        execution.evaluation.time_limit_ms / 1000,
+        start_allowance_s=start_allowance_s(execution.backend),
     )
     return now + timedelta(seconds=runs * per_run_s)
 
 
 def orphan_age_s() -> int:
-    """Older than any run can be: a sandbox this old was left behind by a dead worker."""
-    return (
-        execution_settings.HARD_MAX_WALL_TIME_MS // 1000
-        + RUN_OVERHEAD_S
-        + start_allowance_s("")
-        + ORPHAN_SLOT_WAIT_S
-        + execution_settings.REAPER_GRACE_S
+    """Older than any run on the active backend can be: a sandbox this old was left behind by
+    a dead worker."""
+    return math.ceil(
+        budget.orphan_age_s(
+            execution_settings.HARD_MAX_WALL_TIME_MS // 1000,
+            start_allowance_s=start_allowance_s(""),
+            slot_wait_s=slot_wait_s(""),
+            grace_s=execution_settings.REAPER_GRACE_S,
+        )
     )

@@ -143,8 +143,10 @@ class ExecutionBackend:
     options_class: ClassVar[type] = NoOptions
     options: Any
     # Seconds a run may need beyond its wall time before its program starts (scheduling a pod,
-    # pulling an image). The reaper and the task timeout allow for it.
+    # pulling an image), and may wait for a free sandbox before that. The time budget
+    # (sandbox.budget) allows for both.
     start_allowance_s: float = 0.0
+    slot_wait_s: float = 0.0
 
     def __init__(self, **options: Any) -> None:
         self.options = build_options(self.options_class, options)

@@ -421,6 +421,7 @@ class DockerBackend(ExecutionBackend):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self.slot_wait_s = self.options.slot_wait_s
         self._client_kwargs: dict[str, Any] = {"base_url": self.options.base_url}
         self._environment_error: docker.errors.DockerException | None = None
         if not self.options.base_url:

@@ -11,6 +11,7 @@ from executions import budget, services
 from executions.backends.fake import FakeBackend
 from executions.models import Runtime
 from executions.models import TestResult as CaseResult
+from sandbox.budget import RUN_OVERHEAD_S
 from tests.services.conftest import submit
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.django_db
 def test_task_timeout_follows_the_runtime_maximum(user: Any, runtime: Runtime) -> None:
     evaluation = submit(user, runtime, test_cases=[{"stdin": "1"}, {"stdin": "2"}])
     # Two runs, each up to the runtime's 10 s cap plus overhead, plus the reaper's grace.
-    assert budget.task_timeout_s(evaluation) == 2 * (10 + budget.RUN_OVERHEAD_S) + 30
+    assert budget.task_timeout_s(evaluation) == 2 * (10 + RUN_OVERHEAD_S) + 30
     assert CaseResult.objects.count() == 0
 
 
@@ -39,5 +40,5 @@ def test_a_backends_start_allowance_extends_timeouts_and_deadlines(
     assert execution is not None and execution.deadline_at is not None
     assert execution.started_at is not None
     allowed = (execution.deadline_at - execution.started_at).total_seconds()
-    per_run = evaluation.time_limit_ms / 1000 + budget.RUN_OVERHEAD_S + 45
+    per_run = evaluation.time_limit_ms / 1000 + RUN_OVERHEAD_S + 45
     assert allowed == pytest.approx(2 * per_run)

@@ -638,6 +638,7 @@ class KubernetesBackend(ExecutionBackend):
         super().__init__(**options)
         # A pod may wait this long to be scheduled and pull its image before the wall time runs.
         self.start_allowance_s = float(self.options.pending_timeout_s)
+        self.slot_wait_s = self.options.slot_wait_s
         self._api_client: Any = api_client
         self._client_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.options.max_concurrent_per_worker)
