@@ -378,6 +378,22 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
 )
 
 
+def profiles_table() -> str:
+    """The comparison as a Markdown table: docs/security.md carries it verbatim (a test holds
+    it there), so the prose is written once, here."""
+    rows = [
+        "| backend | it trusts | a sandbox escape gets | a compromised platform gets "
+        "| choose it when |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    rows += [
+        f"| {p.title} | {p.trusts} | {p.sandbox_escape} | "
+        f"{p.platform_compromise} | {p.choose_when} |"
+        for p in BACKEND_PROFILES
+    ]
+    return "\n".join(rows) + "\n"
+
+
 def active_profile_key() -> str:
     """Which column of the comparison describes this deployment."""
     from executions.backends import active_selection

@@ -109,13 +109,13 @@ class Health:
 
 @dataclass(frozen=True)
 class Isolation:
-    """The isolation facts of a backend, shown on the security page."""
+    """Where this backend's sandboxes run, as configured now: live facts, in order.
 
-    summary: str
-    trusts: str
-    escape_impact: str
-    features: Sequence[str] = ()
-    choose_when: str = ""
+    No prose: what each kind of backend trusts, and what an escape gets, is written once, on
+    the security page (``executions.security.BACKEND_PROFILES``).
+    """
+
+    facts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

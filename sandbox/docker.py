@@ -678,46 +678,12 @@ class DockerBackend(ExecutionBackend):
         return True
 
     def describe(self) -> Isolation:
-        features = [
-            "network: none (no interface but loopback)",
-            "read-only root filesystem; scratch and code on size-capped noexec tmpfs mounts",
-            "code streamed in over the attach connection: no host bind mount or volume",
-            "uid/gid 65534, all capabilities dropped, no-new-privileges",
-            "Docker's default seccomp profile",
-            "memory = memory+swap, CPU quota, PID limit, file-size and open-file ulimits",
-            "tini as PID 1; the whole container is killed at the wall deadline",
-            "output read with a byte cap from the attach stream; no host log files",
-            "no platform environment passed in; container and volume removed after each run",
-        ]
-        runtime = self.options.runtime
-        if runtime:
-            features.append(f"OCI runtime {runtime!r} (e.g. gVisor's user-space kernel)")
-        kernel = (
-            f"the {runtime} runtime's kernel boundary, then the host kernel"
-            if runtime
-            else "the host kernel, shared with every other container"
-        )
         return Isolation(
-            summary=(
-                "Each run is a fresh, locked-down Docker container on the engine at "
-                f"{self.base_url}. Containers share {kernel}."
-            ),
-            trusts=(
-                "The Linux kernel (namespaces, cgroups, seccomp) and the Docker engine. "
-                "Whoever can talk to the Docker socket is root on the host: the platform "
-                "holding this socket (or a proxy in front of it) is as privileged as root."
-            ),
-            escape_impact=(
-                "A kernel or container-runtime escape gives the attacker the host, its other "
-                "containers and the Docker socket; a compromised platform process can start "
-                "a privileged container through the same socket."
-            ),
-            features=features,
-            choose_when=(
-                "A single trusted host that runs only this platform. Put the socket proxy in "
-                "front of the engine, add gVisor (runsc) where possible, and prefer the remote "
-                "execution service or Kubernetes when the platform itself runs in a container."
-            ),
+            facts={
+                "Docker engine": self.base_url,
+                "OCI runtime": self.options.runtime or "runc (the engine's default)",
+                "sandboxes at once on this node": str(self.options.max_concurrent_per_node),
+            }
         )
 
     def remove_orphans(self, older_than_s: float = 900.0) -> int:

@@ -265,8 +265,8 @@ def test_backend_health_shows_every_backend(admin_client_: Client) -> None:
     page = response.content.decode()
     assert "Fake backend: nothing is executed." in page
     assert "Execution is disabled: no code runs on this deployment." in page
-    assert "Runs nothing. Every submission is refused" in page
-    assert 'href="/security/"' in page
+    assert "runs: nothing: each run is refused, saying why" in page
+    assert 'href="/security/"' in page and 'href="/security/#backends"' in page
 
 
 def test_backend_health_shows_errors_instead_of_failing(
@@ -280,7 +280,7 @@ def test_backend_health_shows_errors_instead_of_failing(
     assert response.status_code == 200
     page = response.content.decode()
     assert "RuntimeError: engine &lt;on fire&gt;" in page
-    assert "A stand-in for tests" in page  # describe() still answered
+    assert "a stand-in for tests" in page  # describe() still answered
 
 
 def test_a_hung_backend_times_out(monkeypatch: pytest.MonkeyPatch) -> None:

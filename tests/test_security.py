@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,6 +90,23 @@ def test_page_shows_backend_and_comparison_to_everyone(client: Client, user: Any
         assert title in page
     assert "cannot read" in page and "request bodies" in page
     assert 'id="posture"' not in page, "posture details are for staff"
+    assert "<dt>runs</dt><dd>nothing: a stand-in for tests that pretends to</dd>" in page
+    assert 'id="active-trusts"' not in page, "the test stand-in has no column of its own"
+
+
+def test_page_states_the_active_backends_live_facts_and_its_trust(
+    client: Client, user: Any, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "kubernetes",
+        "BACKEND_OPTIONS": {"kubernetes": {"namespace": "judge-sandboxes"}},
+    }
+    client.force_login(user)
+    page = client.get("/security/").content.decode()
+    assert "<dt>namespace</dt><dd>judge-sandboxes</dd>" in page
+    trusts = page[page.index('id="active-trusts"') :].split("</p>")[0]
+    assert "Kubernetes Jobs." in trusts and "RBAC" in trusts
 
 
 def test_page_explains_how_to_turn_on_the_remote_service(client: Client, user: Any) -> None:
@@ -206,3 +224,11 @@ def test_page_explains_how_to_turn_on_kubernetes_jobs(client: Client, user: Any)
         "KUBECONFIG",
     ):
         assert setting in page
+
+
+def test_the_security_document_carries_the_pages_comparison_verbatim() -> None:
+    # The trust prose is written once (BACKEND_PROFILES); the document must not drift from it.
+    document = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
+    assert security.profiles_table() in document, (
+        "docs/security.md: replace the comparison table with security.profiles_table()"
+    )

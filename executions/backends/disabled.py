@@ -51,13 +51,4 @@ class DisabledBackend(ExecutionBackend):
         return Health(ok=False, detail="Execution is disabled: no code runs on this deployment.")
 
     def describe(self) -> Isolation:
-        return Isolation(
-            summary="Runs nothing. Every submission is refused with an explanation.",
-            trusts="Nothing: no code is executed.",
-            escape_impact="None: there is no sandbox to escape.",
-            features=("no code execution",),
-            choose_when=(
-                "The platform runs in a container and no isolated execution backend "
-                "(remote service, Kubernetes) is set up yet."
-            ),
-        )
+        return Isolation(facts={"runs": "nothing: each run is refused, saying why"})

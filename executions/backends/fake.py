@@ -83,13 +83,7 @@ class FakeBackend(ExecutionBackend):
         return Health(ok=True, detail="Fake backend: nothing is executed.", version="fake")
 
     def describe(self) -> Isolation:
-        return Isolation(
-            summary="A stand-in for tests that pretends to run code.",
-            trusts="Nothing: no code is executed.",
-            escape_impact="None.",
-            features=("no code execution",),
-            choose_when="Only in tests.",
-        )
+        return Isolation(facts={"runs": "nothing: a stand-in for tests that pretends to"})
 
     @staticmethod
     def _directive(request: RunRequest) -> dict[str, Any]:

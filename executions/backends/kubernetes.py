@@ -1208,49 +1208,15 @@ class KubernetesBackend(ExecutionBackend):
 
     def describe(self) -> Isolation:
         options = self.options
-        features = [
-            "Pod Security Standard restricted: uid/gid 65534, runAsNonRoot, all capabilities "
-            "dropped, no privilege escalation, RuntimeDefault seccomp",
-            "read-only root filesystem; scratch on a size-capped memory-backed emptyDir",
-            "code and stdin in a read-only ConfigMap volume owned by the Job",
-            "no ServiceAccount token, no service links, no host namespaces or host paths",
-            "requests = limits for CPU, memory and ephemeral storage; restartPolicy Never, "
-            "backoffLimit 0, activeDeadlineSeconds, ttlSecondsAfterFinished",
-            "network denied by the sandbox namespace's deny-all NetworkPolicy (deploy/kubernetes)",
-            "stdout and stderr read from separate container logs with a byte cap",
-            "Job, Pod and ConfigMap deleted after each run",
-        ]
-        runtime = options.runtime_class
-        if runtime:
-            features.append(f"RuntimeClass {runtime!r} (e.g. gVisor's user-space kernel)")
-        kernel = (
-            f"the {runtime} runtime class's kernel boundary, then the node's kernel"
-            if runtime
-            else "the node's kernel, shared with the other pods on that node"
-        )
         return Isolation(
-            summary=(
-                f"Each run is a fresh Kubernetes Job in namespace {options.namespace!r}, under "
-                f"the restricted Pod Security Standard. Pods share {kernel}."
-            ),
-            trusts=(
-                "The cluster: its nodes' kernels and container runtime, the API server, RBAC, "
-                "admission (Pod Security) and the CNI plugin that enforces the NetworkPolicy. "
-                "The platform holds only a Role for jobs, pods, pods/log and configmaps in "
-                "the sandbox namespace."
-            ),
-            escape_impact=(
-                "A kernel or runtime escape gives the attacker the node that ran the pod and "
-                "what runs on it, not the platform's host, database or secrets (unless they "
-                "share that node: keep sandboxes on their own nodes with the node selector "
-                "and tolerations). A compromised platform can only create Jobs in the sandbox "
-                "namespace, and Pod Security admission refuses privileged ones."
-            ),
-            features=features,
-            choose_when=(
-                "Production at scale, across many nodes, where a cluster already exists; "
-                "add a gVisor RuntimeClass and dedicated nodes for the strongest isolation."
-            ),
+            facts={
+                "namespace": options.namespace,
+                "service account": options.service_account,
+                "runtime class": options.runtime_class or "the cluster's default",
+                "node selector": ", ".join(f"{k}={v}" for k, v in options.node_selector.items())
+                or "any node",
+                "sandboxes at once per worker": str(options.max_concurrent_per_worker),
+            }
         )
 
 

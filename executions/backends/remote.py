@@ -320,34 +320,7 @@ class RemoteBackend(ExecutionBackend):
         )
 
     def describe(self) -> Isolation:
-        return Isolation(
-            summary=(
-                f"Each run is sent, signed, to an execution service ({', '.join(self.urls)}) "
-                "that runs it in a fresh, hardened Docker container on its own node. The "
-                "platform holds no Docker socket and no Docker client."
-            ),
-            trusts=(
-                "The execution nodes (their kernel and Docker engine) and the shared signing "
-                "secret. Transport confidentiality comes from the TLS proxy in front of each "
-                "service, not from the signature."
-            ),
-            escape_impact=(
-                "A sandbox escape gives the attacker the execution node, not the platform's "
-                "host, its database or its secrets. A compromised platform can only submit "
-                "runs within the service's own caps; it cannot create a privileged container."
-            ),
-            features=[
-                "requests signed with HMAC-SHA256 over method, path, time, nonce and body; "
-                "expired and replayed requests refused",
-                "the service refuses limits above its own caps (400), never trusting the platform",
-                "the service applies the Docker sandbox policy (no network, read-only root, "
-                "uid 65534, no capabilities, seccomp, memory/CPU/PID caps)",
-                "back-pressure (429) and fail-over across several services",
-            ],
-            choose_when=(
-                "Production: the platform runs in a container and must hold no Docker socket."
-            ),
-        )
+        return Isolation(facts={"execution services": ", ".join(self.urls)})
 
 
 def recapped(result: RunResult, request: RunRequest) -> RunResult:

@@ -813,7 +813,7 @@ def test_options_from_settings_are_parsed(settings: Any) -> None:
         {"key": "sandbox", "operator": "Exists", "effect": "NoSchedule"},
     )
     assert backend.options.image_pull_secrets == ("registry",)
-    assert "gvisor" in backend.describe().summary
+    assert backend.describe().facts["runtime class"] == "gvisor"
 
 
 def test_default_settings_build_the_backend_without_a_cluster() -> None:
@@ -827,12 +827,14 @@ def test_default_settings_build_the_backend_without_a_cluster() -> None:
     assert backend.start_allowance_s == 60
 
 
-def test_describe_is_honest_about_trust() -> None:
-    isolation = KubernetesBackend().describe()
-    assert "restricted" in isolation.summary
-    assert "RBAC" in isolation.trusts and "NetworkPolicy" in isolation.trusts
-    assert "node" in isolation.escape_impact
-    assert any("stderr" in feature for feature in isolation.features)
+def test_describe_states_the_live_configuration() -> None:
+    assert KubernetesBackend(node_selector="pool=sandbox").describe().facts == {
+        "namespace": "evalplatform-sandbox",
+        "service account": "evalplatform-sandbox",
+        "runtime class": "the cluster's default",
+        "node selector": "pool=sandbox",
+        "sandboxes at once per worker": "8",
+    }
 
 
 # --- least privilege -----------------------------------------------------------------------------

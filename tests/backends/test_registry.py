@@ -15,6 +15,7 @@ from executions import backends
 from executions.backends.disabled import DisabledBackend
 from executions.backends.fake import FakeBackend
 from executions.environment import container_evidence
+from executions.security import BACKEND_PROFILES
 from sandbox.contract import ErrorKind, RunRequest
 from sandbox.policy import Limits, SandboxPolicy
 
@@ -141,11 +142,13 @@ def test_known_backend_passes_the_check(settings: Any) -> None:
     assert not [m for m in run_checks() if (m.id or "").startswith("executions.E")]
 
 
-def test_backend_descriptions_are_complete() -> None:
+def test_each_backend_states_live_facts_and_its_trust_is_written_once_on_the_page() -> None:
     required = {"remote": {"urls": ("https://exec.internal",), "secret": "s" * 40}}
+    profiles = {profile.key for profile in BACKEND_PROFILES}
     for name in backends.BACKENDS:
-        isolation = backends.backend_class(name)(**required.get(name, {})).describe()
-        assert isolation.summary and isolation.trusts and isolation.escape_impact
+        facts = backends.backend_class(name)(**required.get(name, {})).describe().facts
+        assert facts and all(isinstance(value, str) and value for value in facts.values())
+        assert name == "fake" or name in profiles, f"{name} has no column on the security page"
 
 
 # --- options from settings ------------------------------------------------------------------

@@ -44,7 +44,7 @@ class Scripted(ExecutionBackend):
         return replace(self.answer, handle=request.handle)
 
     def describe(self) -> Isolation:
-        return Isolation(summary="", trusts="", escape_impact="")
+        return Isolation()
 
 
 def test_a_valid_request_reaches_the_backend_once() -> None:

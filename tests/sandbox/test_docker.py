@@ -203,11 +203,17 @@ def test_health_reports_version_capacity_and_images(
     assert backend.health(images=[runtime_image]).ok
 
 
-def test_describe_is_honest() -> None:
-    isolation = DockerBackend(runtime="runsc").describe()
-    assert "kernel" in isolation.summary
-    assert "root on the host" in isolation.trusts
-    assert any("runsc" in feature for feature in isolation.features)
+def test_describe_states_the_live_configuration() -> None:
+    backend = DockerBackend(
+        base_url="tcp://127.0.0.1:2375", runtime="runsc", max_concurrent_per_node=3
+    )
+    assert backend.describe().facts == {
+        "Docker engine": "tcp://127.0.0.1:2375",
+        "OCI runtime": "runsc",
+        "sandboxes at once on this node": "3",
+    }
+    default = DockerBackend(base_url="unix:///var/run/docker.sock").describe().facts
+    assert default["OCI runtime"] == "runc (the engine's default)"
 
 
 def test_slots_cap_concurrency_then_fail_clearly(

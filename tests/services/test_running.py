@@ -87,7 +87,7 @@ class HostileOutputBackend(ExecutionBackend):
         return RunResult(exit_code=0, stdout=self.OUTPUT, stderr=self.OUTPUT, handle=request.handle)
 
     def describe(self) -> Isolation:
-        return Isolation(summary="", trusts="", escape_impact="")
+        return Isolation()
 
 
 def test_nul_bytes_and_invalid_utf8_in_output_are_stored_exactly(
