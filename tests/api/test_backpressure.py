@@ -1,17 +1,15 @@
-"""Idempotency keys, quotas and throttles (429), and the global queue depth (503)."""
+"""Quotas and throttles (429), and the global queue depth (503)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from executions.api import idempotency
 from executions.api.throttling import UserThrottle
-from executions.models import Evaluation, IdempotencyKey, UserQuota
+from executions.models import Evaluation, UserQuota
 from tests.api.conftest import submission
 
 pytestmark = pytest.mark.django_db
@@ -19,75 +17,6 @@ pytestmark = pytest.mark.django_db
 
 def post(client: APIClient, path: str, body: Any, **headers: str) -> Any:
     return client.post(path, body, format="json", headers=headers)
-
-
-# Idempotency -------------------------------------------------------------------------------
-
-
-def test_same_key_replays_first_response(api: APIClient) -> None:
-    first = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
-    again = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
-    assert first.status_code == again.status_code == 201
-    assert again.json() == first.json()
-    assert again.headers["Idempotent-Replayed"] == "true"
-    assert Evaluation.objects.count() == 1
-
-
-def test_same_key_other_body_is_422(api: APIClient) -> None:
-    post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
-    other = post(api, "/api/v1/evaluations/", submission(stdin="x"), **{"Idempotency-Key": "k1"})
-    assert other.status_code == 422
-    assert other.json()["error"]["code"] == "idempotency_key_reused"
-    assert "different request" in other.json()["error"]["message"]
-    assert Evaluation.objects.count() == 1
-
-
-def test_keys_are_per_user(api: APIClient, other_api: APIClient) -> None:
-    post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
-    theirs = post(other_api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
-    assert theirs.status_code == 201
-    assert Evaluation.objects.count() == 2
-
-
-def test_expired_key_is_forgotten(api: APIClient) -> None:
-    post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
-    old = IdempotencyKey.objects.get()
-    IdempotencyKey.objects.filter(pk=old.pk).update(created_at=old.created_at - timedelta(hours=25))
-    again = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "k1"})
-    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
-    assert Evaluation.objects.count() == 2
-
-
-def test_errors_are_not_stored(api: APIClient) -> None:
-    bad = post(api, "/api/v1/evaluations/", submission(runtime="x"), **{"Idempotency-Key": "k"})
-    assert bad.status_code == 400
-    assert not IdempotencyKey.objects.exists()
-
-
-@pytest.mark.parametrize("key", ["", "k" * 256])
-def test_a_key_of_the_wrong_length_is_a_400_naming_the_header(api: APIClient, key: str) -> None:
-    response = post(api, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": key})
-    assert response.status_code == 400
-    assert response.json()["error"]["fields"] == {"Idempotency-Key": ["Give 1 to 255 characters."]}
-    assert not Evaluation.objects.exists()
-    assert not IdempotencyKey.objects.exists()
-
-
-def test_key_in_progress_is_reported(user: User) -> None:
-    first = idempotency.idempotency_claim(user=user, key="busy", fingerprint="f")
-    assert first.record_id is not None
-    second = idempotency.idempotency_claim(user=user, key="busy", fingerprint="f")
-    assert second.in_progress and second.record_id is None
-    idempotency.idempotency_release(first.record_id)
-    assert idempotency.idempotency_claim(user=user, key="busy", fingerprint="f").record_id
-
-
-def test_batch_and_rerun_are_idempotent(api: APIClient, roomy_quota: UserQuota) -> None:
-    items = {"items": [submission(), submission()]}
-    first = post(api, "/api/v1/evaluations/batch/", items, **{"Idempotency-Key": "b"})
-    again = post(api, "/api/v1/evaluations/batch/", items, **{"Idempotency-Key": "b"})
-    assert first.json() == again.json()
-    assert Evaluation.objects.count() == 2
 
 
 # Quotas and throttles ----------------------------------------------------------------------
@@ -142,39 +71,3 @@ def test_queue_depth_is_503(api: APIClient, settings: Any, roomy_quota: UserQuot
     batch = post(api, "/api/v1/evaluations/batch/", {"items": [submission()]})
     assert batch.status_code == 503
     assert Evaluation.objects.count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_retries_submit_once(user: User, runtime: Any, roomy_quota: UserQuota) -> None:
-    """Eight clients retry one request at the same moment: one submission, the others get
-    its response replayed or are told it is still in progress."""
-    import threading
-
-    from django.db import connection
-
-    from tests.api.conftest import client_for
-
-    statuses: list[int] = []
-    barrier = threading.Barrier(8)
-
-    def retry() -> None:
-        try:
-            client = client_for(user)
-            barrier.wait()
-            response = post(
-                client, "/api/v1/evaluations/", submission(), **{"Idempotency-Key": "r"}
-            )
-            statuses.append(response.status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=retry) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a client hung"
-    assert len(statuses) == 8, f"only {len(statuses)} of 8 clients got an answer"
-    assert Evaluation.objects.count() == 1
-    assert statuses.count(201) >= 1
-    assert set(statuses) <= {201, 409}

@@ -14,7 +14,6 @@ from evalplatform.variables import VARIABLES
 from executions import backends
 from executions.backends.disabled import DisabledBackend
 from executions.backends.fake import FakeBackend
-from executions.environment import container_evidence
 from executions.security import BACKEND_PROFILES
 from sandbox.contract import ErrorKind, RunRequest
 from sandbox.policy import Limits, SandboxPolicy
@@ -29,44 +28,6 @@ def request(files: dict[str, bytes] | None = None, stdin: bytes = b"in") -> RunR
         files=files or {"main.py": b"print(1)"},
         stdin=stdin,
         policy=SandboxPolicy(limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=10)),
-    )
-
-
-@pytest.fixture
-def bare_root(tmp_path: Path) -> Path:
-    (tmp_path / "proc/1").mkdir(parents=True)
-    (tmp_path / "proc/1/cgroup").write_text("0::/\n1:cpu:/\n")
-    return tmp_path
-
-
-def test_no_evidence_on_a_bare_host(bare_root: Path) -> None:
-    assert container_evidence(bare_root, {}) == ""
-
-
-@pytest.mark.parametrize("marker", [".dockerenv", "run/.containerenv"])
-def test_container_marker_files(bare_root: Path, marker: str) -> None:
-    (bare_root / marker).parent.mkdir(parents=True, exist_ok=True)
-    (bare_root / marker).touch()
-    assert marker.split("/")[-1] in container_evidence(bare_root, {})
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "12:memory:/docker/3f1a2b",
-        "0::/kubepods/besteffort/pod1234/abcd",
-        "0::/system.slice/containerd.service",
-        "0::/machine.slice/libpod-1234.scope",
-    ],
-)
-def test_cgroup_hints(bare_root: Path, line: str) -> None:
-    (bare_root / "proc/1/cgroup").write_text(line + "\n")
-    assert "/proc/1/cgroup" in container_evidence(bare_root, {})
-
-
-def test_kubernetes_environment(bare_root: Path) -> None:
-    assert "KUBERNETES_SERVICE_HOST" in container_evidence(
-        bare_root, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
     )
 
 
