@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "docs" / "configuration.md"
 # Documented variables that neither the settings module nor the table reads, and who does.
 READ_ELSEWHERE = {
-    "DOCKER_HOST": "sandbox/docker.py",
+    "DOCKER_HOST": "sandbox/docker/runner.py",
     "ADMIN_USERNAME": "executions/management/commands/bootstrap.py",
     "ADMIN_PASSWORD": "executions/management/commands/bootstrap.py",
 }

@@ -15,12 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox.contract import ErrorKind, RunResult
-from sandbox.docker import (
-    MANAGED_LABEL,
-    DockerBackend,
-    SlotPool,
-    SlotsBusy,
-)
+from sandbox.docker import MANAGED_LABEL, DockerBackend, SlotPool
 
 from .conformance import BackendConformance, make_request, run_checked
 
@@ -144,7 +139,7 @@ def test_an_image_that_cannot_unpack_is_a_backend_error(
     request = make_request(runtime_image, "print(1)")
     with pytest.MonkeyPatch.context() as patch:
         # The loader receives something that is not a tar, as with an image's broken tar.
-        patch.setattr("sandbox.docker.code_archive", lambda files: b"\x01" * 1024)
+        patch.setattr("sandbox.docker.runner.code_archive", lambda files: b"\x01" * 1024)
         result = run_checked(backend, request, sandbox_gone, expect_error=ErrorKind.BACKEND_ERROR)
     assert "could not unpack the code" in result.error_message
 
@@ -239,16 +234,6 @@ def test_slots_cap_concurrency_then_fail_clearly(
     assert (
         run_checked(backend, make_request(runtime_image, "print(1)"), sandbox_gone).stdout == b"1\n"
     )
-
-
-def test_slot_pool_is_exclusive(tmp_path: Any) -> None:
-    pool = SlotPool(str(tmp_path), 2)
-    with pool.acquire(0) as first, pool.acquire(0) as second:
-        assert {first, second} == {0, 1}
-        with pytest.raises(SlotsBusy), pool.acquire(0.1):
-            pass
-    with pool.acquire(0):
-        pass
 
 
 def test_remove_orphans_only_takes_old_managed_containers(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sandbox.contract import RunRequest
-from sandbox.docker import (
+from sandbox.docker.config import (
     EXECUTION_LABEL,
     LOADER,
     MANAGED_LABEL,

@@ -1,0 +1,476 @@
+"""``DockerBackend``: run one request in a fresh container, plus cancel, health, janitor and
+image building; the only module that calls the Docker engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from sandbox.contract import (
+    ErrorKind,
+    ExecutionBackend,
+    Health,
+    Isolation,
+    RunRequest,
+    RunResult,
+)
+from sandbox.docker.config import (
+    _MARK_BYTES,
+    _MARK_PREFIX,
+    _REPORT_ROOM,
+    LOADER_EXIT,
+    LOADER_MESSAGE,
+    MANAGED_FILTER,
+    MANAGED_LABEL,
+    code_archive,
+    container_config_for,
+)
+from sandbox.docker.slots import DEFAULT_LOCK_DIR, SlotPool, SlotsBusy
+from sandbox.docker.streams import (
+    _STDERR,
+    _STDOUT,
+    _CappedStreams,
+    _close_quietly,
+    _pump,
+    _raw_socket,
+)
+from sandbox.options import at_least
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "unix:///var/run/docker.sock"
+
+
+class DockerUnavailable(Exception):
+    """The engine could not be reached or answered in a way that means it is not usable."""
+
+
+class ImageBuildError(Exception):
+    """Building or importing a runtime image failed; ``log`` holds the build output so far."""
+
+    def __init__(self, message: str, log: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.log = list(log)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    """The Docker backend's options and their defaults."""
+
+    # The engine's URL: a unix socket, or tcp://host:port of a socket proxy. Empty means the
+    # Docker SDK's own environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), else
+    # the local socket.
+    base_url: str = ""
+    # An OCI runtime for the sandboxes, e.g. runsc (gVisor); empty is the engine's default.
+    runtime: str = ""
+    # Runs at once on this node, across every process sharing lock_dir.
+    max_concurrent_per_node: int = 4
+    # Seconds to wait for a program's exit after its output stream ended.
+    grace_s: float = 2.0
+    lock_dir: str = DEFAULT_LOCK_DIR
+    # Seconds a run waits for a free slot before it fails as UNAVAILABLE.
+    slot_wait_s: float = 30.0
+    api_timeout_s: float = 60.0
+    # The runtime images health() checks.
+    images: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        at_least("max_concurrent_per_node", self.max_concurrent_per_node, 1)
+
+
+class DockerBackend(ExecutionBackend):
+    """Runs each request in a fresh, hardened container on a Docker engine.
+
+    Options: ``DockerOptions``. See the ``sandbox.docker`` package docstring for the semantics
+    of a run.
+    """
+
+    name = "docker"
+    options_class = DockerOptions
+    options: DockerOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.slot_wait_s = self.options.slot_wait_s
+        self._client_kwargs: dict[str, Any] = {"base_url": self.options.base_url}
+        self._environment_error: docker.errors.DockerException | None = None
+        if not self.options.base_url:
+            try:
+                self._client_kwargs = docker.utils.kwargs_from_env()
+            except docker.errors.DockerException as exc:
+                self._client_kwargs, self._environment_error = {}, exc
+            self._client_kwargs.setdefault("base_url", DEFAULT_BASE_URL)
+        self.base_url: str = self._client_kwargs["base_url"]
+        self.slots = SlotPool(self.options.lock_dir, self.options.max_concurrent_per_node)
+        # requests sessions are not documented as thread-safe: one client per thread.
+        self._local = threading.local()
+
+    # -- engine access
+
+    def api(self) -> Any:
+        """Return this thread's low-level ``docker.APIClient``; raise ``DockerUnavailable``."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            error = self._environment_error
+            if error is None:
+                try:
+                    client = docker.APIClient(
+                        version="auto", timeout=self.options.api_timeout_s, **self._client_kwargs
+                    )
+                except docker.errors.DockerException as exc:
+                    error = exc
+            if error is not None:
+                raise DockerUnavailable(
+                    f"Docker engine at {self.base_url} is unreachable: {error}"
+                ) from error
+            self._local.client = client
+        return client
+
+    # -- the contract
+
+    def _run(self, request: RunRequest) -> RunResult:
+        try:
+            api = self.api()
+            with self.slots.acquire(self.options.slot_wait_s):
+                return self._run_container(api, request)
+        except DockerUnavailable as exc:
+            return RunResult.failure(ErrorKind.UNAVAILABLE, str(exc), handle=request.handle)
+        except SlotsBusy:
+            return RunResult.failure(
+                ErrorKind.UNAVAILABLE,
+                f"All {self.options.max_concurrent_per_node} sandbox slots on this node stayed "
+                f"busy for {self.options.slot_wait_s:g} s; retry later or raise "
+                "max_concurrent_per_node.",
+                handle=request.handle,
+            )
+
+    def _run_container(self, api: Any, request: RunRequest) -> RunResult:
+        archive = code_archive(request.files)
+        container_id = ""
+        attach: Any = None
+        streams = _CappedStreams(cap=request.limits.output_bytes, stderr_room=_REPORT_ROOM)
+        mark = f"{_MARK_PREFIX}{secrets.token_hex(_MARK_BYTES)}=".encode()
+        result = RunResult(handle=request.handle)
+        try:
+            try:
+                config = container_config_for(
+                    request, archive_size=len(archive), runtime=self.options.runtime
+                )
+                container_id = api.create_container_from_config(config, name=request.handle)["Id"]
+            except docker.errors.ImageNotFound:
+                return RunResult.failure(
+                    ErrorKind.BACKEND_ERROR,
+                    f"Runtime image {request.image!r} is not on the Docker engine; build it "
+                    "with executions.runtime_images (manage.py build_runtime_image).",
+                    handle=request.handle,
+                )
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    return RunResult.failure(
+                        ErrorKind.BACKEND_ERROR,
+                        f"A sandbox named {request.handle!r} already exists on the engine.",
+                        handle=request.handle,
+                    )
+                raise
+            # Attach before start: nothing the program writes can be missed, and no output is
+            # in flight while the HTTP upgrade is read.
+            attach = api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            api.start(container_id)
+            started = time.monotonic()
+            deadline = started + request.limits.wall_time_s
+            stream = mark + b"\n" + archive + request.stdin
+            ending = _pump(_raw_socket(attach), stream, streams, deadline)
+            if ending == "eof":
+                self._collect_exit(api, container_id, request, started, result)
+                if result.exit_code == LOADER_EXIT and LOADER_MESSAGE in streams.out[_STDERR]:
+                    return RunResult.failure(
+                        ErrorKind.BACKEND_ERROR,
+                        f"The runtime image {request.image!r} could not unpack the code: it "
+                        "needs /bin/sh, GNU head and tar. "
+                        + bytes(streams.out[_STDERR]).decode(errors="replace")[-500:],
+                        handle=request.handle,
+                    )
+            else:  # the container is killed by the removal below
+                result.timed_out = ending == "deadline"
+                result.wall_time_ms = int((time.monotonic() - started) * 1000)
+        except (_Cancelled, docker.errors.NotFound) as exc:
+            if not container_id:
+                return _api_failure(exc, request.handle)
+            # Only a cancel, the janitor or an operator removes a container we created.
+            result.error_kind = ErrorKind.CANCELLED
+            result.error_message = "The sandbox was stopped and removed before it finished."
+        except docker.errors.APIError as exc:
+            return _api_failure(exc, request.handle)
+        except requests.exceptions.RequestException as exc:
+            return RunResult.failure(
+                ErrorKind.UNAVAILABLE,
+                f"Lost the Docker engine at {self.base_url} during the run: {exc}",
+                handle=request.handle,
+            )
+        finally:
+            if attach is not None:
+                _close_quietly(attach)
+            if container_id:
+                self._remove(api, container_id)
+        result.stdout = bytes(streams.out[_STDOUT])
+        result.stdout_truncated = streams.truncated[_STDOUT]
+        result.stderr, result.stderr_truncated, result.peak_memory_bytes = streams.take_stderr(mark)
+        return result
+
+    def _collect_exit(
+        self,
+        api: Any,
+        container_id: str,
+        request: RunRequest,
+        started: float,
+        result: RunResult,
+    ) -> None:
+        """Fill exit facts after the output stream ended; raise ``_Cancelled`` if removed."""
+        # The engine normally records the exit before it ends the stream, so one inspect
+        # suffices. The stream can also end while the process lives on (it closed stdout and
+        # stderr): then wait for the exit, until the deadline plus the grace.
+        state = api.inspect_container(container_id)["State"]
+        if state.get("Running"):
+            deadline = started + request.limits.wall_time_s
+            try:
+                api.wait(
+                    container_id, timeout=max(deadline - time.monotonic(), 0) + self.options.grace_s
+                )
+            except requests.exceptions.ReadTimeout:
+                result.timed_out = True
+                result.wall_time_ms = int((time.monotonic() - started) * 1000)
+                return
+            state = api.inspect_container(container_id)["State"]
+        if state.get("Status") in ("removing", "dead"):
+            raise _Cancelled
+        code = int(state.get("ExitCode", -1))
+        result.record_exit(code)
+        result.oom_killed = bool(state.get("OOMKilled"))
+        engine_ms = _elapsed_ms(state.get("StartedAt"), state.get("FinishedAt"))
+        if engine_ms is None:
+            engine_ms = int((time.monotonic() - started) * 1000)
+        result.wall_time_ms = engine_ms
+
+    def _remove(self, api: Any, container_id: str) -> None:
+        """Kill and delete the container and its anonymous volume; never raise."""
+        try:
+            api.remove_container(container_id, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # 409: a cancel is already removing it.
+            if exc.status_code != 409:
+                logger.warning("could not remove container %s: %s", container_id, exc)
+        except Exception as exc:
+            # Left for remove_orphans; the run's result stands.
+            logger.warning("could not remove container %s: %s", container_id, exc)
+
+    def cancel(self, handle: str) -> None:
+        """Kill and remove the managed container named ``handle``; unknown handles are ignored.
+
+        Raises ``DockerUnavailable`` when the engine cannot be reached, so the caller knows
+        the cancel did not happen.
+        """
+        api = self.api()
+        try:
+            info = api.inspect_container(handle)
+            if info.get("Config", {}).get("Labels", {}).get(MANAGED_LABEL) != "1":
+                logger.warning("refusing to cancel unmanaged container %r", handle)
+                return
+            api.remove_container(info["Id"], v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: already being removed
+                raise
+        except requests.exceptions.RequestException as exc:
+            raise DockerUnavailable(f"Docker engine at {self.base_url}: {exc}") from exc
+
+    def health(self, images: Sequence[str] | None = None) -> Health:
+        """Ping the engine and report its version, the given images and running sandboxes.
+
+        ``images`` defaults to the ``images`` option. ``ok`` is False when the engine is
+        unreachable or an image is missing.
+        """
+        wanted = list(self.options.images if images is None else images)
+        capacity = self.options.max_concurrent_per_node
+        try:
+            api = self.api()
+            api.ping()
+            version = api.version()
+            present = {image: _image_exists(api, image) for image in wanted}
+            running = api.containers(filters={"label": MANAGED_FILTER, "status": "running"})
+        except DockerUnavailable as exc:
+            return Health(ok=False, detail=str(exc), capacity=capacity)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            return Health(
+                ok=False,
+                detail=f"Docker engine at {self.base_url} did not answer: {exc}",
+                capacity=capacity,
+            )
+        missing = [image for image, ok in present.items() if not ok]
+        detail = (
+            f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}) "
+            f"at {self.base_url}; {len(running)} of {capacity} sandboxes running."
+        )
+        if missing:
+            detail += " Missing runtime images: " + ", ".join(missing) + "."
+        return Health(
+            ok=not missing,
+            detail=detail,
+            version=str(version.get("Version", "")),
+            capacity=capacity,
+            in_use=len(running),
+            extra={
+                "base_url": self.base_url,
+                "api_version": str(version.get("ApiVersion", "")),
+                "runtime": self.options.runtime or "default (runc)",
+                "images": present,
+            },
+        )
+
+    def admits_forbidden_call(self) -> bool | None:
+        """Does the engine endpoint answer ``GET /info``, a call the backend never makes?
+
+        Through the socket proxy the answer must be False (403). True means a raw socket or a
+        proxy that is not an allow-list; None means the endpoint did not answer.
+        """
+        try:
+            self.api().info()
+        except docker.errors.APIError as exc:
+            if exc.status_code == 403:
+                return False
+            return None
+        except (DockerUnavailable, docker.errors.DockerException, requests.RequestException):
+            return None
+        return True
+
+    def describe(self) -> Isolation:
+        return Isolation(
+            facts={
+                "Docker engine": self.base_url,
+                "OCI runtime": self.options.runtime or "runc (the engine's default)",
+                "sandboxes at once on this node": str(self.options.max_concurrent_per_node),
+            }
+        )
+
+    def remove_orphans(self, older_than_s: float = 900.0) -> int:
+        """Remove managed containers (and their volumes) created over ``older_than_s`` ago.
+
+        For a worker that crashed mid-run. ``older_than_s`` must exceed the longest run
+        (wall-time cap plus grace plus slot wait) or live runs are cut short. Returns how
+        many containers were removed; raises ``DockerUnavailable`` if the engine is down.
+        """
+        api = self.api()
+        try:
+            containers = api.containers(all=True, filters={"label": MANAGED_FILTER})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailable(f"Docker engine at {self.base_url}: {exc}") from exc
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for container in containers:
+            if container.get("Created", 0) < cutoff:
+                try:
+                    api.remove_container(container["Id"], v=True, force=True)
+                    removed += 1
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    logger.warning("could not remove orphan %s: %s", container["Id"], exc)
+        return removed
+
+    # -- used by executions.runtime_images; image building never goes through the proxy
+
+    def image_exists(self, image: str) -> bool:
+        return _image_exists(self.api(), image)
+
+    def build_image(self, context_dir: str, tag: str, *, pull: bool = True) -> list[str]:
+        """``docker build`` ``context_dir`` as ``tag``; return the build log lines.
+
+        Raises ``ImageBuildError`` (with the log so far) or ``DockerUnavailable``.
+        """
+        log: list[str] = []
+        try:
+            for chunk in self.api().build(
+                path=context_dir, tag=tag, pull=pull, rm=True, forcerm=True, decode=True
+            ):
+                if "error" in chunk:
+                    raise ImageBuildError(str(chunk["error"]).strip(), log)
+                if chunk.get("stream"):
+                    log.append(chunk["stream"].rstrip("\n"))
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"docker build of {tag} failed: {exc}", log) from exc
+        return log
+
+    def import_rootfs(self, tarball: str, tag: str, changes: Sequence[str]) -> str:
+        """``docker import`` a root filesystem tarball as ``tag``; return the new image id.
+
+        ``changes`` are Dockerfile instructions (CMD, USER, WORKDIR, ENV) applied on import.
+        Raises ``ImageBuildError`` or ``DockerUnavailable``.
+        """
+        repository, _, version = tag.rpartition(":")
+        if not repository or "/" in version:
+            repository, version = tag, "latest"
+        try:
+            self.api().import_image(
+                src=tarball, repository=repository, tag=version, changes=list(changes)
+            )
+            return str(self.api().inspect_image(tag)["Id"])
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"docker import of {tag} failed: {exc}") from exc
+
+
+def _image_exists(api: Any, image: str) -> bool:
+    try:
+        api.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def _api_failure(exc: Any, handle: str) -> RunResult:
+    status = getattr(exc, "status_code", None)
+    explanation = getattr(exc, "explanation", None) or str(exc)
+    if status == 403:
+        message = f"The Docker socket proxy refused a call the backend needs: {explanation}"
+    else:
+        message = f"Docker API error ({status}): {explanation}"
+    return RunResult.failure(ErrorKind.BACKEND_ERROR, message, handle=handle)
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    """Parse the engine's RFC 3339 timestamps, which carry nanoseconds Python cannot."""
+    if not value or value.startswith("0001-"):
+        return None
+    try:
+        main, _, rest = value.partition(".")
+        fraction = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0")
+        stamp = dt.datetime.strptime(main.rstrip("Z"), "%Y-%m-%dT%H:%M:%S")
+        return stamp.replace(microsecond=int(fraction), tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def _elapsed_ms(started: str | None, finished: str | None) -> int | None:
+    start, end = _parse_time(started), _parse_time(finished)
+    if start is None or end is None or end < start:
+        return None
+    return int((end - start).total_seconds() * 1000)
