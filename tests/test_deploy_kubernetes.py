@@ -32,7 +32,7 @@ SANDBOX_SERVICE_ACCOUNT = "evalplatform-sandbox"
 PLATFORM_IMAGE = "evalplatform/platform"
 SANDBOX_LABEL = {"app.kubernetes.io/component": "sandbox"}
 
-# Agreed with the Kubernetes backend (executions/backends/kubernetes.py).
+# Agreed with the Kubernetes backend (executions/backends/kubernetes/manifests.py).
 KUBERNETES_SETTINGS = frozenset(
     {
         "EXECUTION_KUBERNETES_NAMESPACE",

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from executions.backends.kubernetes import (
+from executions.backends.kubernetes.manifests import (
     COMPONENT_LABEL,
     HANDLE_LABEL,
     MANAGED_BY_LABEL,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from executions.backends import kubernetes
+from executions.backends.kubernetes import manifests
 from sandbox.contract import RunRequest
 from sandbox.policy import Limits, SandboxPolicy
 
@@ -36,8 +36,8 @@ def job() -> dict[str, Any]:
         stdin=b"",
         policy=SandboxPolicy(limits=Limits(wall_time_ms=2500, memory_mb=64, output_bytes=1024)),
     )
-    options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox-runner")
-    return kubernetes.job_for(request, options)
+    options = manifests.KubernetesOptions(namespace="sandbox", service_account="sandbox-runner")
+    return manifests.job_for(request, options)
 
 
 def test_the_pod_is_hardened_as_a_whole(job: dict[str, Any]) -> None:
@@ -112,4 +112,4 @@ def test_the_job_runs_once_within_its_deadline(job: dict[str, Any]) -> None:
         "ttlSecondsAfterFinished": 300,
     }
     labels = job["metadata"]["labels"]
-    assert labels[kubernetes.EXECUTION_LABEL] == "7"
+    assert labels[manifests.EXECUTION_LABEL] == "7"
