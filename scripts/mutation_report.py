@@ -31,12 +31,11 @@ SCOPES: dict[str, list[str]] = {
     "request signing (execution service)": ["sandbox.signing.*"],
     "webhooks: SSRF guard, transport, signing": ["executions.webhooks.*"],
     "file names and input cleaning": [
-        "executions.services.x__clean_*",
-        "executions.services.xǁ_Errorsǁ*",
-        "sandbox.docker.x__safe_relative__*",
-        "sandbox.docker.x_code_archive__*",
-        "executions.backends.kubernetes.x__safe_relative__*",
-        "executions.backends.kubernetes.x_configmap_for__*",
+        "executions.services.cleaning.x__clean_*",
+        "executions.services.cleaning.xǁ_Errorsǁ*",
+        "sandbox.files.*",
+        "sandbox.docker.config.x_code_archive__*",
+        "executions.backends.kubernetes.manifests.x_configmap_for__*",
     ],
     "redaction of hidden test cases": [
         "executions.api.serializers.xǁ*ǁ_redact__*",
@@ -44,15 +43,15 @@ SCOPES: dict[str, list[str]] = {
     ],
     "judging": ["executions.judging.*"],
     "the reaper's decisions": [
-        "executions.services.x_executions_reap__*",
-        "executions.services.x__reap__*",
+        "executions.services.reaping.x_executions_reap__*",
+        "executions.services.reaping.x__reap__*",
     ],
     "sandbox policy rendering": [
-        "executions.services.x_sandbox_policy__*",
-        "sandbox.docker.x_container_config_for__*",
-        "executions.backends.kubernetes.x_job_for__*",
-        "executions.backends.kubernetes.x__container_security__*",
-        "executions.backends.kubernetes.x_labels_for__*",
+        "executions.services.running.x_sandbox_policy__*",
+        "sandbox.docker.config.x_container_config_for__*",
+        "executions.backends.kubernetes.manifests.x_job_for__*",
+        "executions.backends.kubernetes.manifests.x__container_security__*",
+        "executions.backends.kubernetes.manifests.x_labels_for__*",
     ],
 }
 # Done means: no unexplained survivor here.

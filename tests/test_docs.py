@@ -121,6 +121,31 @@ def test_the_links_between_documents_lead_somewhere(document: Path) -> None:
     assert not broken, broken
 
 
+def test_the_architecture_names_only_modules_that_exist() -> None:
+    """docs/architecture.md must match the code: every path and module it names is there."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    names = set(re.findall(r"`([A-Za-z_][\w./]*)`", text)) | set(
+        re.findall(r"^ *((?:sandbox|executions|execution_service|evalplatform)[\w.]*)", text, re.M)
+    )
+    files = {path.name for path in ROOT.rglob("*.py") if ".venv" not in path.parts}
+    # A name like `docker/` is relative to the package the sentence is about.
+    bases = [ROOT, ROOT / "sandbox", ROOT / "executions", ROOT / "executions" / "backends"]
+    checked = 0
+    for name in sorted(names):
+        if "/" in name:
+            found = any((base / name).exists() for base in bases)
+            assert found, f"docs/architecture.md names {name}, which is gone"
+        elif name.endswith(".py"):
+            assert name in files, f"docs/architecture.md names {name}, which is gone"
+        elif name.split(".")[0] in ("sandbox", "executions", "execution_service"):
+            module = ROOT.joinpath(*name.split("."))
+            assert module.is_dir() or module.with_suffix(".py").exists(), name
+        else:
+            continue
+        checked += 1
+    assert checked > 30
+
+
 def fresh_checkout(destination: Path) -> Path:
     """The files a clone of this working tree would have (tracked and new, not ignored)."""
     listed = subprocess.run(

@@ -43,9 +43,6 @@ class TestDockerThroughProxy(BackendConformance):
         return DockerBackend(base_url=docker_proxy_url, lock_dir=slot_dir)
 
 
-# --- rendering (no engine needed) ---------------------------------------------------------------
-
-
 # --- against the engine ---------------------------------------------------------------------------
 
 
