@@ -15,20 +15,8 @@ from executions import backends
 from executions.backends.disabled import DisabledBackend
 from executions.backends.fake import FakeBackend
 from executions.security import BACKEND_PROFILES
-from sandbox.contract import ErrorKind, RunRequest
-from sandbox.policy import Limits, SandboxPolicy
-
-
-def request(files: dict[str, bytes] | None = None, stdin: bytes = b"in") -> RunRequest:
-    return RunRequest(
-        execution_id=1,
-        handle="evalplatform-1-0",
-        image="img",
-        command=["python3", "main.py"],
-        files=files or {"main.py": b"print(1)"},
-        stdin=stdin,
-        policy=SandboxPolicy(limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=10)),
-    )
+from sandbox.contract import ErrorKind
+from tests.backends.runs import request
 
 
 def test_configured_backend_wins(settings: Any) -> None:
