@@ -501,8 +501,8 @@ def backend_configured(name: str) -> bool:
     unconfigured backend's SDK is never imported).
 
     ``remote``: its service URLs are set. ``kubernetes``: a cluster configuration exists
-    (``KUBERNETES_SERVICE_HOST`` in a pod, ``KUBECONFIG``, ``~/.kube/config``, or a ``host`` or
-    ``api_client`` option). ``docker``: a ``base_url`` option, or ``DOCKER_HOST`` naming a
+    (``KUBERNETES_SERVICE_HOST`` in a pod, ``KUBECONFIG``, ``~/.kube/config``, or a ``host``,
+    ``kubeconfig`` or ``api_client`` option). ``docker``: a ``base_url`` option, or ``DOCKER_HOST`` naming a
     remote engine or socket proxy, or a local socket (``DOCKER_HOST``'s or the default one)
     that accepts connections. ``disabled`` runs nothing and ``fake`` only stands in for tests:
     neither, nor any other name, is ever "configured".
@@ -513,7 +513,7 @@ def backend_configured(name: str) -> bool:
     if name == "remote":
         return bool(options.get("urls"))
     if name == "kubernetes":
-        if options.get("host") or options.get("api_client"):
+        if options.get("host") or options.get("api_client") or options.get("kubeconfig"):
             return True
         if os.environ.get("KUBERNETES_SERVICE_HOST") or os.environ.get("KUBECONFIG"):
             return True

@@ -101,6 +101,8 @@ def test_kubernetes_is_configured_by_a_cluster_configuration(
     assert not selectors.backend_configured("kubernetes")
     with_options(settings, kubernetes={"host": CLOSED_URL})
     assert selectors.backend_configured("kubernetes")
+    with_options(settings, kubernetes={"kubeconfig": str(bare_machine / "cluster.yaml")})
+    assert selectors.backend_configured("kubernetes")
 
 
 def test_docker_is_configured_by_a_socket_that_answers_or_a_remote_engine(
