@@ -30,17 +30,19 @@ CAPS: tuple[tuple[str, type, float], ...] = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, each defaulting to its environment variable; argparse converts a string
+    default as it converts the argument, so a bad variable is a usage error naming its flag."""
     parser = argparse.ArgumentParser(prog="python -m execution_service", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("EXECUTION_SERVICE_HOST", "127.0.0.1"))
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("EXECUTION_SERVICE_PORT", "8700"))
+        "--port", type=int, default=os.environ.get("EXECUTION_SERVICE_PORT", "8700")
     )
     parser.add_argument("--backend", choices=["docker"], default="docker")
     parser.add_argument(
         "--max-concurrent",
         dest="max_concurrent_per_service",
         type=int,
-        default=int(os.environ.get("EXECUTION_SERVICE_MAX_CONCURRENT", "4")),
+        default=os.environ.get("EXECUTION_SERVICE_MAX_CONCURRENT", "4"),
         help="runs at once on this service, and Docker slots on its node "
         "(env EXECUTION_SERVICE_MAX_CONCURRENT, default 4)",
     )
@@ -62,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--max-{name.replace('_', '-')}",
             dest=f"max_{name}",
             type=kind,
-            default=kind(os.environ.get(env_name, default)),
+            default=os.environ.get(env_name, str(default)),
             help=f"cap on {name} (env {env_name}, default {default})",
         )
     return parser.parse_args(argv)

@@ -502,10 +502,10 @@ def backend_configured(name: str) -> bool:
 
     ``remote``: its service URLs are set. ``kubernetes``: a cluster configuration exists
     (``KUBERNETES_SERVICE_HOST`` in a pod, ``KUBECONFIG``, ``~/.kube/config``, or a ``host``,
-    ``kubeconfig`` or ``api_client`` option). ``docker``: a ``base_url`` option, or ``DOCKER_HOST`` naming a
-    remote engine or socket proxy, or a local socket (``DOCKER_HOST``'s or the default one)
-    that accepts connections. ``disabled`` runs nothing and ``fake`` only stands in for tests:
-    neither, nor any other name, is ever "configured".
+    ``kubeconfig`` or ``api_client`` option). ``docker``: a ``base_url`` option, or
+    ``DOCKER_HOST`` naming a remote engine or socket proxy, or a local socket
+    (``DOCKER_HOST``'s or the default one) that accepts connections. ``disabled`` runs nothing
+    and ``fake`` only stands in for tests: neither, nor any other name, is ever "configured".
     """
     from executions.environment import docker_socket_path, socket_reachable
 

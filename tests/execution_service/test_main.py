@@ -72,3 +72,13 @@ def test_a_cap_of_the_wrong_type_is_refused(capsys: pytest.CaptureFixture[str]) 
 def test_without_a_secret_the_service_does_not_start(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "must hold a shared secret of at least 32 characters" in capsys.readouterr().err
+
+
+def test_a_malformed_variable_is_a_usage_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXECUTION_SERVICE_MAX_MEMORY_MB", "lots")
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args([])
+    assert exited.value.code == 2
+    assert "--max-memory-mb: invalid int value: 'lots'" in capsys.readouterr().err
