@@ -19,7 +19,7 @@ from executions import services
 from executions.models import AuditEvent, Evaluation, Execution, Runtime, UserQuota
 from executions.models import TestCase as StoredTestCase
 from executions.services import QuotaExceeded
-from tests.test_web import submit_form
+from tests.web.support import submit_form
 
 pytestmark = pytest.mark.django_db
 

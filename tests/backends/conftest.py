@@ -1,0 +1,82 @@
+"""Fixtures of the Kubernetes backend's tests: an API emulator, its client, pod logs, a backend."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from executions.backends.kubernetes import KubernetesBackend
+
+from .kube_emulator import Emulator, now
+from .kube_helpers import NS, make_backend
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    server = Emulator()
+    # A real API server gives created objects a uid and a creation time; kmock does not.
+    server.on_loop(
+        lambda: (
+            server.kmock[f"post /apis/batch/v1/namespaces/{NS}/jobs"]
+            << (
+                lambda req: {
+                    **req.data,
+                    "metadata": {
+                        **req.data["metadata"],
+                        "uid": "job-uid-1",
+                        "creationTimestamp": now(),
+                    },
+                }
+            )
+        )
+    )
+    # The client asks for /version/, which kmock's built-in answer (/version) does not match.
+    version = {
+        "major": "1",
+        "minor": "37",
+        "gitVersion": "v1.37.0",
+        "gitCommit": "0123456789abcdef0123456789abcdef01234567",
+        "gitTreeState": "clean",
+        "buildDate": "2026-08-26T00:00:00Z",
+        "goVersion": "go1.25.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
+    server.on_loop(lambda: server.kmock["get /version/"] << version)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def api_client(emulator: Emulator) -> Any:
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = emulator.url
+    return client.ApiClient(configuration)
+
+
+@pytest.fixture
+def logs(emulator: Emulator) -> dict[str, bytes]:
+    """Pod logs by container name; the emulator answers them honouring ``limitBytes``."""
+    served: dict[str, bytes] = {}
+
+    def answer(req: Any) -> bytes:
+        data = served.get(req.params.get("container", ""), b"")
+        limit = req.params.get("limitBytes")
+        return data[: int(limit)] if limit else data
+
+    emulator.on_loop(
+        lambda: (
+            emulator.kmock["get", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log")] << answer
+        )
+    )
+    return served
+
+
+@pytest.fixture
+def backend(api_client: Any) -> KubernetesBackend:
+    return make_backend(api_client)
