@@ -22,6 +22,8 @@ from sandbox.contract import ErrorKind, RunRequest, RunResult
 logger = logging.getLogger(__name__)
 
 # Waiting reasons that will not fix themselves: fail at once instead of waiting.
+# What a run reports when someone else (a cancel, the janitor, an operator) removed its Job.
+REMOVED = "The sandbox was stopped and removed before it finished."
 START_FAILURES = frozenset(
     {
         "ErrImagePull",
@@ -240,6 +242,9 @@ class FollowingMixin:
             else:
                 deadline = pending_deadline
                 if now >= deadline:
+                    if self._job_removed(batch, name):
+                        # Cancelled before the watch began: it never saw the Job to see it go.
+                        raise _Failure(ErrorKind.CANCELLED, REMOVED)
                     raise _Failure(ErrorKind.BACKEND_ERROR, self._pending_message(name, progress))
             try:
                 kind, *payload = events.get(timeout=max(0.01, deadline - now))
@@ -278,9 +283,7 @@ class FollowingMixin:
         wall_s: float,
     ) -> None:
         if event_type == "DELETED" or (job.get("metadata") or {}).get("deletionTimestamp"):
-            raise _Failure(
-                ErrorKind.CANCELLED, "The sandbox was stopped and removed before it finished."
-            )
+            raise _Failure(ErrorKind.CANCELLED, REMOVED)
         for condition in _conditions(job):
             # FailureTarget comes first: the controller then deletes the pod, then says Failed.
             if condition.get("type") not in ("Failed", "FailureTarget"):
@@ -411,6 +414,16 @@ class FollowingMixin:
             began = progress.started_at or progress.terminated_seen or time.monotonic()
             result.wall_time_ms = int(((progress.terminated_seen or began) - began) * 1000)
         return result
+
+    def _job_removed(self, batch: Any, name: str) -> bool:
+        """Is the Job gone, or going? False when the API cannot say."""
+        try:
+            job = batch.read_namespaced_job(name, self.namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        except Exception:
+            return False
+        return bool(getattr(job.metadata, "deletion_timestamp", None))
 
     def _pending_message(self, name: str, progress: _Progress) -> str:
         timeout = self.options.pending_timeout_s
