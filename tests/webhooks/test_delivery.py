@@ -166,7 +166,23 @@ def test_retry_succeeds(
     assert enqueued == [(execution.pk, 2, 10)]
 
 
-@pytest.mark.parametrize("status", [300, 302])
+@pytest.mark.parametrize("status", [199, 400, 404])
+def test_an_answer_outside_2xx_fails_and_only_3xx_is_called_a_redirect(
+    user: User,
+    runtime: Runtime,
+    receiver: Receiver,
+    enqueued: list[Any],
+    settings: Any,
+    status: int,
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_MAX_ATTEMPTS": 1}
+    receiver.answers = [status]
+    delivery = webhooks.deliver(ended_execution(user, receiver.url).pk, 1)
+    assert (delivery.status_code, delivery.succeeded) == (status, False)
+    assert delivery.error == f"The receiver answered {status}."
+
+
+@pytest.mark.parametrize("status", [300, 302, 399])
 def test_redirects_are_not_followed(
     user: User,
     runtime: Runtime,

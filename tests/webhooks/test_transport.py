@@ -457,6 +457,7 @@ def test_an_allowlisted_name_does_not_allow_other_names_for_its_address(
         (["169.254.169.254/32"], "169.254.169.254", True),
         (["10.0.0.0/8"], "169.254.169.254", False),
         (["not a network", "10.0.0.0/33", " ", "8.8.8.8/32"], "10.0.0.1", False),
+        (["not a network", "10.0.0.0/33", "", "10.0.0.0/8"], "10.0.0.1", True),  # read on
     ],
 )
 def test_an_allowlisted_network_allows_its_addresses_only(
@@ -545,6 +546,22 @@ def test_the_pinned_https_connection_keeps_the_timeout(monkeypatch: pytest.Monke
     with pytest.raises(OSError):
         connection.connect()
     assert seen == [(("192.0.2.1", 443), 7)]
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_a_post_connects_with_its_timeout(monkeypatch: pytest.MonkeyPatch, scheme: str) -> None:
+    """Whatever the scheme, a silent receiver cannot hold the worker past the timeout."""
+    seen: list[Any] = []
+
+    def refuse(address: Any, timeout: Any = None, *args: Any, **kwargs: Any) -> Any:
+        seen.append((address, timeout))
+        raise OSError("not connecting in this test")
+
+    monkeypatch.setattr(transport.socket, "create_connection", refuse)
+    target = transport.Target(scheme, "hooks.example", 8443, "/hook", "192.0.2.1")
+    with pytest.raises(OSError):
+        transport.post(target, b"{}", {}, 3)
+    assert seen == [(("192.0.2.1", 8443), 3)]
 
 
 def test_allowlist_by_cidr(settings: Any) -> None:
