@@ -6,7 +6,7 @@ import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from sandbox.files import safe_relative
 from sandbox.options import build_options
@@ -59,6 +59,51 @@ class RunRequest:
             except ValueError as exc:
                 return str(exc)
         return ""
+
+
+@dataclass(frozen=True)
+class Session:
+    """Every run of one execution: one program and its files, and the stdin of each case.
+
+    ``handle`` names the session, so another process can cancel it. A backend that keeps one
+    sandbox for the whole session runs each case as a fresh process in it; the default
+    (``ExecutionBackend.run_session``) runs each case as a run of its own, named
+    ``case_handle(index)``.
+    """
+
+    execution_id: int
+    handle: str
+    image: str
+    command: Sequence[str]
+    files: Mapping[str, bytes]
+    policy: SandboxPolicy
+    stdins: Sequence[bytes]
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def case_handle(self, index: int) -> str:
+        return f"{self.handle}-{index}"
+
+    def case_request(self, index: int) -> RunRequest:
+        """Case ``index`` as a run of its own."""
+        return RunRequest(
+            execution_id=self.execution_id,
+            handle=self.case_handle(index),
+            image=self.image,
+            command=self.command,
+            files=self.files,
+            stdin=self.stdins[index],
+            policy=self.policy,
+            labels=self.labels,
+        )
+
+
+class SessionObserver(Protocol):
+    """Told as each case of a session starts and ends; either answer False stops the session
+    there (the execution was cancelled, or a case failed for a reason that ends it)."""
+
+    def case_starting(self, index: int, handle: str) -> bool: ...
+
+    def case_ended(self, index: int, result: RunResult) -> bool: ...
 
 
 @dataclass
@@ -179,6 +224,19 @@ class ExecutionBackend:
     def _run(self, request: RunRequest) -> RunResult:
         """Run a request that passed ``RunRequest.problem``; may raise (``run`` catches)."""
         raise NotImplementedError
+
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        """Run the cases of ``session`` in order, telling ``observer`` as each starts (with the
+        handle that cancels it) and ends; stop as soon as it answers False.
+
+        The default runs each case through ``run`` in a sandbox of its own. Like ``run`` it
+        does not raise for a failure of the infrastructure: that is a case's result.
+        """
+        for index in range(len(session.stdins)):
+            if not observer.case_starting(index, session.case_handle(index)):
+                return
+            if not observer.case_ended(index, self.run(session.case_request(index))):
+                return
 
     def cancel(self, handle: str) -> None:
         """Stop the sandbox named ``handle``, from any process. Unknown handles are ignored."""

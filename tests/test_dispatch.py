@@ -142,4 +142,4 @@ def test_a_crashed_cluster_leaves_no_run_behind_and_nothing_runs_twice(
     execution.refresh_from_db()
     assert execution.status == "error"
     (handle,) = runs_logged(tmp_path)  # the backend ran it once
-    assert re.fullmatch(rf"evalplatform-{execution.pk}-0-[0-9a-f]{{6}}", handle)
+    assert re.fullmatch(rf"evalplatform-{execution.pk}-[0-9a-f]{{6}}-0", handle)

@@ -1,7 +1,8 @@
 """The run loop: claim a queued execution, run and judge it, end it once, with a heartbeat.
 
-Each test case runs in a sandbox of its own on the execution's backend; a thread marks the
-execution alive meanwhile, so the reaper can tell a slow run from a dead worker.
+The execution's backend runs it as one session (``sandbox.contract.Session``): one case after
+another, each judged and stored as it ends. A thread marks the execution alive meanwhile, so
+the reaper can tell a slow run from a dead worker.
 
 ``_finish`` ends a run for the worker and the reaper: a conditional update from an active
 status, so whoever races to end a run (a cancel makes the same kind of update), it ends once
@@ -37,7 +38,7 @@ from executions.models import (
     TestResult,
     Verdict,
 )
-from sandbox.contract import ErrorKind, RunRequest, RunResult
+from sandbox.contract import ErrorKind, RunResult, Session
 from sandbox.policy import Limits, SandboxPolicy
 
 logger = logging.getLogger(__name__)
@@ -92,50 +93,80 @@ def _run_claimed(execution: Execution) -> None:
     except ImproperlyConfigured as exc:
         _fail_on_backend(execution, ErrorKind.BACKEND_ERROR, str(exc))
         return
-    policy = sandbox_policy(evaluation.runtime, evaluation)
-    files = {item["name"]: item["content"].encode() for item in evaluation.files}
     cases = list(evaluation.test_cases.all())
-    runs: list[tuple[TestCase | None, bytes]] = (
-        [(case, case.stdin.encode()) for case in cases]
-        if cases
-        else [(None, evaluation.stdin.encode())]
-    )
-    scored: list[judging.Scored] = []
-    deciding: tuple[RunResult, Verdict] | None = None
     # Execution ids start again when a database is recreated, and several platforms may share
     # one engine or cluster: the nonce keeps a sandbox's name from colliding with one that
     # another platform, or a crashed run of a former database, left behind.
-    nonce = secrets.token_hex(3)
-    for index, (case, stdin) in enumerate(runs):
-        handle = f"evalplatform-{execution.pk}-{index}-{nonce}"
-        if not Execution.objects.filter(pk=execution.pk, status=Status.RUNNING).update(
-            backend_handle=handle
-        ):
-            return  # cancelled or reaped between runs; whoever ended it recorded why
-        request = RunRequest(
-            execution_id=execution.pk,
-            handle=handle,
-            image=evaluation.runtime.image,
-            command=list(evaluation.runtime.command),
-            files=files,
-            stdin=stdin,
-            policy=policy,
-            labels={"evalplatform.evaluation": str(evaluation.pk)},
+    session = Session(
+        execution_id=execution.pk,
+        handle=f"evalplatform-{execution.pk}-{secrets.token_hex(3)}",
+        image=evaluation.runtime.image,
+        command=list(evaluation.runtime.command),
+        files={item["name"]: item["content"].encode() for item in evaluation.files},
+        policy=sandbox_policy(evaluation.runtime, evaluation),
+        stdins=[case.stdin.encode() for case in cases] or [evaluation.stdin.encode()],
+        labels={"evalplatform.evaluation": str(evaluation.pk)},
+    )
+    recorder = _Recorder(execution, cases)
+    try:
+        backend.run_session(session, recorder)
+    except Exception as exc:
+        # The contract says run_session() does not raise; a backend that does is contained.
+        logger.exception("Backend %s raised while running %s", backend.name, session.handle)
+        recorder.failure = RunResult.failure(
+            ErrorKind.BACKEND_ERROR, f"{type(exc).__name__}: {exc}", handle=session.handle
         )
-        result = _run_on_backend(backend, request)
-        if result.error_kind == ErrorKind.REFUSED:
-            _finish(
-                execution, Status.REFUSED, _summary(result, cases), error_kind=result.error_kind
-            )
-            return
+    if recorder.stopped:
+        return  # cancelled or reaped between runs; whoever ended it recorded why
+    failure = recorder.failure
+    if failure is not None and failure.error_kind == ErrorKind.REFUSED:
+        _finish(execution, Status.REFUSED, _summary(failure, cases), error_kind=failure.error_kind)
+        return
+    if failure is not None:
+        _fail_on_backend(
+            execution, failure.error_kind or "", failure.error_message, _summary(failure, cases)
+        )
+        return
+    assert recorder.deciding is not None, "a session that did not stop ran every case"
+    result, verdict = recorder.deciding
+    scored = recorder.scored
+    score = judging.overall(scored)[1] if scored else None
+    overall_verdict = judging.overall(scored)[0] if scored else verdict
+    _finish(
+        execution, Status.FINISHED, _summary(result, cases), verdict=overall_verdict, score=score
+    )
+
+
+class _Recorder:
+    """Judges and stores each case of a session as it ends; the session's observer.
+
+    ``stopped``: the execution ended elsewhere (cancel, reaper) before a case began.
+    ``failure``: the result of a case that failed in the infrastructure, which ends the run.
+    ``deciding``: the first run that was not accepted, else the first run, with its verdict.
+    """
+
+    def __init__(self, execution: Execution, cases: Sequence[TestCase]) -> None:
+        self.execution = execution
+        self.cases = cases
+        self.stopped = False
+        self.failure: RunResult | None = None
+        self.deciding: tuple[RunResult, Verdict] | None = None
+        self.scored: list[judging.Scored] = []
+
+    def case_starting(self, index: int, handle: str) -> bool:
+        # A cancel reads this handle to stop the sandbox the case runs in.
+        running = Execution.objects.filter(pk=self.execution.pk, status=Status.RUNNING)
+        self.stopped = not running.update(backend_handle=handle)
+        return not self.stopped
+
+    def case_ended(self, index: int, result: RunResult) -> bool:
         if result.error_kind is not None:
-            _fail_on_backend(
-                execution, result.error_kind, result.error_message, _summary(result, cases)
-            )
-            return
-        if case is None:
+            self.failure = result
+            return False
+        if not self.cases:
             verdict = judging.run_verdict(result)
         else:
+            case = self.cases[index]
             verdict = judging.case_verdict(
                 result,
                 expected=case.expected_output,
@@ -143,18 +174,12 @@ def _run_claimed(execution: Execution) -> None:
                 tolerance=case.tolerance,
             )
             TestResult.objects.create(
-                execution=execution, test_case=case, verdict=verdict, **_outcome(result)
+                execution=self.execution, test_case=case, verdict=verdict, **_outcome(result)
             )
-            scored.append(judging.Scored(verdict, case.weight))
-        if deciding is None or deciding[1] == Verdict.ACCEPTED:
-            deciding = (result, verdict)
-    assert deciding is not None
-    result, verdict = deciding
-    score = judging.overall(scored)[1] if scored else None
-    overall_verdict = judging.overall(scored)[0] if scored else verdict
-    _finish(
-        execution, Status.FINISHED, _summary(result, cases), verdict=overall_verdict, score=score
-    )
+            self.scored.append(judging.Scored(verdict, case.weight))
+        if self.deciding is None or self.deciding[1] == Verdict.ACCEPTED:
+            self.deciding = (result, verdict)
+        return True
 
 
 def _summary(result: RunResult, cases: Sequence[TestCase]) -> RunResult:
@@ -179,17 +204,6 @@ def _fail_on_backend(
             execution.backend,
             kind,
             message,
-        )
-
-
-def _run_on_backend(backend: Any, request: RunRequest) -> RunResult:
-    try:
-        return backend.run(request)
-    except Exception as exc:
-        # The contract says run() does not raise; a backend that does is still contained.
-        logger.exception("Backend %s raised while running %s", backend.name, request.handle)
-        return RunResult.failure(
-            ErrorKind.BACKEND_ERROR, f"{type(exc).__name__}: {exc}", handle=request.handle
         )
 
 

@@ -1,5 +1,6 @@
 """The template ``ExecutionBackend.run``: the request checked once, a raising backend
-contained, and the wall-time rule applied once for every backend."""
+contained, the wall-time rule applied once for every backend; and the default session, a run
+per case."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from sandbox.contract import ErrorKind, ExecutionBackend, Isolation, RunRequest, RunResult
+from sandbox.contract import (
+    ErrorKind,
+    ExecutionBackend,
+    Isolation,
+    RunRequest,
+    RunResult,
+    Session,
+)
 from sandbox.policy import Limits, SandboxPolicy
 
 WALL_MS = 1000
@@ -122,3 +130,71 @@ def test_request_problem_names_the_first_problem() -> None:
     assert make_request().problem() == ""
     assert make_request(command=[]).problem() == "The runtime has no command."
     assert "'../x'" in make_request(files={"../x": b""}).problem()
+
+
+# -- sessions: by default, each case is a run of its own
+
+
+def make_session(*stdins: bytes) -> Session:
+    request = make_request()
+    return Session(
+        execution_id=request.execution_id,
+        handle="evalplatform-42-abc123",
+        image=request.image,
+        command=request.command,
+        files=request.files,
+        policy=request.policy,
+        stdins=stdins,
+        labels={"evalplatform.evaluation": "7"},
+    )
+
+
+class Watching:
+    """A session observer that records what it is told and stops where it is asked to."""
+
+    def __init__(self, stop_before: int | None = None, stop_after: int | None = None) -> None:
+        self.stop_before, self.stop_after = stop_before, stop_after
+        self.told: list[tuple[str, int, str]] = []
+
+    def case_starting(self, index: int, handle: str) -> bool:
+        self.told.append(("starting", index, handle))
+        return index != self.stop_before
+
+    def case_ended(self, index: int, result: RunResult) -> bool:
+        self.told.append(("ended", index, result.handle))
+        return index != self.stop_after
+
+
+def test_a_session_runs_each_case_in_order_under_a_handle_of_its_own() -> None:
+    backend = Scripted(RunResult(exit_code=0, wall_time_ms=5))
+    watching = Watching()
+    backend.run_session(make_session(b"1", b"2", b"3"), watching)
+    handles = [f"evalplatform-42-abc123-{index}" for index in range(3)]
+    assert [request.stdin for request in backend.reached] == [b"1", b"2", b"3"]
+    assert [request.handle for request in backend.reached] == handles
+    assert all(request.files == {"main.py": b"print(1)\n"} for request in backend.reached)
+    assert all(request.labels == {"evalplatform.evaluation": "7"} for request in backend.reached)
+    assert watching.told == [
+        (step, index, handle)
+        for index, handle in enumerate(handles)
+        for step in ("starting", "ended")
+    ]
+
+
+def test_an_observer_stops_the_session_before_or_after_a_case() -> None:
+    backend = Scripted(RunResult(exit_code=0))
+    backend.run_session(make_session(b"1", b"2", b"3"), Watching(stop_before=1))
+    assert [request.stdin for request in backend.reached] == [b"1"]
+    backend = Scripted(RunResult(exit_code=0))
+    backend.run_session(make_session(b"1", b"2", b"3"), Watching(stop_after=1))
+    assert [request.stdin for request in backend.reached] == [b"1", b"2"]
+
+
+def test_each_case_of_a_session_goes_through_the_template_run() -> None:
+    backend = Scripted(RuntimeError("kaboom"))
+    watching = Watching()
+    backend.run_session(make_session(b"1"), watching)
+    assert watching.told[-1] == ("ended", 0, "evalplatform-42-abc123-0")
+    unsafe = replace(make_session(b"1"), files={"../x": b""})
+    backend.run_session(unsafe, watching)
+    assert len(backend.reached) == 1, "the unsafe request never reached the backend"
