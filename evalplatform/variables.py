@@ -221,7 +221,7 @@ VARIABLES: tuple[Variable, ...] = (
         "EXECUTION_WEBHOOK_TIMEOUT_S",
         "WEBHOOK_TIMEOUT_S",
         int,
-        "connect and read timeout of one delivery",
+        "seconds to connect, and for the whole answer of one delivery",
         minimum=1,
     ),
     Variable(

@@ -14,10 +14,12 @@ here, since what it resolves to may change.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -178,7 +180,13 @@ class Response:
 
 
 def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float) -> Response:
-    """POST to the checked address; a redirect is returned as it is, never followed."""
+    """POST to the checked address; a redirect is returned as it is, never followed.
+
+    Connecting and sending each wait at most ``timeout_s``, and the whole answer (status,
+    headers and the body up to the cap) must arrive within ``timeout_s`` of the request: a
+    receiver that drips its answer a byte at a time cannot hold the worker. Raises
+    ``TimeoutError`` (an ``OSError``) past that deadline.
+    """
     connection: http.client.HTTPConnection
     if target.scheme == "https":
         connection = _PinnedHTTPSConnection(
@@ -202,9 +210,34 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout_s: float)
                 **headers,
             },
         )
-        answer = connection.getresponse()
-        # Only the start of the answer is read: a receiver cannot make us buffer gigabytes.
-        data = answer.read(execution_settings.WEBHOOK_MAX_RESPONSE_BYTES)
+        # Each read waits at most timeout_s; this bounds them all together.
+        cut = threading.Event()
+        deadline = threading.Timer(timeout_s, _hang_up, args=(connection.sock, cut))
+        deadline.start()
+        try:
+            answer = connection.getresponse()
+            # Only the start of the answer is read: a receiver cannot make us buffer gigabytes.
+            data = answer.read(execution_settings.WEBHOOK_MAX_RESPONSE_BYTES)
+        except (OSError, http.client.HTTPException):
+            if cut.is_set():
+                raise TimeoutError(_too_slow(timeout_s)) from None
+            raise
+        finally:
+            deadline.cancel()
+        if cut.is_set():
+            raise TimeoutError(_too_slow(timeout_s))
         return Response(answer.status, data)
     finally:
         connection.close()
+
+
+def _too_slow(timeout_s: float) -> str:
+    return f"the receiver did not answer within {timeout_s:g} s"
+
+
+def _hang_up(sock: socket.socket | None, cut: threading.Event) -> None:
+    """Called at the answer's deadline: end the blocked read, whichever it is."""
+    cut.set()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

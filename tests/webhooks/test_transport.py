@@ -15,6 +15,8 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -574,3 +576,52 @@ def test_allowlist_by_cidr(settings: Any) -> None:
 def test_only_http_schemes() -> None:
     with pytest.raises(webhooks.Refused, match="Only http and https"):
         webhooks.resolve_target("file:///etc/passwd")
+
+
+class DrippingReceiver:
+    """Reads a request, then answers ``head`` at once and ``drip`` a byte every ``every_s``:
+    each read of the client's is quick, the answer as a whole is not."""
+
+    def __init__(self, head: bytes, drip: bytes, every_s: float = 0.05) -> None:
+        self.head, self.drip, self.every_s = head, drip, every_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        peer, _ = self.listener.accept()
+        with peer:
+            peer.recv(65536)
+            try:
+                peer.sendall(self.head)
+                for byte in self.drip:
+                    time.sleep(self.every_s)
+                    peer.sendall(bytes([byte]))
+            except OSError:
+                pass  # the client hung up: what the test wants
+
+    def target(self) -> transport.Target:
+        return transport.Target("http", "127.0.0.1", self.port, "/hook", "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n", b"x" * 200),
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"y" * 200 + b"\r\n\r\n"),
+    ],
+    ids=["body", "headers"],
+)
+def test_an_answer_dripped_byte_by_byte_is_cut_at_the_timeout(head: bytes, drip: bytes) -> None:
+    """Every read returns within the timeout, but the answer as a whole would take 10 s."""
+    receiver = DrippingReceiver(head, drip)
+    with pytest.raises(TimeoutError, match=r"did not answer within 0\.5 s"):
+        transport.post(receiver.target(), b"{}", {}, 0.5)
+    receiver.thread.join(timeout=15)
+    assert not receiver.thread.is_alive(), "the receiver was left sending"
+
+
+def test_a_prompt_answer_is_not_cut() -> None:
+    receiver = DrippingReceiver(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", b"")
+    assert transport.post(receiver.target(), b"{}", {}, 5).status_code == 204
