@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from executions import services
+from executions import budget, services
 from executions.backends.fake import FakeBackend
 from executions.models import AuditEvent, Execution, Runtime, Status
 from executions.services import reaping, running
@@ -113,6 +113,26 @@ def test_a_stalled_queued_run_is_requeued_once_then_closed(
     execution.refresh_from_db()
     assert (report.closed, report.requeued) == (1, 0)
     assert execution.status == "error" and "qcluster" in execution.error_message
+
+
+def test_a_requeued_run_gets_a_fresh_stall_clock_and_its_task_its_own_timeout(
+    execution: Execution, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
+    enqueued: list[tuple[int, int]] = []
+    monkeypatch.setattr(reaping, "_enqueue", lambda pk, timeout: enqueued.append((pk, timeout)))
+    Execution.objects.filter(pk=execution.pk).update(
+        heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.executions_reap().requeued == 1
+    timeout = budget.task_timeout_s(execution.evaluation, backend=execution.backend)
+    assert enqueued == [(execution.pk, timeout)]
+    # The re-queue restarted the stall clock: the next reaper leaves the run queued.
+    report = services.executions_reap()
+    execution.refresh_from_db()
+    assert (report.closed, report.requeued) == (0, 0)
+    assert (execution.status, execution.requeue_count) == ("queued", 1)
+    assert enqueued == [(execution.pk, timeout)]
 
 
 def test_management_command_reports(execution: Execution, capsys: Any) -> None:
