@@ -14,25 +14,31 @@ from typing import TYPE_CHECKING
 from executions.backends import get_backend
 from executions.conf import execution_settings
 from sandbox import budget
+from sandbox.contract import ExecutionBackend
 
 if TYPE_CHECKING:
     from executions.models import Evaluation, Execution
 
 
+def _backend(name: str) -> ExecutionBackend | None:
+    """The backend called ``name`` (the active one for ""), or None when it cannot be built:
+    an unusable backend fails the run itself, with its own message."""
+    try:
+        return get_backend(name or None)
+    except Exception:
+        return None
+
+
 def start_allowance_s(backend: str) -> int:
     """What the backend called ``backend`` may need before a program starts (0 if unknown)."""
-    try:
-        return math.ceil(get_backend(backend or None).start_allowance_s)
-    except Exception:  # an unusable backend fails the run itself, with its own message
-        return 0
+    found = _backend(backend)
+    return math.ceil(found.start_allowance_s) if found else 0
 
 
 def slot_wait_s(backend: str) -> float:
     """How long a run on ``backend`` may wait for a free sandbox (0 if unknown)."""
-    try:
-        return get_backend(backend or None).slot_wait_s
-    except Exception:
-        return 0.0
+    found = _backend(backend)
+    return found.slot_wait_s if found else 0.0
 
 
 def task_timeout_s(evaluation: Evaluation, *, backend: str = "") -> int:
