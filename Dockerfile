@@ -33,6 +33,9 @@ COPY --from=build-service /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root sandbox ./sandbox
 COPY --chown=root:root execution_service ./execution_service
+# The session supervisor, built on the host by scripts/build-images.sh (a static binary).
+ENV EVALPLATFORM_SUPERVISOR=/app/sandbox/supervisor/evalplatform-supervisor
+RUN test -x "$EVALPLATFORM_SUPERVISOR" || { echo "build the supervisor first: python -m sandbox.supervisor" >&2; exit 1; }
 EXPOSE 8700
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD python -c "import socket; socket.create_connection(('127.0.0.1', 8700), timeout=4).close()"
@@ -55,6 +58,8 @@ COPY --chown=root:root manage.py ./
 COPY --chown=root:root evalplatform ./evalplatform
 COPY --chown=root:root executions ./executions
 COPY --chown=root:root sandbox ./sandbox
+ENV EVALPLATFORM_SUPERVISOR=/app/sandbox/supervisor/evalplatform-supervisor
+RUN test -x "$EVALPLATFORM_SUPERVISOR" || { echo "build the supervisor first: python -m sandbox.supervisor" >&2; exit 1; }
 COPY --chown=root:root templates ./templates
 COPY --chown=root:root static ./static
 RUN DEBUG=1 python manage.py collectstatic --noinput --verbosity 0

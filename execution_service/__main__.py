@@ -26,6 +26,7 @@ CAPS: tuple[tuple[str, type, float], ...] = (
     ("scratch_mb", int, 64),
     ("open_files", int, 256),
     ("file_size_mb", int, 64),
+    ("cpu_time_ms", int, 60_000),
 )
 
 

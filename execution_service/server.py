@@ -96,10 +96,13 @@ class ExecutionService:
     # -- operations
 
     def check_caps(self, request: RunRequest) -> None:
+        asked = {name: getattr(request.limits, name) for name in wire.LIMIT_FIELDS}
+        caps = {name: getattr(self.config.caps, name) for name in wire.LIMIT_FIELDS}
+        # An optional limit left unset is derived from the others, which are capped.
         over = [
-            f"{name}={getattr(request.limits, name)} (cap {getattr(self.config.caps, name)})"
+            f"{name}={asked[name]} (cap {caps[name]})"
             for name in wire.LIMIT_FIELDS
-            if getattr(request.limits, name) > getattr(self.config.caps, name)
+            if asked[name] is not None and caps[name] is not None and asked[name] > caps[name]
         ]
         if over:
             raise ApiError(

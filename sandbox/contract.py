@@ -62,13 +62,23 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
+class CompileStep:
+    """A command run once, before every case, in a writable copy of the code; what it leaves
+    there becomes the read-only code directory of every case."""
+
+    command: Sequence[str]
+    limits: Limits
+
+
+@dataclass(frozen=True)
 class Session:
-    """Every run of one execution: one program and its files, and the stdin of each case.
+    """Every run of one execution: one program and its files, an optional compile step, and
+    the stdin of each case.
 
     ``handle`` names the session, so another process can cancel it. A backend that keeps one
-    sandbox for the whole session runs each case as a fresh process in it; the default
-    (``ExecutionBackend.run_session``) runs each case as a run of its own, named
-    ``case_handle(index)``.
+    sandbox for the whole session (one container, one Job) runs each case as a fresh process
+    in it, under ``policy.limits``; the default (``ExecutionBackend.run_session``) runs each
+    case as a run of its own, named ``case_handle(index)``, and cannot compile.
     """
 
     execution_id: int
@@ -79,6 +89,33 @@ class Session:
     policy: SandboxPolicy
     stdins: Sequence[bytes]
     labels: Mapping[str, str] = field(default_factory=dict)
+    compile: CompileStep | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return self.policy.limits
+
+    def problem(self) -> str:
+        """Why no backend can run this session, or ``""`` (see ``RunRequest.problem``)."""
+        if not self.stdins:
+            return "The session has no case to run."
+        if self.compile is not None and not self.compile.command:
+            return "The runtime's compile step has no command."
+        return self.case_request(0).problem()
+
+    @classmethod
+    def of_request(cls, request: RunRequest) -> Session:
+        """``request`` as a session of one case, under the same handle."""
+        return cls(
+            execution_id=request.execution_id,
+            handle=request.handle,
+            image=request.image,
+            command=request.command,
+            files=request.files,
+            policy=request.policy,
+            stdins=[request.stdin],
+            labels=request.labels,
+        )
 
     def case_handle(self, index: int) -> str:
         return f"{self.handle}-{index}"
@@ -98,12 +135,45 @@ class Session:
 
 
 class SessionObserver(Protocol):
-    """Told as each case of a session starts and ends; either answer False stops the session
-    there (the execution was cancelled, or a case failed for a reason that ends it)."""
+    """Told as a session's compile step ends and as each case starts and ends; any answer
+    False stops the session there (the execution was cancelled, or a step failed for a reason
+    that ends it). ``case_starting(0)`` comes first, before any sandbox exists, so the handle
+    that cancels the session is known before anything runs; a failure of the infrastructure
+    is the result of the step it happened in."""
 
     def case_starting(self, index: int, handle: str) -> bool: ...
 
+    def compile_ended(self, result: RunResult) -> bool: ...
+
     def case_ended(self, index: int, result: RunResult) -> bool: ...
+
+
+def compiled(result: RunResult) -> bool:
+    """Did a compile step succeed: exit status 0 within every limit?"""
+    return (
+        result.error_kind is None
+        and result.exit_code == 0
+        and not (result.timed_out or result.oom_killed or result.output_limit_exceeded)
+    )
+
+
+class _OneCase:
+    """Collects the result of a one-case session (``ExecutionBackend.run_one_case``)."""
+
+    def __init__(self, handle: str) -> None:
+        self.result = RunResult.failure(
+            ErrorKind.BACKEND_ERROR, "The backend ended the run without a result.", handle=handle
+        )
+
+    def case_starting(self, index: int, handle: str) -> bool:
+        return True
+
+    def compile_ended(self, result: RunResult) -> bool:
+        return True
+
+    def case_ended(self, index: int, result: RunResult) -> bool:
+        self.result = result
+        return True
 
 
 @dataclass
@@ -119,6 +189,7 @@ class RunResult:
     timed_out: bool = False
     oom_killed: bool = False
     wall_time_ms: int | None = None
+    cpu_time_ms: int | None = None
     peak_memory_bytes: int | None = None
     handle: str = ""
     error_kind: ErrorKind | None = None
@@ -232,11 +303,29 @@ class ExecutionBackend:
         The default runs each case through ``run`` in a sandbox of its own. Like ``run`` it
         does not raise for a failure of the infrastructure: that is a case's result.
         """
+        if session.compile is not None:
+            if observer.case_starting(0, session.case_handle(0)):
+                observer.case_ended(
+                    0,
+                    RunResult.failure(
+                        ErrorKind.BACKEND_ERROR,
+                        f"The {self.name} backend cannot run a compile step.",
+                        handle=session.case_handle(0),
+                    ),
+                )
+            return
         for index in range(len(session.stdins)):
             if not observer.case_starting(index, session.case_handle(index)):
                 return
             if not observer.case_ended(index, self.run(session.case_request(index))):
                 return
+
+    def run_one_case(self, request: RunRequest) -> RunResult:
+        """``request`` as a session of one case: ``_run`` for a backend whose every run is a
+        session (``run`` has already checked the request)."""
+        collector = _OneCase(request.handle)
+        self.run_session(Session.of_request(request), collector)
+        return collector.result
 
     def cancel(self, handle: str) -> None:
         """Stop the sandbox named ``handle``, from any process. Unknown handles are ignored."""

@@ -21,6 +21,8 @@ class Limits:
     scratch_mb: int = 16
     open_files: int = 64
     file_size_mb: int = 16
+    # None: the wall time on every CPU the sandbox may use.
+    cpu_time_ms: int | None = None
 
     @property
     def wall_time_s(self) -> float:

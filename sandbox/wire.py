@@ -47,7 +47,8 @@ def request_to_json(request: RunRequest) -> dict[str, Any]:
         "command": list(request.command),
         "files": {name: _b64(data) for name, data in request.files.items()},
         "stdin": _b64(request.stdin),
-        "limits": dataclasses.asdict(request.limits),
+        # An unset optional limit (cpu_time_ms) is left out.
+        "limits": {k: v for k, v in dataclasses.asdict(request.limits).items() if v is not None},
         "network": request.policy.network,
         "labels": dict(request.labels),
     }
@@ -128,7 +129,7 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
     return data
 
 
-_RESULT_INTS = ("exit_code", "signal", "wall_time_ms", "peak_memory_bytes")
+_RESULT_INTS = ("exit_code", "signal", "wall_time_ms", "cpu_time_ms", "peak_memory_bytes")
 _RESULT_FLAGS = ("stdout_truncated", "stderr_truncated", "timed_out", "oom_killed")
 
 

@@ -42,6 +42,9 @@ if ! docker image inspect "$base" >/dev/null 2>&1 && ! docker pull -q "$base" >/
 fi
 trap 'rm -rf .wheelhouse' EXIT
 
+# The session supervisor is a static binary both images carry; built here, where gcc is.
+"$python" -m sandbox.supervisor >/dev/null
+
 for pair in "execution-service=$service_tag" "app=$platform_tag"; do
   target=${pair%%=*}
   tag=${pair#*=}

@@ -188,5 +188,5 @@ def test_an_archive_lists_each_directory_once() -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
         assert sorted(names) == ["main.py", "pkg", "pkg/a.py", "pkg/b.py"]
-        assert tar.getmember("pkg").isdir() and tar.getmember("pkg").mode == 0o555
+        assert tar.getmember("pkg").isdir() and tar.getmember("pkg").mode == 0o755
         assert tar.getmember("pkg/a.py").mode == 0o444

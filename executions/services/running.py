@@ -159,6 +159,13 @@ class _Recorder:
         self.stopped = not running.update(backend_handle=handle)
         return not self.stopped
 
+    def compile_ended(self, result: RunResult) -> bool:
+        # No runtime of the catalogue compiles yet; a failed step ends the run like a case.
+        if result.error_kind is not None:
+            self.failure = result
+            return False
+        return True
+
     def case_ended(self, index: int, result: RunResult) -> bool:
         if result.error_kind is not None:
             self.failure = result

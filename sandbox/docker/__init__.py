@@ -71,9 +71,6 @@ from __future__ import annotations
 
 from sandbox.docker.config import (
     EXECUTION_LABEL,
-    LOADER,
-    LOADER_EXIT,
-    LOADER_MESSAGE,
     MANAGED_FILTER,
     MANAGED_LABEL,
     code_archive,
@@ -92,9 +89,6 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LOCK_DIR",
     "EXECUTION_LABEL",
-    "LOADER",
-    "LOADER_EXIT",
-    "LOADER_MESSAGE",
     "MANAGED_FILTER",
     "MANAGED_LABEL",
     "DockerBackend",

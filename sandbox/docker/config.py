@@ -1,4 +1,4 @@
-"""The container a run asks the engine for, the code archive and the loader; no engine calls."""
+"""The container a session asks the engine for, and the code archive; no engine calls."""
 
 from __future__ import annotations
 
@@ -7,79 +7,77 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any
 
-from sandbox.contract import RunRequest
+from sandbox import supervisor
+from sandbox.contract import Session
 from sandbox.files import safe_relative
 
 MANAGED_LABEL = "evalplatform.managed"
 EXECUTION_LABEL = "evalplatform.execution"
 MANAGED_FILTER = f"{MANAGED_LABEL}=1"
 MIB = 1024 * 1024
-# The loader that runs first in every sandbox, as uid 65534: read the run's mark (the first
-# line of the stream), unpack exactly $1 bytes of the stream into the working directory (the
-# code tmpfs, which the engine may have given the image's mode for that path, hence the
-# chmod), run the catalogue's command, then write the mark and the memory cgroup's peak
-# after the program's stderr and exit with the program's status. A failed unpack exits with
-# a status and message of its own so it is not taken for the program's runtime error.
-# The shell's own stderr goes to /dev/null while the program runs (the program gets the
-# real one as fd 2, in the subshell only), so no "Killed" or "Segmentation fault" notice
-# of the shell's is mistaken for the program's output.
-LOADER_EXIT = 125
-LOADER_MESSAGE = b"evalplatform: could not unpack the submitted code"
-LOADER = (
-    "IFS= read -r mark; "
-    'chmod 0700 . && head -c "$1" | tar -x -m -f -'
-    f' || {{ echo "{LOADER_MESSAGE.decode()}" >&2; exit {LOADER_EXIT}; }}; '
-    'shift; exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); status=$?; '
-    "{ read -r peak </sys/fs/cgroup/memory.peak"
-    " || read -r peak </sys/fs/cgroup/memory/memory.max_usage_in_bytes; }; "
-    'printf \'%s%s\\n\' "$mark" "$peak" >&3; exit $status'
-)
-# The loader's report: the mark, at most 20 digits and a newline, at the very end of stderr.
-_MARK_PREFIX = "evalplatform-peak-"
-_MARK_BYTES = 16
-_REPORT_ROOM = len(_MARK_PREFIX) + 2 * _MARK_BYTES + 1 + 20 + 1
 
 
 # --- rendering: the only place a container's fields are chosen --------------------------------
 
 
 def container_config_for(
-    request: RunRequest, *, archive_size: int, runtime: str = ""
+    session: Session, *, supervisor_size: int, runtime: str = ""
 ) -> dict[str, Any]:
-    """Return the ``POST /containers/create`` body for ``request``, in the Engine API's names.
+    """Return the ``POST /containers/create`` body for ``session``, in the Engine API's names.
 
-    Everything comes from ``request.policy`` (and the catalogue's image and command); the
-    optional ``runtime`` names an OCI runtime such as ``runsc`` and is overridden by the
-    policy's ``runtime_class``. ``archive_size`` is the length of the code archive that
-    precedes stdin on the attach stream. The body asks for stdin/stdout/stderr to be
-    attachable and keeps no log on the host: output is read from the attach stream only.
+    One container holds the whole session: the loader (``sandbox.supervisor.LOADER``) starts
+    as root, takes the first ``supervisor_size`` bytes of the attach stream as the supervisor
+    and becomes it; the supervisor keeps only the capabilities it needs to run each step as
+    the policy's user (``sandbox.supervisor.CAPABILITIES``). Everything else comes from
+    ``session.policy`` (and the catalogue's image); the optional ``runtime`` names an OCI
+    runtime such as ``runsc`` and is overridden by the policy's ``runtime_class``. The body
+    asks for stdin/stdout/stderr to be attachable and keeps no log on the host: the
+    supervisor's records are read from the attach stream only.
     """
-    policy = request.policy
+    policy = session.policy
     limits = policy.limits
-    uid, gid = policy.user
-    command = list(request.command)
-    labels = {**request.labels, MANAGED_LABEL: "1", EXECUTION_LABEL: str(request.execution_id)}
+    step_memory = max(
+        limits.memory_bytes, session.compile.limits.memory_bytes if session.compile else 0
+    )
+    step_output = max(
+        limits.output_bytes, session.compile.limits.output_bytes if session.compile else 0
+    )
+    # The supervisor's own needs sit on top of the largest step's: it holds one step's capped
+    # stdout and stderr at a time.
+    memory = step_memory + supervisor.SUPERVISOR_MEMORY_BYTES + 2 * step_output
+    labels = {**session.labels, MANAGED_LABEL: "1", EXECUTION_LABEL: str(session.execution_id)}
     file_size = limits.file_size_mb * MIB
+    code_mb = limits.scratch_mb
+    tmpfs = {
+        # Memory-backed and charged to the sandbox's memory limit; nothing reaches the host's
+        # disk. Scratch is emptied between cases; programs may not run files from it.
+        policy.scratch_dir: f"rw,noexec,nosuid,nodev,size={limits.scratch_mb}m,mode=1777",
+        # Root's: the program reads its code (and runs what a compile step built) but cannot
+        # change it.
+        supervisor.CODE_DIR: f"rw,exec,nosuid,nodev,size={code_mb}m,mode=0755",
+        # Root's alone: the supervisor's copy of itself.
+        supervisor.BIN_DIR: f"rw,exec,nosuid,nodev,size={supervisor_size // MIB + 2}m,mode=0700",
+    }
+    if session.compile is not None:
+        uid, gid = policy.user
+        tmpfs[supervisor.BUILD_DIR] = (
+            f"rw,exec,nosuid,nodev,size={code_mb}m,uid={uid},gid={gid},mode=0700"
+        )
     host_config: dict[str, Any] = {
         "NetworkMode": "bridge" if policy.network else "none",
         "ReadonlyRootfs": policy.read_only_root,
-        # Memory-backed and charged to the sandbox's memory limit; nothing reaches the
-        # host's disk. The code directory belongs to the sandbox user, who unpacks into it.
-        "Tmpfs": {
-            policy.scratch_dir: f"rw,noexec,nosuid,nodev,size={limits.scratch_mb}m,mode=1777",
-            policy.code_dir: (
-                f"rw,noexec,nosuid,nodev,size={limits.scratch_mb}m,uid={uid},gid={gid},mode=0700"
-            ),
-        },
+        "Tmpfs": tmpfs,
         "CapDrop": ["ALL"] if policy.drop_all_capabilities else [],
+        "CapAdd": list(supervisor.CAPABILITIES),
         # Default seccomp applies because no seccomp option is given.
         "SecurityOpt": ["no-new-privileges:true"] if policy.no_new_privileges else [],
         "Privileged": False,
-        "PidsLimit": limits.pids,
-        "Memory": limits.memory_bytes,
-        "MemorySwap": limits.memory_bytes,  # equal to Memory: no swap
+        "PidsLimit": limits.pids + supervisor.EXTRA_PIDS,
+        "Memory": memory,
+        "MemorySwap": memory,  # equal to Memory: no swap
         "NanoCpus": int(limits.cpus * 1_000_000_000),
-        "Init": policy.init_process,
+        # The supervisor is PID 1 and reaps every process; no init of the engine's.
+        "Init": False,
         "Ulimits": [
             {"Name": "fsize", "Soft": file_size, "Hard": file_size},
             {"Name": "nofile", "Soft": limits.open_files, "Hard": limits.open_files},
@@ -95,12 +93,14 @@ def container_config_for(
     if runtime:
         host_config["Runtime"] = runtime
     return {
-        "Image": request.image,
-        # Entrypoint replaces the image's: the loader, then exactly the catalogue's command.
-        "Entrypoint": ["/bin/sh", "-c", LOADER, "evalplatform-loader"],
-        "Cmd": [str(archive_size), *command],
-        "User": f"{uid}:{gid}",
-        "WorkingDir": policy.code_dir,
+        "Image": session.image,
+        # Entrypoint replaces the image's: the loader, which becomes the supervisor.
+        "Entrypoint": ["/bin/sh", "-c", supervisor.LOADER, "evalplatform-loader"],
+        "Cmd": [str(supervisor_size)],
+        # Only the supervisor runs as root, and it runs no submitted code; every step runs
+        # as policy.user.
+        "User": "0:0",
+        "WorkingDir": "/",
         "Env": [f"{key}={value}" for key, value in policy.environment.items()],
         "Labels": labels,
         "Hostname": "sandbox",
@@ -108,7 +108,7 @@ def container_config_for(
         "AttachStdout": True,
         "AttachStderr": True,
         "OpenStdin": True,
-        "StdinOnce": True,  # our half-close becomes the program's EOF
+        "StdinOnce": True,
         "Tty": False,
         "NetworkDisabled": not policy.network,
         "HostConfig": host_config,
@@ -116,12 +116,12 @@ def container_config_for(
 
 
 def code_archive(files: Mapping[str, bytes]) -> bytes:
-    """Return a tar of ``files`` for the loader to unpack into the code directory.
+    """Return a tar of ``files`` for the supervisor to unpack into the code directory.
 
-    Files are 0444 and directories 0555: the program reads its code and has no reason to
-    change it (it could, being their owner, but only inside its own throw-away sandbox).
-    Names must be relative paths without ``..`` or empty parts; anything else raises
-    ``ValueError``.
+    Entries belong to root, files 0444 and directories 0755 (root, with no capability to
+    override permissions, must be able to write into them while unpacking): unpacked by root,
+    the code is read-only to the program, which is another user. Names must be relative paths
+    without ``..`` or empty parts; anything else raises ``ValueError``.
     """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -131,7 +131,7 @@ def code_archive(files: Mapping[str, bytes]) -> bytes:
             for parent in reversed(path.parents[:-1]):
                 if str(parent) not in made:
                     made.add(str(parent))
-                    tar.addfile(_tar_entry(str(parent), tarfile.DIRTYPE, 0o555))
+                    tar.addfile(_tar_entry(str(parent), tarfile.DIRTYPE, 0o755))
             info = _tar_entry(str(path), tarfile.REGTYPE, 0o444)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

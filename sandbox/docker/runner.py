@@ -3,9 +3,7 @@ image building; the only module that calls the Docker engine."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -23,27 +21,12 @@ from sandbox.contract import (
     Isolation,
     RunRequest,
     RunResult,
+    Session,
+    SessionObserver,
 )
-from sandbox.docker.config import (
-    _MARK_BYTES,
-    _MARK_PREFIX,
-    _REPORT_ROOM,
-    LOADER_EXIT,
-    LOADER_MESSAGE,
-    MANAGED_FILTER,
-    MANAGED_LABEL,
-    code_archive,
-    container_config_for,
-)
+from sandbox.docker.config import MANAGED_FILTER, MANAGED_LABEL
+from sandbox.docker.session import DockerSession, session_problem
 from sandbox.docker.slots import DEFAULT_LOCK_DIR, SlotPool, SlotsBusy
-from sandbox.docker.streams import (
-    _STDERR,
-    _STDOUT,
-    _CappedStreams,
-    _close_quietly,
-    _pump,
-    _raw_socket,
-)
 from sandbox.options import at_least
 
 logger = logging.getLogger(__name__)
@@ -63,10 +46,6 @@ class ImageBuildError(Exception):
         self.log = list(log)
 
 
-class _Cancelled(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class DockerOptions:
     """The Docker backend's options and their defaults."""
@@ -79,8 +58,9 @@ class DockerOptions:
     runtime: str = ""
     # Runs at once on this node, across every process sharing lock_dir.
     max_concurrent_per_node: int = 4
-    # Seconds to wait for a program's exit after its output stream ended.
-    grace_s: float = 2.0
+    # Seconds a step may take beyond its wall time (the supervisor's kill, reaping and emptying
+    # scratch) before the host stops waiting for its result and removes the sandbox.
+    grace_s: float = 10.0
     lock_dir: str = DEFAULT_LOCK_DIR
     # Seconds a run waits for a free slot before it fails as UNAVAILABLE.
     slot_wait_s: float = 30.0
@@ -143,143 +123,42 @@ class DockerBackend(ExecutionBackend):
     # -- the contract
 
     def _run(self, request: RunRequest) -> RunResult:
+        return self.run_one_case(request)
+
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        """Run ``session`` in one container (``sandbox.docker.session``), after taking a slot;
+        report a failure of the engine as the result of the step it happened in."""
+        if not observer.case_starting(0, session.handle):
+            return
+        run = DockerSession(session, observer)
+        problem = session_problem(session)
+        if problem:
+            run.fail(ErrorKind.BACKEND_ERROR, problem)
+            return
         try:
             api = self.api()
             with self.slots.acquire(self.options.slot_wait_s):
-                return self._run_container(api, request)
+                run.run(api, self.options.runtime, grace_s=self.options.grace_s)
         except DockerUnavailable as exc:
-            return RunResult.failure(ErrorKind.UNAVAILABLE, str(exc), handle=request.handle)
+            run.fail(ErrorKind.UNAVAILABLE, str(exc))
         except SlotsBusy:
-            return RunResult.failure(
+            run.fail(
                 ErrorKind.UNAVAILABLE,
                 f"All {self.options.max_concurrent_per_node} sandbox slots on this node stayed "
                 f"busy for {self.options.slot_wait_s:g} s; retry later or raise "
                 "max_concurrent_per_node.",
-                handle=request.handle,
             )
-
-    def _run_container(self, api: Any, request: RunRequest) -> RunResult:
-        archive = code_archive(request.files)
-        container_id = ""
-        attach: Any = None
-        streams = _CappedStreams(cap=request.limits.output_bytes, stderr_room=_REPORT_ROOM)
-        mark = f"{_MARK_PREFIX}{secrets.token_hex(_MARK_BYTES)}=".encode()
-        result = RunResult(handle=request.handle)
-        try:
-            try:
-                config = container_config_for(
-                    request, archive_size=len(archive), runtime=self.options.runtime
-                )
-                container_id = api.create_container_from_config(config, name=request.handle)["Id"]
-            except docker.errors.ImageNotFound:
-                return RunResult.failure(
-                    ErrorKind.BACKEND_ERROR,
-                    f"Runtime image {request.image!r} is not on the Docker engine; build it "
-                    "with executions.runtime_images (manage.py build_runtime_image).",
-                    handle=request.handle,
-                )
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409:
-                    return RunResult.failure(
-                        ErrorKind.BACKEND_ERROR,
-                        f"A sandbox named {request.handle!r} already exists on the engine.",
-                        handle=request.handle,
-                    )
-                raise
-            # Attach before start: nothing the program writes can be missed, and no output is
-            # in flight while the HTTP upgrade is read.
-            attach = api.attach_socket(
-                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            api.start(container_id)
-            started = time.monotonic()
-            deadline = started + request.limits.wall_time_s
-            stream = mark + b"\n" + archive + request.stdin
-            ending = _pump(_raw_socket(attach), stream, streams, deadline)
-            if ending == "eof":
-                self._collect_exit(api, container_id, request, started, result)
-                if result.exit_code == LOADER_EXIT and LOADER_MESSAGE in streams.out[_STDERR]:
-                    return RunResult.failure(
-                        ErrorKind.BACKEND_ERROR,
-                        f"The runtime image {request.image!r} could not unpack the code: it "
-                        "needs /bin/sh, GNU head and tar. "
-                        + bytes(streams.out[_STDERR]).decode(errors="replace")[-500:],
-                        handle=request.handle,
-                    )
-            else:  # the container is killed by the removal below
-                result.timed_out = ending == "deadline"
-                result.wall_time_ms = int((time.monotonic() - started) * 1000)
-        except (_Cancelled, docker.errors.NotFound) as exc:
-            if not container_id:
-                return _api_failure(exc, request.handle)
-            # Only a cancel, the janitor or an operator removes a container we created.
-            result.error_kind = ErrorKind.CANCELLED
-            result.error_message = "The sandbox was stopped and removed before it finished."
         except docker.errors.APIError as exc:
-            return _api_failure(exc, request.handle)
+            failure = _api_failure(exc, session.handle)
+            run.fail(failure.error_kind or ErrorKind.BACKEND_ERROR, failure.error_message)
         except requests.exceptions.RequestException as exc:
-            return RunResult.failure(
+            run.fail(
                 ErrorKind.UNAVAILABLE,
                 f"Lost the Docker engine at {self.base_url} during the run: {exc}",
-                handle=request.handle,
             )
-        finally:
-            if attach is not None:
-                _close_quietly(attach)
-            if container_id:
-                self._remove(api, container_id)
-        result.stdout = bytes(streams.out[_STDOUT])
-        result.stdout_truncated = streams.truncated[_STDOUT]
-        result.stderr, result.stderr_truncated, result.peak_memory_bytes = streams.take_stderr(mark)
-        return result
-
-    def _collect_exit(
-        self,
-        api: Any,
-        container_id: str,
-        request: RunRequest,
-        started: float,
-        result: RunResult,
-    ) -> None:
-        """Fill exit facts after the output stream ended; raise ``_Cancelled`` if removed."""
-        # The engine normally records the exit before it ends the stream, so one inspect
-        # suffices. The stream can also end while the process lives on (it closed stdout and
-        # stderr): then wait for the exit, until the deadline plus the grace.
-        state = api.inspect_container(container_id)["State"]
-        if state.get("Running"):
-            deadline = started + request.limits.wall_time_s
-            try:
-                api.wait(
-                    container_id, timeout=max(deadline - time.monotonic(), 0) + self.options.grace_s
-                )
-            except requests.exceptions.ReadTimeout:
-                result.timed_out = True
-                result.wall_time_ms = int((time.monotonic() - started) * 1000)
-                return
-            state = api.inspect_container(container_id)["State"]
-        if state.get("Status") in ("removing", "dead"):
-            raise _Cancelled
-        code = int(state.get("ExitCode", -1))
-        result.record_exit(code)
-        result.oom_killed = bool(state.get("OOMKilled"))
-        engine_ms = _elapsed_ms(state.get("StartedAt"), state.get("FinishedAt"))
-        if engine_ms is None:
-            engine_ms = int((time.monotonic() - started) * 1000)
-        result.wall_time_ms = engine_ms
-
-    def _remove(self, api: Any, container_id: str) -> None:
-        """Kill and delete the container and its anonymous volume; never raise."""
-        try:
-            api.remove_container(container_id, v=True, force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            # 409: a cancel is already removing it.
-            if exc.status_code != 409:
-                logger.warning("could not remove container %s: %s", container_id, exc)
-        except Exception as exc:
-            # Left for remove_orphans; the run's result stands.
-            logger.warning("could not remove container %s: %s", container_id, exc)
+        except Exception as exc:  # run_session must not raise for infrastructure failures
+            logger.exception("docker backend failed on execution %s", session.execution_id)
+            run.fail(ErrorKind.BACKEND_ERROR, f"Docker backend error: {type(exc).__name__}: {exc}")
 
     def cancel(self, handle: str) -> None:
         """Kill and remove the managed container named ``handle``; unknown handles are ignored.
@@ -454,23 +333,3 @@ def _api_failure(exc: Any, handle: str) -> RunResult:
     else:
         message = f"Docker API error ({status}): {explanation}"
     return RunResult.failure(ErrorKind.BACKEND_ERROR, message, handle=handle)
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    """Parse the engine's RFC 3339 timestamps, which carry nanoseconds Python cannot."""
-    if not value or value.startswith("0001-"):
-        return None
-    try:
-        main, _, rest = value.partition(".")
-        fraction = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0")
-        stamp = dt.datetime.strptime(main.rstrip("Z"), "%Y-%m-%dT%H:%M:%S")
-        return stamp.replace(microsecond=int(fraction), tzinfo=dt.UTC)
-    except ValueError:
-        return None
-
-
-def _elapsed_ms(started: str | None, finished: str | None) -> int | None:
-    start, end = _parse_time(started), _parse_time(finished)
-    if start is None or end is None or end < start:
-        return None
-    return int((end - start).total_seconds() * 1000)

@@ -1,9 +1,8 @@
-"""Read a container's attach stream: demultiplex its frames with a byte cap, feed its stdin."""
+"""A container's attach stream: feed its stdin and demultiplex its frames, in one loop."""
 
 from __future__ import annotations
 
 import contextlib
-import re
 import select
 import socket
 import struct
@@ -13,27 +12,20 @@ from typing import Any
 
 # Docker's attach stream frame header: stream id (1 = stdout, 2 = stderr), 3 pad bytes, size.
 _FRAME_HEADER = struct.Struct(">BxxxL")
-_STDOUT, _STDERR = 1, 2
+STDOUT, STDERR = 1, 2
 _CHUNK = 64 * 1024
 
 
 @dataclass
-class _CappedStreams:
-    """Demultiplexes Docker attach frames, keeping at most ``cap`` bytes per stream (plus
-    ``stderr_room`` on stderr, where the loader's report follows the program's output)."""
+class Frames:
+    """Demultiplexes Docker attach frames as they arrive, into (stream, bytes) chunks."""
 
-    cap: int
-    stderr_room: int = 0
-    out: dict[int, bytearray] = field(
-        default_factory=lambda: {_STDOUT: bytearray(), _STDERR: bytearray()}
-    )
-    truncated: dict[int, bool] = field(default_factory=lambda: {_STDOUT: False, _STDERR: False})
     _header: bytearray = field(default_factory=bytearray)
     _stream: int = 0
     _left: int = 0  # payload bytes still due for the current frame
 
-    def feed(self, data: bytes) -> bool:
-        """Consume ``data``; return True once either stream went over the cap."""
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        chunks: list[tuple[int, bytes]] = []
         view = memoryview(data)
         while view:
             if not self._left:
@@ -47,65 +39,67 @@ class _CappedStreams:
             chunk, view = view[: self._left], view[self._left :]
             self._left -= len(chunk)
             # Stream 0 (stdin echo) never comes without a TTY; fold anything odd into stdout.
-            target = _STDERR if self._stream == _STDERR else _STDOUT
-            buf = self.out[target]
-            room = self.cap + (self.stderr_room if target == _STDERR else 0) - len(buf)
-            buf += chunk[:room]
-            if len(chunk) > room:
-                self.truncated[target] = True
-                return True
-        return False
-
-    def take_stderr(self, mark: bytes) -> tuple[bytes, bool, int | None]:
-        """The program's stderr, capped, its truncation flag, and the peak memory the loader
-        reported after it (None when the report is not the stream's last line)."""
-        stderr, peak = bytes(self.out[_STDERR]), None
-        report = re.search(re.escape(mark) + rb"([0-9]{1,20})?\n\Z", stderr)
-        if report:
-            stderr = stderr[: report.start()]
-            peak = int(report.group(1)) if report.group(1) else None
-        truncated = self.truncated[_STDERR] or len(stderr) > self.cap
-        return stderr[: self.cap], truncated, peak
+            chunks.append((STDERR if self._stream == STDERR else STDOUT, bytes(chunk)))
+        return chunks
 
 
-def _pump(sock: socket.socket, stdin: bytes, streams: _CappedStreams, deadline: float) -> str:
-    """Feed ``stdin`` and read output until EOF, the cap or ``deadline``.
+class Pump:
+    """Both directions of one attach socket in one ``select`` loop: bytes queued with
+    ``send`` go out as the engine takes them, frames come back from ``receive``. A program
+    that writes a lot before reading its input cannot deadlock the host."""
 
-    Returns ``"eof"``, ``"capped"`` or ``"deadline"``. One loop does both directions so a
-    program that fills its output pipe before reading stdin cannot deadlock us.
-    """
-    sock.setblocking(False)
-    pending = memoryview(stdin)
-    writing = True
-    if not pending:
-        writing = _shut_write(sock)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return "deadline"
-        readable, writable, _ = select.select([sock], [sock] if writing else [], [], remaining)
-        if writable:
-            try:
-                sent = sock.send(pending[:_CHUNK])
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # The program exited or closed stdin; what it wrote still matters.
-                sent, pending = 0, memoryview(b"")
-            pending = pending[sent:]
-            if not pending:
-                writing = _shut_write(sock)
-        if readable:
-            try:
-                data = sock.recv(_CHUNK)
-            except BlockingIOError:
-                continue
-            except ConnectionResetError:
-                return "eof"
-            if not data:
-                return "eof"
-            if streams.feed(data):
-                return "capped"
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.setblocking(False)
+        self._pending = bytearray()
+        self._writing = True
+        self._frames = Frames()
+
+    def send(self, data: bytes) -> None:
+        self._pending += data
+
+    def finish(self) -> None:
+        """Half-close once everything queued is sent: the stream's end for the sandbox."""
+        self._writing = False
+        if not self._pending:
+            _shut_write(self.sock)
+
+    def receive(self, deadline: float) -> list[tuple[int, bytes]] | None:
+        """Send what can go, then return the frames that arrived by ``deadline`` (maybe
+        none); None at the end of the stream."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            want_write = bool(self._pending)
+            readable, writable, _ = select.select(
+                [self.sock], [self.sock] if want_write else [], [], remaining
+            )
+            if writable:
+                self._send_some()
+            if readable:
+                try:
+                    data = self.sock.recv(_CHUNK)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    return None
+                if not data:
+                    return None
+                return self._frames.feed(data)
+
+    def _send_some(self) -> None:
+        try:
+            sent = self.sock.send(self._pending[:_CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:
+            # The sandbox ended or closed its stdin; what it wrote still matters.
+            self._pending.clear()
+            return
+        del self._pending[:sent]
+        if not self._pending and not self._writing:
+            _shut_write(self.sock)
 
 
 def _shut_write(sock: socket.socket) -> bool:

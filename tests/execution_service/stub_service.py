@@ -33,6 +33,7 @@ CAPS = Limits(
     scratch_mb=32,
     open_files=128,
     file_size_mb=32,
+    cpu_time_ms=9000,
 )
 BINARY = b"\x00\xff\xfe\x80 not utf-8 \x00"
 GATE_TIMEOUT_S = 10

@@ -210,9 +210,11 @@ class BackendConformance:
         assert result.exit_code != 0
         assert not result.timed_out
         if self.measures_peak_memory:
-            # The cgroup's high-water mark: the program reached the limit.
+            # The program reached the limit. A resident set also counts shared pages (the
+            # interpreter's binary) that the memory cgroup does not, so it may pass the limit
+            # by that much.
             assert result.peak_memory_bytes is not None
-            assert 48 << 20 <= result.peak_memory_bytes <= 64 << 20, result.peak_memory_bytes
+            assert 48 << 20 <= result.peak_memory_bytes <= 96 << 20, result.peak_memory_bytes
 
     def test_peak_memory(self, run: Runner) -> None:
         small = run("print('hi')")

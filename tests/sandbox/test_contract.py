@@ -10,12 +10,14 @@ from dataclasses import replace
 import pytest
 
 from sandbox.contract import (
+    CompileStep,
     ErrorKind,
     ExecutionBackend,
     Isolation,
     RunRequest,
     RunResult,
     Session,
+    SessionObserver,
 )
 from sandbox.policy import Limits, SandboxPolicy
 
@@ -160,6 +162,10 @@ class Watching:
         self.told.append(("starting", index, handle))
         return index != self.stop_before
 
+    def compile_ended(self, result: RunResult) -> bool:
+        self.told.append(("compiled", 0, result.handle))
+        return True
+
     def case_ended(self, index: int, result: RunResult) -> bool:
         self.told.append(("ended", index, result.handle))
         return index != self.stop_after
@@ -198,3 +204,37 @@ def test_each_case_of_a_session_goes_through_the_template_run() -> None:
     unsafe = replace(make_session(b"1"), files={"../x": b""})
     backend.run_session(unsafe, watching)
     assert len(backend.reached) == 1, "the unsafe request never reached the backend"
+
+
+def test_the_default_session_refuses_a_compile_step_as_case_zero() -> None:
+    backend = Scripted(RunResult(exit_code=0))
+    watching = Watching()
+    step = CompileStep(command=("cc", "main.c"), limits=Limits(1000, 64, 1000))
+    backend.run_session(replace(make_session(b"1", b"2"), compile=step), watching)
+    assert backend.reached == []
+    assert watching.told == [
+        ("starting", 0, "evalplatform-42-abc123-0"),
+        ("ended", 0, "evalplatform-42-abc123-0"),
+    ]
+
+
+def test_a_session_names_what_no_backend_can_run() -> None:
+    assert make_session(b"1").problem() == ""
+    assert replace(make_session(b"1"), stdins=[]).problem() == "The session has no case to run."
+    no_command = CompileStep(command=(), limits=Limits(1000, 64, 1000))
+    assert (
+        "compile step has no command" in replace(make_session(b"1"), compile=no_command).problem()
+    )
+    assert "unsafe" in replace(make_session(b"1"), files={"../x": b""}).problem()
+
+
+def test_run_one_case_collects_the_single_result_under_the_requests_handle() -> None:
+    class OneSession(Scripted):
+        def run_session(self, session: Session, observer: SessionObserver) -> None:
+            assert list(session.stdins) == [b"in"] and session.handle == "h-1"
+            observer.case_starting(0, session.handle)
+            observer.case_ended(0, RunResult(exit_code=3, handle=session.handle))
+
+    request = replace(make_session(b"x").case_request(0), handle="h-1", stdin=b"in")
+    result = OneSession(RunResult()).run_one_case(request)
+    assert (result.exit_code, result.handle) == (3, "h-1")

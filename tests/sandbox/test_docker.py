@@ -57,14 +57,18 @@ def test_engine_applies_the_hardening(
         info = _wait_for_container(docker_api, request.handle)
         host = info["HostConfig"]
         assert info["State"]["Running"]
-        assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] and host["Init"]
+        assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] and not host["Init"]
         assert host["CapDrop"] == ["ALL"] and not host["Privileged"]
+        assert sorted(host["CapAdd"]) == ["CAP_KILL", "CAP_SETGID", "CAP_SETUID"] or sorted(
+            host["CapAdd"]
+        ) == ["KILL", "SETGID", "SETUID"]
         assert host["SecurityOpt"] == ["no-new-privileges:true"]
         assert host["Memory"] == host["MemorySwap"]
         assert host["LogConfig"]["Type"] == "none"
         assert not host.get("Binds") and not info["Mounts"]
-        assert set(host["Tmpfs"]) == {"/tmp", "/sandbox/code"}
-        assert info["Config"]["User"] == "65534:65534"
+        assert set(host["Tmpfs"]) == {"/tmp", "/sandbox/code", "/sandbox/bin"}
+        # Root is the supervisor's alone; the program's uid is checked by the attack corpus.
+        assert info["Config"]["User"] == "0:0"
     finally:
         worker.join(timeout=15)
     assert box["r"].exit_code == 0
@@ -80,7 +84,7 @@ def _wait_for_container(docker_api: Any, handle: str) -> Any:
     raise AssertionError(f"container {handle} never ran")
 
 
-def test_code_is_unpacked_by_the_sandbox_user_into_memory(
+def test_code_is_unpacked_by_root_into_memory_and_read_only_to_the_program(
     backend: DockerBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
 ) -> None:
     request = make_request(
@@ -92,16 +96,18 @@ def test_code_is_unpacked_by_the_sandbox_user_into_memory(
     )
     result = run_checked(backend, request, sandbox_gone)
     lines = result.stdout.decode().splitlines()
+    # Root's, and the program is uid 65534: it reads its code and cannot change it.
     assert lines[:4] == [
-        ". 65534 65534 0o700",
-        "main.py 65534 65534 0o444",
-        "pkg 65534 65534 0o555",
-        "pkg/m.py 65534 65534 0o444",
+        ". 0 0 0o755",
+        "main.py 0 0 0o444",
+        "pkg 0 0 0o755",
+        "pkg/m.py 0 0 0o444",
     ]
-    # Memory-backed, so the submitted code never lands on the host's disk.
+    # Memory-backed, so the submitted code never lands on the host's disk. Not noexec: a
+    # compile step's program runs from here (scratch, which the program can write, is).
     _device, mountpoint, kind, options = lines[4].split()[:4]
     assert (kind, mountpoint) == ("tmpfs", "/sandbox/code")
-    assert {"noexec", "nosuid", "nodev"} <= set(options.split(","))
+    assert {"nosuid", "nodev"} <= set(options.split(","))
 
 
 def test_the_memory_report_is_the_loaders_not_the_programs(
@@ -135,10 +141,10 @@ def test_an_image_that_cannot_unpack_is_a_backend_error(
 ) -> None:
     request = make_request(runtime_image, "print(1)")
     with pytest.MonkeyPatch.context() as patch:
-        # The loader receives something that is not a tar, as with an image's broken tar.
-        patch.setattr("sandbox.docker.runner.code_archive", lambda files: b"\x01" * 1024)
+        # The supervisor receives something that is not a tar, as with an image's broken tar.
+        patch.setattr("sandbox.docker.session.code_archive", lambda files: b"\x01" * 1024)
         result = run_checked(backend, request, sandbox_gone, expect_error=ErrorKind.BACKEND_ERROR)
-    assert "could not unpack the code" in result.error_message
+    assert "could not unpack the submitted code" in result.error_message
 
 
 def test_missing_image_is_a_backend_error(
