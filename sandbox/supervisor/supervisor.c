@@ -18,9 +18,19 @@
  *     code directory belongs to root (files 0444, directories 0555), so a case cannot change
  *     what the next case sees.
  *
- * Input (stdin, from the host), every header one line of ASCII:
+ * Unprivileged (started as any uid but 0, as under Kubernetes' "restricted" profile, where the
+ * sandbox runs as 65534 with no capability): every step runs as the supervisor's own uid.
+ * The supervisor is then still out of the program's reach for ptrace and /proc/1/fd (it is
+ * not dumpable) and, as PID 1, for signals (PID 1 ignores those it has no handler for, SIGKILL
+ * and SIGSTOP included, from inside its namespace); but the code is read-only only when it
+ * lies on a read-only mount, the program can lower the supervisor's resource limits
+ * (prlimit needs only the same uid), and a compile step's output stays in BUILD_DIR, which
+ * the host mounts read-only for the cases itself.
+ *
+ * Input (stdin, or the file named by the first argument), every header one line of ASCII:
  *   "EVALPLATFORM-SESSION 1 <nonce>\n"                  nonce: 1..64 hex digits
  *   "A <length>\n" <tar archive>                         the code, unpacked into CODE_DIR
+                                                        (length 0: the code is already there)
  *   steps, each: "<K|C> <index> <wall_ms> <cpu_ms> <memory_bytes> <output_bytes>
  *                 <file_size_bytes> <open_files> <argv_length> <stdin_length>\n"
  *                <argv: NUL-terminated strings> <stdin>
@@ -50,6 +60,7 @@
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -75,6 +86,7 @@ enum { TIMED_OUT = 1, OUT_OF_MEMORY = 2, STDOUT_TRUNCATED = 4, STDERR_TRUNCATED 
 
 static const char *scratch_dirs[] = {"/tmp", "/dev/shm", "/dev/mqueue", NULL};
 static char nonce[65];
+static int privileged; /* started as root: each step drops to SANDBOX_ID */
 
 struct buffer {
     char *data;
@@ -346,6 +358,7 @@ static void remove_ipc(const char *table, int is_shm, int is_sem) {
 }
 
 static void become_sandbox_user(void) {
+    if (!privileged) return; /* already the only user there is */
     gid_t gid = SANDBOX_ID;
     if (setgroups(1, &gid) || setgid(SANDBOX_ID) || setuid(SANDBOX_ID)) _exit(120);
     /* With no capability left, there is no way back. */
@@ -703,6 +716,7 @@ static void read_step(const char *line, struct step *s) {
 }
 
 static void unpack(long long length) {
+    if (!length) return;
     struct step s = {0};
     s.kind = 'A';
     s.index = -1;
@@ -728,7 +742,18 @@ static void unpack(long long length) {
     free(o.err.data);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    privileged = geteuid() == 0;
+    /* Not dumpable: no process of another uid, nor of ours, may ptrace us or open our /proc
+     * files (our descriptors among them). A subreaper, should we not be PID 1: orphaned
+     * processes of a step come to us, so we can reap them all. */
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    if (argc > 1) {
+        int input = open(argv[1], O_RDONLY | O_CLOEXEC);
+        if (input < 0 || dup2(input, 0) < 0) fail(-1, "cannot read %s: %s", argv[1], strerror(errno));
+        if (input != 0) close(input);
+    }
     signal(SIGPIPE, SIG_IGN);
     sigset_t chld;
     sigemptyset(&chld);
@@ -766,9 +791,7 @@ int main(void) {
             s.cwd = CODE_DIR;
         }
         run_step(&s, &o);
-        if (s.kind == 'K') {
-            keep_build(s.index);
-        }
+        if (s.kind == 'K' && privileged) keep_build(s.index);
         emit('R', s.index, &o, o.out.data, o.out.length, o.err.data, o.err.length);
         free(o.out.data);
         free(o.err.data);
