@@ -140,3 +140,39 @@ def test_a_sandbox_left_by_an_earlier_database_does_not_block_a_run(
         assert bytes(execution.stdout) == b"7\n"
     finally:
         docker_api.remove_container(leftover, force=True)
+
+
+HUNT_FOR_EXPECTED_OUTPUT = """
+import os, sys
+marker = sys.stdin.readline().strip().replace("stdin-", "expected-").encode()
+found = []
+def look(path):
+    try:
+        with open(path, "rb") as f:
+            if marker in f.read(1 << 22):
+                found.append(path)
+    except OSError:
+        pass
+for root in ("/sandbox", "/tmp", "/dev/shm", "/etc", "/proc/self", "/proc/1"):
+    for directory, _, names in os.walk(root):
+        for name in names:
+            look(os.path.join(directory, name))
+for value in os.environ.values():
+    if marker.decode() in value:
+        found.append("environ")
+print("found" if found else "nowhere", found)
+"""
+
+
+def test_no_case_can_read_any_expected_output(user: Any, docker_runtime: Runtime) -> None:
+    # Each case's stdin names a marker that only expected outputs hold, its own and the
+    # others'. They never enter the sandbox: the session carries stdins alone.
+    cases = [
+        {"stdin": f"stdin-{index}-7d1f\n", "expected_output": f"expected-{j}-7d1f"}
+        for index, j in ((0, 1), (1, 0), (2, 2))
+    ]
+    execution = run(user, docker_runtime, HUNT_FOR_EXPECTED_OUTPUT, test_cases=cases)
+    outputs = list(
+        execution.results.order_by("test_case__position").values_list("stdout", flat=True)
+    )
+    assert [bytes(output) for output in outputs] == [b"nowhere []\n"] * 3

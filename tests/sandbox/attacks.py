@@ -235,12 +235,14 @@ print(json.dumps({"written": written, "error": error}))
         "write_outside_scratch",
         _PROBE
         + """
-# The code directory is the sandbox's own memory-backed tmpfs, like scratch: writing there
-# is allowed and dies with the sandbox. Everything else is read-only, and neither tmpfs
-# lets a dropped binary run.
+# Only scratch is writable, and it runs nothing: the code directory (which may hold what a
+# compile step built, and so allows running) is read-only to the program, its files too.
 for path in ("/etc/passwd", "/evil", "/usr/bin/evil", "/sandbox/evil",
-             "/proc/sysrq-trigger", "/sys/kernel/evil", "/dev/evil"):
+             "/proc/sysrq-trigger", "/sys/kernel/evil", "/dev/evil",
+             os.getcwd() + "/main.py", os.getcwd() + "/evil", "/sandbox/bin/evil"):
     probe("write " + path, lambda path=path: open(path, "a").close())
+probe("chmod main.py", lambda: os.chmod("main.py", 0o777))
+probe("remove main.py", lambda: os.unlink("main.py"))
 def exec_from(directory):
     path = directory + "/x.sh"
     with open(path, "w") as script:
@@ -402,6 +404,31 @@ for pid in pids:
 print(json.dumps({"attach_host_pid": results["attach"], "pids": pids, "comms": comms}))
 """.replace("HOST_PID", str(os.getpid())),  # the test process: a host pid
         _processes,
+    ),
+    Attack(
+        "ptrace_or_read_the_supervisor",
+        _PROBE
+        + _LIBC
+        + """
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+def trace(request, pid):
+    def go():
+        if libc.ptrace(request, pid, None, None) == -1:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    return go
+supervisor = os.getppid()
+for pid in sorted({1, supervisor}):
+    probe(f"attach {pid}", trace(16, pid))  # PTRACE_ATTACH
+    probe(f"seize {pid}", trace(0x4206, pid))  # PTRACE_SEIZE
+    for name in ("mem", "environ", "fd/0", "fd/1", "fd/2", "maps", "root/sandbox/bin"):
+        probe(f"read /proc/{pid}/{name}", lambda: open(f"/proc/{pid}/{name}", "rb").read(1))
+    probe(f"write /proc/{pid}/fd/1", lambda: open(f"/proc/{pid}/fd/1", "wb").write(b"forged"))
+    probe(f"list /proc/{pid}/fd", lambda: os.listdir(f"/proc/{pid}/fd"))
+probe("read the supervisor binary", lambda: open("/sandbox/bin/supervisor", "rb").read(1))
+done()
+""",
+        _all_denied,
     ),
     Attack(
         "setuid_and_privileges",

@@ -18,6 +18,7 @@ from sandbox.contract import ErrorKind, RunResult
 from sandbox.docker import MANAGED_LABEL, DockerBackend, SlotPool
 
 from .conformance import BackendConformance, make_request, run_checked
+from .sessions import SessionConformance
 
 pytestmark = pytest.mark.real_service
 
@@ -27,13 +28,13 @@ def backend(runtime_image: str, require_docker: dict[str, Any], slot_dir: str) -
     return DockerBackend(**require_docker, lock_dir=slot_dir)
 
 
-class TestDockerDirect(BackendConformance):
+class TestDockerDirect(BackendConformance, SessionConformance):
     """The suite against the engine's socket (the module's ``backend`` fixture)."""
 
     measures_peak_memory = True
 
 
-class TestDockerThroughProxy(BackendConformance):
+class TestDockerThroughProxy(BackendConformance, SessionConformance):
     """The suite through HAProxy with the shipped allow-list: nothing it needs is refused."""
 
     measures_peak_memory = True
