@@ -1,9 +1,9 @@
 """Benchmark DockerBackend against the raw Docker SDK floor, in the same run.
 
 The floor is what any hardened docker-py runner must do: create (the backend's own rendered
-hardening, but with a capped json-file log instead of attach and no code tmpfs), start,
-wait, logs, remove. The backend adds the code tmpfs, the loader that unpacks the code
-streamed over the attach connection, an inspect and node-wide slots. Both run a trivial
+hardening around one plain process as uid 65534, with a capped json-file log instead of
+attach), start, wait, logs, remove. The backend adds the code and supervisor tmpfs, the
+supervisor and the code streamed over the attach connection, and node-wide slots. Both run a trivial
 Python program; every figure is also printed as a ratio to the floor measured alongside it
 (runs alternate so both see the same machine).
 
@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sandbox.contract import ExecutionBackend, RunRequest
+from sandbox.contract import ExecutionBackend, RunRequest, Session
 from sandbox.docker import DockerBackend, container_config_for
 from sandbox.policy import Limits, SandboxPolicy
 
@@ -47,15 +47,20 @@ def request(image: str) -> RunRequest:
 
 
 def raw_config(image: str) -> dict[str, Any]:
-    """The backend's hardening, minus what only the backend needs (volume, attach, no log)."""
+    """The backend's hardening around one plain process: what a hand-rolled hardened
+    ``docker run`` does (no supervisor, no code tmpfs, no attach; a capped json-file log)."""
     policy = POLICY
-    config = container_config_for(request(image), archive_size=0)
+    config = container_config_for(Session.of_request(request(image)), supervisor_size=0)
     config["Entrypoint"], config["Cmd"] = ["python3"], ["-c", "pass"]
     config["WorkingDir"] = "/"
+    config["User"] = "{}:{}".format(*policy.user)
     for key in ("AttachStdin", "OpenStdin", "StdinOnce"):
         config[key] = False
     host = config["HostConfig"]
-    del host["Tmpfs"][policy.code_dir]
+    host["Tmpfs"] = {policy.scratch_dir: host["Tmpfs"][policy.scratch_dir]}
+    host["CapAdd"] = []
+    host["Init"] = True
+    host["Memory"] = host["MemorySwap"] = policy.limits.memory_bytes
     host["LogConfig"] = {"Type": "json-file", "Config": {"max-size": "1m"}}
     return config
 

@@ -2,9 +2,15 @@
 
 End to end is what a user waits for: ``services.evaluation_submit`` stores the evaluation and
 enqueues it (ORM broker, SQLite: the embedded defaults), a real ``manage.py qcluster`` picks
-it up, the Docker backend runs it, the verdict is stored, and the submitter sees a terminal
-status. The floor is the raw docker-py sequence of ``bench/docker_bench.py``. Runs alternate
-so both see the same machine; every figure is printed as a ratio to the floor.
+it up, the Docker backend runs it as one session, the verdict is stored, and the submitter
+sees a terminal status. The floor is the raw docker-py sequence of ``bench/docker_bench.py``
+(one hardened container per run). Runs alternate so both see the same machine; every figure
+is printed as a ratio to the floor, next to its target:
+
+* a one-case evaluation: at most 1.2x one raw container;
+* a 20-case evaluation: at most 0.2x twenty raw containers (each case a raw container is
+  what a runner without sessions pays);
+* throughput of one-case evaluations at the engine's concurrency: at least 0.9x raw.
 
     .venv/bin/python bench/end_to_end_bench.py [--runs 20] [--image evalplatform/python:3.11]
 
@@ -22,15 +28,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-TERMINAL = {"finished", "cancelled", "refused", "error"}
+CASES = 20
 
 
 def configure(workdir: str, workers: int) -> dict[str, str]:
@@ -69,6 +75,7 @@ def main() -> int:
 
     from executions import services
     from executions.models import Execution, Runtime
+    from executions.selectors import execution_wait
     from sandbox.docker import DockerBackend
 
     call_command("migrate", verbosity=0)
@@ -87,19 +94,26 @@ def main() -> int:
         stderr=open(Path(workdir) / "cluster.log", "wb"),  # noqa: SIM115
     )
 
-    def submit_and_wait() -> None:
-        evaluation = services.evaluation_submit(user=user, runtime=runtime, source="pass\n")
+    echo = "import sys\nsys.stdout.write(sys.stdin.read())\n"
+    twenty = [{"stdin": f"{n}\n", "expected_output": f"{n}\n"} for n in range(CASES)]
+
+    def submit_and_wait(**fields: Any) -> None:
+        fields.setdefault("source", "pass\n")
+        evaluation = services.evaluation_submit(user=user, runtime=runtime, **fields)
         execution_id = evaluation.executions.get().pk
-        deadline = time.monotonic() + 60
-        while True:
-            status = Execution.objects.filter(pk=execution_id).values_list("status", flat=True)[0]
-            if status in TERMINAL:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"execution {execution_id} did not finish; see {workdir}")
-            time.sleep(0.005)
+        # As a client of the API's ?wait= does: the platform's own wait.
+        if not execution_wait(execution_id, 60):
+            raise SystemExit(f"execution {execution_id} did not finish; see {workdir}")
+        status = Execution.objects.filter(pk=execution_id).values_list("status", flat=True)[0]
         if status != "finished":
             raise SystemExit(f"execution {execution_id} ended {status}; see {workdir}")
+        if fields.get("test_cases"):
+            verdict = Execution.objects.get(pk=execution_id).verdict
+            if verdict != "accepted":
+                raise SystemExit(f"execution {execution_id}: {verdict}; see {workdir}")
+
+    def many_cases() -> None:
+        submit_and_wait(source=echo, test_cases=twenty)
 
     floor = DockerBackend(lock_dir=tempfile.mkdtemp(prefix="evalbench-slots-"))
     config = raw_config(args.image)
@@ -122,10 +136,20 @@ def main() -> int:
         print(f"  submit -> qcluster -> done  {e2e_median:7.3f}  {e2e_p95:7.3f}")
         print(
             f"  ratio end-to-end/raw        {e2e_median / raw_median:7.2f}x "
-            f"{e2e_p95 / raw_p95:7.2f}x   (target p50 <= 1.5x)"
+            f"{e2e_p95 / raw_p95:7.2f}x   (target p50 <= 1.2x)"
         )
 
-        print("\nthroughput (runs/s)   raw     end-to-end  ratio")
+        many_times = [timed(many_cases) for _ in range(max(5, args.runs // 4))]
+        many_median = statistics.median(many_times)
+        print(f"\n{CASES}-case evaluation (seconds)  median")
+        print(f"  {CASES} raw containers           {CASES * raw_median:7.3f}")
+        print(f"  submit -> qcluster -> done  {many_median:7.3f}")
+        print(
+            f"  ratio end-to-end/raw        {many_median / (CASES * raw_median):7.2f}x"
+            "            (target <= 0.2x)"
+        )
+
+        print("\nthroughput (runs/s)   raw     end-to-end  ratio   (target >= 0.9x at 4)")
         for concurrency in (1, 2, 4):
             runs = max(8, args.runs // 2) * concurrency
             raw_rate = throughput(raw, concurrency, runs)

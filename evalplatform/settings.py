@@ -185,7 +185,9 @@ Q_CLUSTER: dict[str, object] = {
     "retry": _task_timeout + 60,
     "max_attempts": 1,
     "ack_failures": True,
-    "save_limit": 1000,
+    # Successful tasks are not kept: each execution's own row says how it ended, and keeping
+    # them costs the monitor a locked scan of every kept row per task. Failures are kept.
+    "save_limit": -1,
     "catch_up": False,
     "label": "Task queue",
     # How often an idle cluster asks the ORM broker for work: the queue-to-start latency.

@@ -559,14 +559,22 @@ def _probe_health(name: str) -> tuple[Health | None, str]:
         return None, _describe_error(exc)
 
 
+# How often a waiting request asks whether its execution ended, at first, and for how long.
+WAIT_POLL_S = 0.01
+WAIT_FAST_S = 1.0
+
+
 def execution_wait(execution_id: int, timeout_s: float) -> bool:
     """Wait up to ``timeout_s`` for an execution to end; True if it has.
 
-    Polls one indexed column by primary key, starting at 50 ms and backing off to 500 ms,
-    so a waiting request costs a few cheap queries a second at most.
+    Polls one indexed column by primary key: every ``WAIT_POLL_S`` for the first
+    ``WAIT_FAST_S`` (most runs end within it, and each poll's delay is added to what the
+    client waits), then backing off to 500 ms, so a long wait costs a few cheap queries a
+    second at most.
     """
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
+    started = time.monotonic()
+    deadline = started + timeout_s
+    delay = WAIT_POLL_S
     while True:
         current = Execution.objects.filter(pk=execution_id).values_list("status", flat=True)
         status = current.first()
@@ -576,4 +584,5 @@ def execution_wait(execution_id: int, timeout_s: float) -> bool:
         if remaining <= 0:
             return False
         time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.5)
+        if time.monotonic() - started > WAIT_FAST_S:
+            delay = min(delay * 2, 0.5)

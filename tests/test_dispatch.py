@@ -132,7 +132,7 @@ def test_a_crashed_cluster_leaves_no_run_behind_and_nothing_runs_twice(
     assert execution.finished_at is not None
 
     # The same task delivered again (as a broker redelivers a lost one) does not run again.
-    task_id = async_task("executions.tasks.run_execution", execution.pk)
+    task_id = async_task("executions.tasks.run_execution", execution.pk, save=True)
     wait_for(
         lambda: Success.objects.filter(id=task_id).exists(),
         60,

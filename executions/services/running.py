@@ -107,34 +107,16 @@ def _run_claimed(execution: Execution) -> None:
         stdins=[case.stdin.encode() for case in cases] or [evaluation.stdin.encode()],
         labels={"evalplatform.evaluation": str(evaluation.pk)},
     )
-    recorder = _Recorder(execution, cases)
+    recorder = _Recorder(execution, cases, len(session.stdins))
     try:
         backend.run_session(session, recorder)
     except Exception as exc:
         # The contract says run_session() does not raise; a backend that does is contained.
         logger.exception("Backend %s raised while running %s", backend.name, session.handle)
-        recorder.failure = RunResult.failure(
+        recorder.failure = recorder.failure or RunResult.failure(
             ErrorKind.BACKEND_ERROR, f"{type(exc).__name__}: {exc}", handle=session.handle
         )
-    if recorder.stopped:
-        return  # cancelled or reaped between runs; whoever ended it recorded why
-    failure = recorder.failure
-    if failure is not None and failure.error_kind == ErrorKind.REFUSED:
-        _finish(execution, Status.REFUSED, _summary(failure, cases), error_kind=failure.error_kind)
-        return
-    if failure is not None:
-        _fail_on_backend(
-            execution, failure.error_kind or "", failure.error_message, _summary(failure, cases)
-        )
-        return
-    assert recorder.deciding is not None, "a session that did not stop ran every case"
-    result, verdict = recorder.deciding
-    scored = recorder.scored
-    score = judging.overall(scored)[1] if scored else None
-    overall_verdict = judging.overall(scored)[0] if scored else verdict
-    _finish(
-        execution, Status.FINISHED, _summary(result, cases), verdict=overall_verdict, score=score
-    )
+    recorder.conclude()
 
 
 class _Recorder:
@@ -143,11 +125,17 @@ class _Recorder:
     ``stopped``: the execution ended elsewhere (cancel, reaper) before a case began.
     ``failure``: the result of a case that failed in the infrastructure, which ends the run.
     ``deciding``: the first run that was not accepted, else the first run, with its verdict.
+
+    The execution ends (``conclude``) as soon as its last case is judged, while the backend
+    still tears its sandbox down: the submitter need not wait for that.
     """
 
-    def __init__(self, execution: Execution, cases: Sequence[TestCase]) -> None:
+    def __init__(self, execution: Execution, cases: Sequence[TestCase], count: int) -> None:
         self.execution = execution
         self.cases = cases
+        self.count = count
+        self.concluded = False
+        self.judged = 0
         self.stopped = False
         self.failure: RunResult | None = None
         self.deciding: tuple[RunResult, Verdict] | None = None
@@ -186,7 +174,48 @@ class _Recorder:
             self.scored.append(judging.Scored(verdict, case.weight))
         if self.deciding is None or self.deciding[1] == Verdict.ACCEPTED:
             self.deciding = (result, verdict)
+        self.judged += 1
+        if index == self.count - 1:
+            self.conclude()
         return True
+
+    def conclude(self) -> None:
+        """End the execution once, from what the session told."""
+        if self.concluded:
+            return
+        self.concluded = True
+        execution, cases = self.execution, self.cases
+        if self.stopped:
+            return  # cancelled or reaped between runs; whoever ended it recorded why
+        failure = self.failure
+        if failure is not None and failure.error_kind == ErrorKind.REFUSED:
+            _finish(
+                execution, Status.REFUSED, _summary(failure, cases), error_kind=failure.error_kind
+            )
+            return
+        if failure is not None:
+            _fail_on_backend(
+                execution, failure.error_kind or "", failure.error_message, _summary(failure, cases)
+            )
+            return
+        if self.deciding is None or self.judged < self.count:
+            _fail_on_backend(
+                execution,
+                ErrorKind.BACKEND_ERROR,
+                "The backend ended the session without reporting every case.",
+            )
+            return
+        result, verdict = self.deciding
+        scored = self.scored
+        score = judging.overall(scored)[1] if scored else None
+        overall_verdict = judging.overall(scored)[0] if scored else verdict
+        _finish(
+            execution,
+            Status.FINISHED,
+            _summary(result, cases),
+            verdict=overall_verdict,
+            score=score,
+        )
 
 
 def _summary(result: RunResult, cases: Sequence[TestCase]) -> RunResult:

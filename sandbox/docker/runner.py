@@ -111,6 +111,9 @@ class DockerBackend(ExecutionBackend):
                     client = docker.APIClient(
                         version="auto", timeout=self.options.api_timeout_s, **self._client_kwargs
                     )
+                    # The engine's address is explicit: proxy variables and .netrc do not
+                    # apply, and looking them up costs milliseconds on every call.
+                    client.trust_env = False
                 except docker.errors.DockerException as exc:
                     error = exc
             if error is not None:

@@ -34,6 +34,8 @@ from sandbox.policy import SANDBOX_GID, SANDBOX_UID, Limits
 
 logger = logging.getLogger(__name__)
 
+# How long to wait for the supervisor to exit after END before the container is killed.
+EXIT_WAIT_S = 1.0
 # The tail of the supervisor's stderr kept to explain a failure.
 _DIAGNOSTIC_BYTES = 4096
 
@@ -80,6 +82,7 @@ class DockerSession:
         self.over = False
         self.diagnostics = bytearray()
         self.grace_s = 0.0
+        self.ending = False  # END sent: the supervisor is on its way out
 
     # -- reporting
 
@@ -110,7 +113,9 @@ class DockerSession:
             go_on = self.observer.case_ended(step.index, result)
         self.position += 1
         if not go_on or self.position == len(self.steps):
-            self.over = True
+            # The supervisor exits at END, and an exited container is removed in a few
+            # milliseconds where killing a running one takes tens.
+            self.over = self.ending = True
             pump.send(supervisor.END)
             pump.finish()
             return
@@ -119,7 +124,9 @@ class DockerSession:
         if following.index > 0 and not self.observer.case_starting(
             following.index, self.session.handle
         ):
-            self.over = True
+            self.over = self.ending = True
+            pump.send(supervisor.END)
+            pump.finish()
             return
         pump.send(following.encode())
 
@@ -168,6 +175,8 @@ class DockerSession:
             pump = Pump(_raw_socket(attach))
             pump.send(binary + supervisor.session_start(nonce, archive) + self.steps[0].encode())
             self._follow(api, container_id, pump, nonce)
+            if self.ending:
+                _until_exit(pump, time.monotonic() + EXIT_WAIT_S)
         except docker.errors.NotFound:
             if not container_id:
                 raise
@@ -253,6 +262,13 @@ class DockerSession:
     def _cancelled(self) -> None:
         # Only a cancel, the janitor or an operator removes a container we created.
         self.fail(ErrorKind.CANCELLED, "The sandbox was stopped and removed before it finished.")
+
+
+def _until_exit(pump: Pump, deadline: float) -> None:
+    """Read the stream to its end (the supervisor exited), or until ``deadline``."""
+    while time.monotonic() < deadline:
+        if pump.receive(deadline) is None:
+            return
 
 
 def remove_container(api: Any, container_id: str) -> None:

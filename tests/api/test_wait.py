@@ -60,3 +60,34 @@ def test_wait_must_be_a_number(api: APIClient) -> None:
     response = api.post("/api/v1/evaluations/?wait=soon", submission(), format="json")
     assert response.status_code == 400
     assert "wait" in response.json()["error"]["fields"]
+
+
+def test_a_wait_polls_fast_first_then_backs_off(monkeypatch: Any) -> None:
+    # The poll interval is what a short run's client waits beyond the run: 10 ms at first.
+    from executions import selectors
+
+    slept: list[float] = []
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    class Statuses:
+        def filter(self, **_: Any) -> Statuses:
+            return self
+
+        def values_list(self, *_: Any, **__: Any) -> Statuses:
+            return self
+
+        def first(self) -> str:
+            return "running"
+
+    monkeypatch.setattr(selectors.time, "sleep", sleep)
+    monkeypatch.setattr(selectors.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(selectors.Execution, "objects", Statuses())
+    assert selectors.execution_wait(1, timeout_s=3.0) is False
+    fast = [delay for delay in slept if delay == selectors.WAIT_POLL_S]
+    assert len(fast) >= 90, slept[:5]  # about a second at 10 ms
+    assert max(slept) == 0.5 and slept[-1] <= 0.5
+    assert sum(slept) == pytest.approx(3.0)

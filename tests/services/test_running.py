@@ -11,7 +11,14 @@ import pytest
 from executions import services
 from executions.backends.fake import FakeBackend
 from executions.models import Execution, Runtime
-from sandbox.contract import ExecutionBackend, Isolation, RunRequest, RunResult
+from sandbox.contract import (
+    ExecutionBackend,
+    Isolation,
+    RunRequest,
+    RunResult,
+    Session,
+    SessionObserver,
+)
 from tests.services.conftest import fake, latest, submit
 
 pytestmark = pytest.mark.django_db
@@ -192,3 +199,57 @@ def test_an_infrastructure_error_on_a_hidden_case_shows_no_output(
     client.force_login(user)
     page = client.get(evaluation.get_absolute_url()).content.decode()
     assert "engine down" in page and "secret" not in page
+
+
+class TearsDownSlowly(HostileOutputBackend):
+    """Reports every case, then notes what the platform had stored before it returned."""
+
+    seen_on_return: str = ""
+
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        observer.case_starting(0, session.handle)
+        observer.case_ended(0, RunResult(exit_code=0, stdout=b"4\n", handle=session.handle))
+        # Removing the sandbox comes after the last result: the verdict must not wait.
+        TearsDownSlowly.seen_on_return = Execution.objects.get(backend_handle=session.handle).status
+
+
+def test_the_execution_ends_as_its_last_case_is_judged_not_after_teardown(
+    user: Any, runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.TearsDownSlowly",
+    }
+    evaluation = submit(user, runtime, test_cases=[{"stdin": "2\n", "expected_output": "4"}])
+    services.execution_run(latest(evaluation).pk)
+    assert TearsDownSlowly.seen_on_return == "finished"
+    assert (latest(evaluation).status, latest(evaluation).verdict) == ("finished", "accepted")
+
+
+class StopsEarly(HostileOutputBackend):
+    """A broken backend: returns after one of two cases, with no failure."""
+
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        observer.case_starting(0, session.handle)
+        observer.case_ended(0, RunResult(exit_code=0, stdout=b"4\n", handle=session.handle))
+
+
+def test_a_session_that_skips_cases_ends_in_error_not_in_a_verdict(
+    user: Any, runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.StopsEarly",
+    }
+    evaluation = submit(
+        user,
+        runtime,
+        test_cases=[
+            {"stdin": "2\n", "expected_output": "4"},
+            {"stdin": "3\n", "expected_output": "9"},
+        ],
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.error_kind) == ("error", "backend_error")
+    assert "without reporting every case" in execution.error_message
