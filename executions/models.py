@@ -139,7 +139,9 @@ class Comparison(models.TextChoices):
 
 
 class TestCase(models.Model):
-    """One input with its expected output. Each runs in a fresh sandbox."""
+    """One input with its expected output. Each runs as a fresh process of its execution's
+    session, which nothing of another case reaches; the expected output never leaves the
+    platform."""
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="test_cases")
     position = models.PositiveIntegerField()

@@ -291,6 +291,8 @@ class BackendProfile:
     platform_compromise: str
     isolation: tuple[str, ...]
     choose_when: str
+    # What keeps one test case of an execution from another (they share one sandbox).
+    between_cases: str
 
 
 BACKEND_PROFILES: tuple[BackendProfile, ...] = (
@@ -303,6 +305,7 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
         platform_compromise="The platform's own data and secrets; no way to run code on hosts.",
         isolation=("no code execution",),
         choose_when="The platform runs in a container and no isolated backend is set up yet.",
+        between_cases="No case runs.",
     ),
     BackendProfile(
         key="docker",
@@ -320,6 +323,13 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
             "optional gVisor (runsc)",
         ),
         choose_when="A development machine or a single host that runs nothing else.",
+        between_cases=(
+            "One container per execution; each case is a fresh process as uid 65534. The "
+            "supervisor (PID 1, root with only SETUID, SETGID and KILL) kills every other "
+            "process and empties /tmp, /dev/shm, message queues and SysV IPC before the next "
+            "case. Code and compiled files are root's, read-only to the program. Results "
+            "travel in records the program can neither reach nor forge."
+        ),
     ),
     BackendProfile(
         key="docker-proxy",
@@ -334,6 +344,7 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
         ),
         isolation=("everything Docker on the socket has", "API calls limited to an allow-list"),
         choose_when="The platform must run in a container on the host it executes code on.",
+        between_cases="The same as Docker on the socket.",
     ),
     BackendProfile(
         key="remote",
@@ -351,6 +362,7 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
             "the service refuses limits above its own caps",
         ),
         choose_when="Production: the platform runs in a container and holds no Docker socket.",
+        between_cases="The same as Docker on the socket, on the execution node.",
     ),
     BackendProfile(
         key="kubernetes",
@@ -374,6 +386,14 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
             "optional gVisor runtime class",
         ),
         choose_when="Production at scale, across many nodes.",
+        between_cases=(
+            "One Job per execution. Restricted allows no root, so the supervisor and the "
+            "program share uid 65534: the supervisor stays out of reach (PID 1, not "
+            "dumpable: no signal, ptrace or /proc/1/fd) and kills every other process "
+            "before the next case; code and compiled files are read-only mounts. A case "
+            "can read every case's input (never an expected output) and lower the "
+            "supervisor's resource limits, which ends only its own execution."
+        ),
     ),
 )
 
@@ -383,12 +403,12 @@ def profiles_table() -> str:
     it there), so the prose is written once, here."""
     rows = [
         "| backend | it trusts | a sandbox escape gets | a compromised platform gets "
-        "| choose it when |",
-        "| --- | --- | --- | --- | --- |",
+        "| between test cases | choose it when |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     rows += [
         f"| {p.title} | {p.trusts} | {p.sandbox_escape} | "
-        f"{p.platform_compromise} | {p.choose_when} |"
+        f"{p.platform_compromise} | {p.between_cases} | {p.choose_when} |"
         for p in BACKEND_PROFILES
     ]
     return "\n".join(rows) + "\n"
