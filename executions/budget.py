@@ -65,13 +65,15 @@ def claim_deadline(execution: Execution, *, now: datetime) -> datetime:
 
 
 def orphan_age_s() -> int:
-    """Older than any run on the active backend can be: a sandbox this old was left behind by
-    a dead worker."""
+    """Older than any session on the active backend can be (one sandbox holds a whole
+    execution: a compile step and up to ``MAX_TEST_CASES`` cases, each at the hard maximum
+    wall time): a sandbox this old was left behind by a dead worker."""
     return math.ceil(
         budget.orphan_age_s(
             execution_settings.HARD_MAX_WALL_TIME_MS // 1000,
             start_allowance_s=start_allowance_s(""),
             slot_wait_s=slot_wait_s(""),
             grace_s=execution_settings.REAPER_GRACE_S,
+            steps=execution_settings.MAX_TEST_CASES + 1,
         )
     )

@@ -22,12 +22,25 @@ def run_s(wall_time_s: float, *, start_allowance_s: float = 0.0) -> float:
     return wall_time_s + RUN_OVERHEAD_S + start_allowance_s
 
 
+def session_s(max_wall_time_s: float, steps: int, *, start_allowance_s: float = 0.0) -> float:
+    """The longest a session of ``steps`` steps (its compile step and cases) may take once it
+    holds a slot: one sandbox, each step at most its wall time plus the overhead around it."""
+    return steps * (max_wall_time_s + RUN_OVERHEAD_S) + start_allowance_s
+
+
 def orphan_age_s(
-    max_wall_time_s: float, *, start_allowance_s: float, slot_wait_s: float, grace_s: float
+    max_wall_time_s: float,
+    *,
+    start_allowance_s: float,
+    slot_wait_s: float,
+    grace_s: float,
+    steps: int = 1,
 ) -> float:
-    """Older than any live run can be: the longest run, after the longest wait for a slot,
-    plus ``grace_s``. A sandbox this old was left behind by a worker that died."""
-    return run_s(max_wall_time_s, start_allowance_s=start_allowance_s) + slot_wait_s + grace_s
+    """Older than any live sandbox can be: the longest session of ``steps`` steps, after the
+    longest wait for a slot, plus ``grace_s``. A sandbox this old was left behind by a worker
+    that died."""
+    longest = session_s(max_wall_time_s, steps, start_allowance_s=start_allowance_s)
+    return longest + slot_wait_s + grace_s
 
 
 def task_queue_timeout_s(max_wall_time_s: int, max_runs: int) -> int:

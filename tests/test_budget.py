@@ -42,3 +42,15 @@ def test_a_backends_start_allowance_extends_timeouts_and_deadlines(
     allowed = (execution.deadline_at - execution.started_at).total_seconds()
     per_run = evaluation.time_limit_ms / 1000 + RUN_OVERHEAD_S + 45
     assert allowed == pytest.approx(2 * per_run)
+
+
+def test_the_janitor_spares_the_longest_session(settings: Any) -> None:
+    # One sandbox holds a whole execution: its compile step and every case at the hard cap.
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "MAX_TEST_CASES": 20,
+        "HARD_MAX_WALL_TIME_MS": 30_000,
+        "REAPER_GRACE_S": 30,
+    }
+    longest = 21 * (30 + RUN_OVERHEAD_S)
+    assert budget.orphan_age_s() >= longest + 30

@@ -20,6 +20,15 @@ def test_an_orphan_is_older_than_the_longest_run_after_the_longest_slot_wait() -
     assert age > budget.run_s(60, start_allowance_s=5) + 30
 
 
+def test_a_session_is_every_step_with_its_overhead_and_one_start_up_allowance() -> None:
+    assert budget.session_s(2.5, 1) == budget.run_s(2.5)
+    twenty_one = budget.session_s(2.0, 21, start_allowance_s=60)
+    assert twenty_one == 21 * (2 + budget.RUN_OVERHEAD_S) + 60
+    # The janitor spares a whole session: an orphan is older than its longest.
+    age = budget.orphan_age_s(60, start_allowance_s=5, slot_wait_s=30, grace_s=7, steps=51)
+    assert age == budget.session_s(60, 51, start_allowance_s=5) + 30 + 7
+
+
 @pytest.mark.parametrize(("wall_s", "runs"), [(60, 50), (1, 0), (30, 1)])
 def test_the_task_queue_outlasts_every_run_of_the_largest_task(wall_s: int, runs: int) -> None:
     timeout = budget.task_queue_timeout_s(wall_s, runs)
