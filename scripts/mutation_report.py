@@ -42,6 +42,12 @@ SCOPES: dict[str, list[str]] = {
         "executions.api.serializers.xǁ*ǁto_representation__*",
     ],
     "judging": ["executions.judging.*"],
+    "session records: what the host believes of the sandbox": [
+        "sandbox.supervisor.xǁRecordReaderǁ*",
+        "sandbox.supervisor.x__record__*",
+        "sandbox.supervisor.x_step__*",
+        "sandbox.supervisor.x_cpu_limit_ms__*",
+    ],
     "the reaper's decisions": [
         "executions.services.reaping.x_executions_reap__*",
         "executions.services.reaping.x__reap__*",
