@@ -225,50 +225,30 @@ static long long cgroup_oom_kills(void) {
 
 /* --- tree helpers (each runs as whoever calls it) ----------------------------------------- */
 
-/* Delete everything inside the directory open as dirfd; 0 on success. */
-static int wipe(int dirfd, int depth) {
-    if (depth > MAX_DEPTH) return -1;
-    DIR *dir = fdopendir(dup(dirfd));
-    if (!dir) return -1;
-    int failed = 0;
-    struct dirent *entry;
-    while ((entry = readdir(dir))) {
-        const char *name = entry->d_name;
-        if (!strcmp(name, ".") || !strcmp(name, "..")) continue;
-        struct stat st;
-        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) continue;
-        if (S_ISDIR(st.st_mode)) {
-            fchmodat(dirfd, name, 0700, 0);
-            int child = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (child < 0 || wipe(child, depth + 1)) failed = 1;
-            if (child >= 0) close(child);
-            if (unlinkat(dirfd, name, AT_REMOVEDIR)) failed = 1;
-        } else if (unlinkat(dirfd, name, 0)) {
-            failed = 1;
-        }
-    }
-    closedir(dir);
-    return failed ? -1 : 0;
-}
+enum tree_action { WIPE, OPEN_UP };
 
-/* Let anyone read (and traverse) everything under dirfd: run as its owner before root copies
- * it, since the supervisor has no CAP_DAC_OVERRIDE. */
-static int open_up(int dirfd, int depth) {
+/* Under the directory open as dirfd, as its owner (the supervisor has no CAP_DAC_OVERRIDE):
+ * WIPE deletes everything, opening locked directories first; OPEN_UP lets anyone read and
+ * traverse everything, before root copies it. 0 on success. */
+static int walk_tree(int dirfd, enum tree_action action, int depth) {
     if (depth > MAX_DEPTH) return -1;
     DIR *dir = fdopendir(dup(dirfd));
     if (!dir) return -1;
-    struct dirent *entry;
     int failed = 0;
+    struct dirent *entry;
     while ((entry = readdir(dir))) {
         const char *name = entry->d_name;
         if (!strcmp(name, ".") || !strcmp(name, "..")) continue;
         struct stat st;
         if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) continue;
         if (S_ISDIR(st.st_mode)) {
-            fchmodat(dirfd, name, 0755, 0);
+            fchmodat(dirfd, name, action == WIPE ? 0700 : 0755, 0);
             int child = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (child < 0 || open_up(child, depth + 1)) failed = 1;
+            if (child < 0 || walk_tree(child, action, depth + 1)) failed = 1;
             if (child >= 0) close(child);
+            if (action == WIPE && unlinkat(dirfd, name, AT_REMOVEDIR)) failed = 1;
+        } else if (action == WIPE) {
+            if (unlinkat(dirfd, name, 0)) failed = 1;
         } else if (S_ISREG(st.st_mode)) {
             fchmodat(dirfd, name, (st.st_mode & 0111) ? 0755 : 0644, 0);
         }
@@ -385,7 +365,7 @@ static int clean_scratch(void *unused) {
     for (const char **path = scratch_dirs; *path; path++) {
         int fd = open_dir(*path);
         if (fd < 0) continue; /* not in this sandbox */
-        if (wipe(fd, 0)) failed = 1;
+        if (walk_tree(fd, WIPE, 0)) failed = 1;
         close(fd);
     }
     remove_ipc("/proc/sysvipc/shm", 1, 0);
@@ -397,7 +377,7 @@ static int clean_scratch(void *unused) {
 static int prepare_build(void *unused) {
     (void)unused;
     int code = open_dir(CODE_DIR), build = open_dir(BUILD_DIR);
-    int failed = code < 0 || build < 0 || fchmod(build, 0700) || wipe(build, 0) ||
+    int failed = code < 0 || build < 0 || fchmod(build, 0700) || walk_tree(build, WIPE, 0) ||
                  copy_tree(code, build, 0, 0);
     return failed;
 }
@@ -405,13 +385,13 @@ static int prepare_build(void *unused) {
 static int open_build(void *unused) {
     (void)unused;
     int build = open_dir(BUILD_DIR);
-    return build < 0 || fchmod(build, 0755) || open_up(build, 0);
+    return build < 0 || fchmod(build, 0755) || walk_tree(build, OPEN_UP, 0);
 }
 
 static int wipe_build(void *unused) {
     (void)unused;
     int build = open_dir(BUILD_DIR);
-    return build < 0 || wipe(build, 0);
+    return build < 0 || walk_tree(build, WIPE, 0);
 }
 
 /* --- running a step ------------------------------------------------------------------------ */
