@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 from executions import services
 from executions.backends import active_selection
 from executions.models import Runtime
+from sandbox import supervisor
 
 DEFAULT_RUNTIME = {
     "display_name": "Python 3.11",
@@ -52,6 +53,13 @@ class Command(BaseCommand):
         # Which backend runs code, and why, is said once by the command that serves.
         if active_selection().name != "docker":
             return
+        try:
+            # Built here once (a C compiler is needed) rather than by the first run.
+            supervisor.binary()
+        except supervisor.SupervisorUnavailable as exc:
+            self.stdout.write(
+                self.style.WARNING(f"{exc}\nRuns will fail with this reason until it is built.")
+            )
         try:
             for outcome in services.runtime_images_build(log=self.stdout.write):
                 self.stdout.write(str(outcome))
