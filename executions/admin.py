@@ -132,6 +132,7 @@ class RuntimeAdmin(admin.ModelAdmin):
         "display_name",
         "name",
         "image",
+        "compiles",
         "max_time_limit_ms",
         "max_memory_mb",
         "network_enabled",
@@ -139,6 +140,10 @@ class RuntimeAdmin(admin.ModelAdmin):
     )
     list_filter = ("enabled", "network_enabled", "language")
     search_fields = ("name", "display_name", "image")
+
+    @admin.display(description="compiles", boolean=True)
+    def compiles(self, runtime: Runtime) -> bool:
+        return runtime.compiles
 
 
 class TestCaseInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -97,6 +97,9 @@ def test_runtime_caps_are_validated(admin_client_: Client, runtime: Runtime) -> 
         "max_memory_mb": 999_999,
         "default_output_kb": 64,
         "max_output_kb": 1024,
+        "compile_command": '["gcc", ""]',
+        "compile_time_limit_ms": 60_001,
+        "compile_memory_mb": 512,
         "cpus": "1.00",
         "pids_limit": 64,
         "scratch_mb": 16,
@@ -104,9 +107,36 @@ def test_runtime_caps_are_validated(admin_client_: Client, runtime: Runtime) -> 
     }
     response = admin_client_.post(url, data)
     errors = response.context["adminform"].form.errors
-    assert set(errors) == {"command", "default_time_limit_ms", "max_memory_mb"}, errors
+    assert set(errors) == {
+        "command",
+        "default_time_limit_ms",
+        "max_memory_mb",
+        "compile_command",
+        "compile_time_limit_ms",
+    }, errors
     runtime.refresh_from_db()
     assert runtime.max_memory_mb == 512
+
+
+def test_a_runtime_gets_a_compile_step_in_admin(admin_client_: Client, runtime: Runtime) -> None:
+    url = reverse("admin:executions_runtime_change", args=[runtime.pk])
+    form = admin_client_.get(url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    data |= {
+        "command": '["python3", "gen.py"]',
+        "compile_command": '["python3", "make.py"]',
+        "compile_time_limit_ms": 20_000,
+        "compile_memory_mb": 1024,
+        "network_enabled": "",
+        "enabled": "on",
+    }
+    response = admin_client_.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    runtime.refresh_from_db()
+    assert runtime.compile_command == ["python3", "make.py"]
+    assert (runtime.compile_time_limit_ms, runtime.compile_memory_mb) == (20_000, 1024)
+    listing = admin_client_.get(reverse("admin:executions_runtime_changelist")).content.decode()
+    assert "compiles" in listing
 
 
 @pytest.mark.parametrize("model", ["evaluation", "execution", "auditevent"])
