@@ -57,6 +57,7 @@ VERDICT_COLOURS = {
     Verdict.MEMORY_LIMIT: "#a04900",
     Verdict.OUTPUT_LIMIT: "#a04900",
     Verdict.RUNTIME_ERROR: "#b02a37",
+    Verdict.COMPILATION_ERROR: "#b02a37",
     Verdict.INTERNAL_ERROR: "#6f42c1",
 }
 UNKNOWN_COLOUR = "#495057"

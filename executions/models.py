@@ -218,13 +218,25 @@ class Verdict(models.TextChoices):
     MEMORY_LIMIT = "memory_limit", "Memory limit exceeded"
     OUTPUT_LIMIT = "output_limit", "Output limit exceeded"
     RUNTIME_ERROR = "runtime_error", "Runtime error"
+    COMPILATION_ERROR = "compilation_error", "Compilation error"
     INTERNAL_ERROR = "internal_error", "Internal error"
+
+
+class CompileStatus(models.TextChoices):
+    """How an execution's compile step ended. Anything but ``compiled`` is a compilation
+    error, and says why."""
+
+    COMPILED = "compiled", "Compiled"
+    FAILED = "failed", "The compiler failed"
+    TIME_LIMIT = "time_limit", "Time limit exceeded"
+    MEMORY_LIMIT = "memory_limit", "Memory limit exceeded"
+    OUTPUT_LIMIT = "output_limit", "Output limit exceeded"
 
 
 class RunOutcome(models.Model):
     """What one sandbox run produced. Output is stored as raw bytes: it may hold anything."""
 
-    verdict = models.CharField(max_length=16, choices=Verdict.choices, blank=True)
+    verdict = models.CharField(max_length=32, choices=Verdict.choices, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     signal = models.IntegerField(null=True, blank=True)
     stdout = models.BinaryField(default=b"")
@@ -277,6 +289,15 @@ class Execution(RunOutcome):
     requeue_count = models.PositiveIntegerField(default=0)
     error_kind = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)
+    # The compile step, once it ran (``compile_status`` is blank when the runtime does not
+    # compile, before the step ends, and when the infrastructure failed during it). Its
+    # output is the compiler's, not a test case's: the submitter always sees it.
+    compile_status = models.CharField(max_length=16, choices=CompileStatus.choices, blank=True)
+    compile_exit_code = models.IntegerField(null=True, blank=True)
+    compile_signal = models.IntegerField(null=True, blank=True)
+    compile_output = models.BinaryField(default=b"", help_text="Its stdout, then its stderr.")
+    compile_output_truncated = models.BooleanField(default=False)
+    compile_time_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -291,6 +312,10 @@ class Execution(RunOutcome):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def compile_output_text(self) -> str:
+        return display_text(self.compile_output)
 
 
 class TestResult(RunOutcome):
