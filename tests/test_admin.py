@@ -16,6 +16,7 @@ from django.urls import reverse
 from executions import selectors, services
 from executions.backends.fake import FakeBackend
 from executions.models import AuditEvent, Evaluation, Execution, Runtime, UserQuota
+from tests.services.conftest import fake
 
 pytestmark = pytest.mark.django_db
 
@@ -442,3 +443,22 @@ def test_backend_health_shows_a_backend_error_once(admin_client_: Client) -> Non
     # fail alike, with the same message.
     page = admin_client_.get(reverse("admin:executions_backend_health")).content.decode()
     assert page.count("The remote backend needs EXECUTION_REMOTE_URLS") == 1
+
+
+def test_an_executions_compile_step_is_shown_read_only_and_escaped(
+    admin_client_: Client, user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = services.evaluation_submit(
+        user=user,
+        runtime=compiling_runtime,
+        source=fake(compile_exit_code=1, compile_stderr="error: <script>x</script>"),
+    )
+    execution = evaluation.executions.get()
+    services.execution_run(execution.pk)
+    url = reverse("admin:executions_execution_change", args=[execution.pk])
+    page = admin_client_.get(url).content.decode()
+    assert "error: &lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
+    assert "Compilation error" in page and "The compiler failed" in page
+    assert "Save" not in page
+    listing = admin_client_.get(reverse("admin:executions_execution_changelist")).content
+    assert b"badge-compilation_error" in listing
