@@ -172,11 +172,12 @@ if not DEBUG:
 EXECUTIONS: dict[str, Any] = executions_from_environment()
 
 # django-q2: the ORM broker by default; REDIS_URL switches to Redis for scale-out.
-# The timeout covers the longest possible execution (every test case at the hard wall-time
-# maximum); each task also carries its own, shorter timeout derived from its runtime.
+# The timeout covers the longest possible execution (a compile step and every test case, each
+# at the hard wall-time maximum); each task also carries its own, shorter timeout derived
+# from its runtime.
 _executions = {**EXECUTION_DEFAULTS, **EXECUTIONS}
 _task_timeout = task_queue_timeout_s(
-    _executions["HARD_MAX_WALL_TIME_MS"] // 1000, _executions["MAX_TEST_CASES"]
+    _executions["HARD_MAX_WALL_TIME_MS"] // 1000, _executions["MAX_TEST_CASES"] + 1
 )
 Q_CLUSTER: dict[str, object] = {
     "name": env("Q_CLUSTER_NAME") or "evalplatform",

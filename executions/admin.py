@@ -57,9 +57,12 @@ VERDICT_COLOURS = {
     Verdict.MEMORY_LIMIT: "#a04900",
     Verdict.OUTPUT_LIMIT: "#a04900",
     Verdict.RUNTIME_ERROR: "#b02a37",
+    Verdict.COMPILATION_ERROR: "#b02a37",
     Verdict.INTERNAL_ERROR: "#6f42c1",
 }
 UNKNOWN_COLOUR = "#495057"
+# An execution's raw output: shown as text (escaped) on its own page, never loaded for lists.
+OUTPUT_FIELDS = ("stdout", "stderr", "compile_output")
 
 # The admin's own stylesheet (run lists that fit a 1280 px screen, source files as code,
 # re-run targets); the evaluator pages' static/css/app.css is not loaded in admin.
@@ -132,6 +135,7 @@ class RuntimeAdmin(admin.ModelAdmin):
         "display_name",
         "name",
         "image",
+        "compiles",
         "max_time_limit_ms",
         "max_memory_mb",
         "network_enabled",
@@ -139,6 +143,10 @@ class RuntimeAdmin(admin.ModelAdmin):
     )
     list_filter = ("enabled", "network_enabled", "language")
     search_fields = ("name", "display_name", "image")
+
+    @admin.display(description="compiles", boolean=True)
+    def compiles(self, runtime: Runtime) -> bool:
+        return runtime.compiles
 
 
 class TestCaseInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -174,7 +182,7 @@ class ExecutionInline(ReadOnlyAdminMixin, admin.TabularInline):
             super()
             .get_queryset(request)
             .select_related("requested_by")
-            .defer("stdout", "stderr")
+            .defer(*OUTPUT_FIELDS)
             .prefetch_related(Prefetch("results", queryset=results))
         )
 
@@ -377,7 +385,7 @@ def cancel_executions(
 class ExecutionChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
         # A list page never shows output, which can be megabytes per row.
-        return super().get_queryset(request, exclude_parameters).defer("stdout", "stderr")
+        return super().get_queryset(request, exclude_parameters).defer(*OUTPUT_FIELDS)
 
 
 @admin.register(Execution)
@@ -398,8 +406,8 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("status", "verdict", "backend", "evaluation__runtime", "queued_at")
     list_select_related = ("evaluation__owner", "evaluation__runtime")
     search_fields = ("=id", "=evaluation__id", "evaluation__title", "evaluation__owner__username")
-    readonly_fields = ("duration", "stdout_text", "stderr_text")
-    exclude = ("stdout", "stderr")
+    readonly_fields = ("duration", "stdout_text", "stderr_text", "compile_output_text")
+    exclude = OUTPUT_FIELDS
     inlines = (TestResultInline,)
     actions = (cancel_executions,)
 

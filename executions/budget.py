@@ -17,7 +17,7 @@ from sandbox import budget
 from sandbox.contract import ExecutionBackend
 
 if TYPE_CHECKING:
-    from executions.models import Evaluation, Execution
+    from executions.models import Evaluation, Execution, Runtime
 
 
 def _backend(name: str) -> ExecutionBackend | None:
@@ -41,27 +41,39 @@ def slot_wait_s(backend: str) -> float:
     return found.slot_wait_s if found else 0.0
 
 
-def task_timeout_s(evaluation: Evaluation, *, backend: str = "") -> int:
-    """The task queue's timeout for one execution, from its runtime's maximum wall time and
-    the start-up allowance of the backend that will run it."""
-    runs = max(1, evaluation.test_cases.count())
-    per_run = budget.run_s(
-        math.ceil(evaluation.runtime.max_time_limit_ms / 1000),
-        start_allowance_s=start_allowance_s(backend),
+def _compile_s(runtime: Runtime, allowance_s: float) -> float:
+    """What the runtime's compile step may take, as one more run (0 without one)."""
+    if not runtime.compiles:
+        return 0.0
+    return budget.run_s(
+        math.ceil(runtime.compile_time_limit_ms / 1000), start_allowance_s=allowance_s
     )
-    return int(runs * per_run) + execution_settings.REAPER_GRACE_S
+
+
+def task_timeout_s(evaluation: Evaluation, *, backend: str = "") -> int:
+    """The task queue's timeout for one execution, from its runtime's maximum wall time (and
+    compile time limit) and the start-up allowance of the backend that will run it."""
+    runs = max(1, evaluation.test_cases.count())
+    allowance_s = start_allowance_s(backend)
+    per_run = budget.run_s(
+        math.ceil(evaluation.runtime.max_time_limit_ms / 1000), start_allowance_s=allowance_s
+    )
+    total = runs * per_run + _compile_s(evaluation.runtime, allowance_s)
+    return int(total) + execution_settings.REAPER_GRACE_S
 
 
 def claim_deadline(execution: Execution, *, now: datetime) -> datetime:
     """When a run claimed at ``now`` must have ended: each of its runs (one per test case, at
     least one) gets the evaluation's time limit, the overhead and the start-up allowance of
-    the execution's backend."""
+    the execution's backend; a compile step is one more run, at the runtime's compile time
+    limit."""
     runs = max(1, execution.evaluation.test_cases.count())
+    allowance_s = start_allowance_s(execution.backend)
     per_run_s = budget.run_s(
-        execution.evaluation.time_limit_ms / 1000,
-        start_allowance_s=start_allowance_s(execution.backend),
+        execution.evaluation.time_limit_ms / 1000, start_allowance_s=allowance_s
     )
-    return now + timedelta(seconds=runs * per_run_s)
+    total_s = runs * per_run_s + _compile_s(execution.evaluation.runtime, allowance_s)
+    return now + timedelta(seconds=total_s)
 
 
 def orphan_age_s() -> int:

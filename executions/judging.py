@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from executions.models import Comparison, Verdict
-from sandbox.contract import RunResult
+from executions.models import Comparison, CompileStatus, Verdict
+from sandbox.contract import RunResult, compiled
 
 
 def run_verdict(result: RunResult) -> Verdict:
@@ -30,6 +30,20 @@ def run_verdict(result: RunResult) -> Verdict:
     if result.signal is not None or result.exit_code != 0:
         return Verdict.RUNTIME_ERROR
     return Verdict.ACCEPTED
+
+
+def compile_status(result: RunResult) -> CompileStatus:
+    """How a compile step that ran ended: ``COMPILED`` exactly when
+    ``sandbox.contract.compiled`` holds, else why not, limits first as in ``run_verdict``."""
+    if compiled(result):
+        return CompileStatus.COMPILED
+    if result.timed_out:
+        return CompileStatus.TIME_LIMIT
+    if result.oom_killed:
+        return CompileStatus.MEMORY_LIMIT
+    if result.output_limit_exceeded:
+        return CompileStatus.OUTPUT_LIMIT
+    return CompileStatus.FAILED
 
 
 def outputs_match(actual: bytes, expected: str, comparison: str, tolerance: float) -> bool:

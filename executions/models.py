@@ -16,8 +16,8 @@ from executions.conf import execution_settings
 class Runtime(models.Model):
     """An entry in the admin's catalogue: which image runs code, how, and within what caps.
 
-    Submitters pick a runtime by name; they never choose the image, the command or the
-    working directory (security invariant 5).
+    Submitters pick a runtime by name; they never choose the image, the commands (to compile
+    and to run) or the working directory (security invariant 5).
     """
 
     name = models.CharField(
@@ -41,6 +41,13 @@ class Runtime(models.Model):
     command = models.JSONField(
         help_text='The command line as a JSON list, e.g. ["python3", "main.py"].'
     )
+    compile_command = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Run once before the test cases, in a writable copy of the code, as a JSON "
+        'list, e.g. ["gcc", "-O2", "-o", "main", "main.c"]; what it leaves there is the code '
+        "every case runs. [] (or empty): no compile step.",
+    )
     file_name = models.CharField(
         max_length=100, default="main.py", help_text="Name of the submitted main file."
     )
@@ -50,6 +57,16 @@ class Runtime(models.Model):
     max_memory_mb = models.PositiveIntegerField(default=512)
     default_output_kb = models.PositiveIntegerField(default=64)
     max_output_kb = models.PositiveIntegerField(default=1024)
+    compile_time_limit_ms = models.PositiveIntegerField(
+        default=10_000,
+        validators=[MinValueValidator(1)],
+        help_text="Wall time of the compile step; used only with a compile command.",
+    )
+    compile_memory_mb = models.PositiveIntegerField(
+        default=512,
+        validators=[MinValueValidator(1)],
+        help_text="Memory of the compile step; used only with a compile command.",
+    )
     cpus = models.DecimalField(
         max_digits=4,
         decimal_places=2,
@@ -72,20 +89,30 @@ class Runtime(models.Model):
     def __str__(self) -> str:
         return self.display_name
 
+    @property
+    def compiles(self) -> bool:
+        """Whether each execution of this runtime starts with a compile step."""
+        return bool(self.compile_command)
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
-        if not (
-            isinstance(self.command, list)
-            and self.command
-            and all(isinstance(part, str) and part for part in self.command)
-        ):
+        if not _is_command(self.command):
             errors["command"] = "Enter a non-empty JSON list of strings."
+        if self.compile_command is None:
+            self.compile_command = []  # the admin's empty field: no compile step
+        if not (self.compile_command == [] or _is_command(self.compile_command)):
+            errors["compile_command"] = (
+                "The compile command must be a JSON list of non-empty strings, "
+                "or [] for no compile step."
+            )
         if "/" in self.file_name or self.file_name in {"", ".", ".."}:
             errors["file_name"] = "Enter a plain file name without directories."
         hard = {
             "max_time_limit_ms": execution_settings.HARD_MAX_WALL_TIME_MS,
             "max_memory_mb": execution_settings.HARD_MAX_MEMORY_MB,
             "max_output_kb": execution_settings.HARD_MAX_OUTPUT_KB,
+            "compile_time_limit_ms": execution_settings.HARD_MAX_WALL_TIME_MS,
+            "compile_memory_mb": execution_settings.HARD_MAX_MEMORY_MB,
         }
         for field, maximum in hard.items():
             if getattr(self, field) > maximum:
@@ -100,6 +127,15 @@ class Runtime(models.Model):
                 errors[default] = "The default cannot exceed the maximum."
         if errors:
             raise ValidationError(errors)
+
+
+def _is_command(value: object) -> bool:
+    """A command line: a non-empty list of non-empty strings."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(part, str) and part for part in value)
+    )
 
 
 class Evaluation(models.Model):
@@ -184,13 +220,25 @@ class Verdict(models.TextChoices):
     MEMORY_LIMIT = "memory_limit", "Memory limit exceeded"
     OUTPUT_LIMIT = "output_limit", "Output limit exceeded"
     RUNTIME_ERROR = "runtime_error", "Runtime error"
+    COMPILATION_ERROR = "compilation_error", "Compilation error"
     INTERNAL_ERROR = "internal_error", "Internal error"
+
+
+class CompileStatus(models.TextChoices):
+    """How an execution's compile step ended. Anything but ``compiled`` is a compilation
+    error, and says why."""
+
+    COMPILED = "compiled", "Compiled"
+    FAILED = "failed", "The compiler failed"
+    TIME_LIMIT = "time_limit", "Time limit exceeded"
+    MEMORY_LIMIT = "memory_limit", "Memory limit exceeded"
+    OUTPUT_LIMIT = "output_limit", "Output limit exceeded"
 
 
 class RunOutcome(models.Model):
     """What one sandbox run produced. Output is stored as raw bytes: it may hold anything."""
 
-    verdict = models.CharField(max_length=16, choices=Verdict.choices, blank=True)
+    verdict = models.CharField(max_length=32, choices=Verdict.choices, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     signal = models.IntegerField(null=True, blank=True)
     stdout = models.BinaryField(default=b"")
@@ -243,6 +291,15 @@ class Execution(RunOutcome):
     requeue_count = models.PositiveIntegerField(default=0)
     error_kind = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)
+    # The compile step, once it ran (``compile_status`` is blank when the runtime does not
+    # compile, before the step ends, and when the infrastructure failed during it). Its
+    # output is the compiler's, not a test case's: the submitter always sees it.
+    compile_status = models.CharField(max_length=16, choices=CompileStatus.choices, blank=True)
+    compile_exit_code = models.IntegerField(null=True, blank=True)
+    compile_signal = models.IntegerField(null=True, blank=True)
+    compile_output = models.BinaryField(default=b"", help_text="Its stdout, then its stderr.")
+    compile_output_truncated = models.BooleanField(default=False)
+    compile_time_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -257,6 +314,10 @@ class Execution(RunOutcome):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def compile_output_text(self) -> str:
+        return display_text(self.compile_output)
 
 
 class TestResult(RunOutcome):

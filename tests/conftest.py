@@ -85,6 +85,23 @@ def runtime(db: None) -> Runtime:
     )
 
 
+@pytest.fixture
+def compiling_runtime(db: None) -> Runtime:
+    """A runtime with a compile step (on the fake backend, nothing is compiled)."""
+    return Runtime.objects.create(
+        name="c-gcc",
+        display_name="C (gcc)",
+        language="c",
+        image="evalplatform/c:gcc",
+        compile_command=["gcc", "-O2", "-o", "main", "main.c"],
+        command=["./main"],
+        file_name="main.c",
+        compile_time_limit_ms=7_000,
+        compile_memory_mb=384,
+        pids_limit=32,
+    )
+
+
 # --- a real Docker engine -----------------------------------------------------------------
 
 RUNTIME_IMAGE = "evalplatform/python:3.11"

@@ -16,6 +16,7 @@ from django.urls import reverse
 from executions import selectors, services
 from executions.backends.fake import FakeBackend
 from executions.models import AuditEvent, Evaluation, Execution, Runtime, UserQuota
+from tests.services.conftest import fake
 
 pytestmark = pytest.mark.django_db
 
@@ -97,6 +98,9 @@ def test_runtime_caps_are_validated(admin_client_: Client, runtime: Runtime) -> 
         "max_memory_mb": 999_999,
         "default_output_kb": 64,
         "max_output_kb": 1024,
+        "compile_command": '["gcc", ""]',
+        "compile_time_limit_ms": 60_001,
+        "compile_memory_mb": 512,
         "cpus": "1.00",
         "pids_limit": 64,
         "scratch_mb": 16,
@@ -104,9 +108,36 @@ def test_runtime_caps_are_validated(admin_client_: Client, runtime: Runtime) -> 
     }
     response = admin_client_.post(url, data)
     errors = response.context["adminform"].form.errors
-    assert set(errors) == {"command", "default_time_limit_ms", "max_memory_mb"}, errors
+    assert set(errors) == {
+        "command",
+        "default_time_limit_ms",
+        "max_memory_mb",
+        "compile_command",
+        "compile_time_limit_ms",
+    }, errors
     runtime.refresh_from_db()
     assert runtime.max_memory_mb == 512
+
+
+def test_a_runtime_gets_a_compile_step_in_admin(admin_client_: Client, runtime: Runtime) -> None:
+    url = reverse("admin:executions_runtime_change", args=[runtime.pk])
+    form = admin_client_.get(url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    data |= {
+        "command": '["python3", "gen.py"]',
+        "compile_command": '["python3", "make.py"]',
+        "compile_time_limit_ms": 20_000,
+        "compile_memory_mb": 1024,
+        "network_enabled": "",
+        "enabled": "on",
+    }
+    response = admin_client_.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    runtime.refresh_from_db()
+    assert runtime.compile_command == ["python3", "make.py"]
+    assert (runtime.compile_time_limit_ms, runtime.compile_memory_mb) == (20_000, 1024)
+    listing = admin_client_.get(reverse("admin:executions_runtime_changelist")).content.decode()
+    assert "compiles" in listing
 
 
 @pytest.mark.parametrize("model", ["evaluation", "execution", "auditevent"])
@@ -412,3 +443,22 @@ def test_backend_health_shows_a_backend_error_once(admin_client_: Client) -> Non
     # fail alike, with the same message.
     page = admin_client_.get(reverse("admin:executions_backend_health")).content.decode()
     assert page.count("The remote backend needs EXECUTION_REMOTE_URLS") == 1
+
+
+def test_an_executions_compile_step_is_shown_read_only_and_escaped(
+    admin_client_: Client, user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = services.evaluation_submit(
+        user=user,
+        runtime=compiling_runtime,
+        source=fake(compile_exit_code=1, compile_stderr="error: <script>x</script>"),
+    )
+    execution = evaluation.executions.get()
+    services.execution_run(execution.pk)
+    url = reverse("admin:executions_execution_change", args=[execution.pk])
+    page = admin_client_.get(url).content.decode()
+    assert "error: &lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
+    assert "Compilation error" in page and "The compiler failed" in page
+    assert "Save" not in page
+    listing = admin_client_.get(reverse("admin:executions_execution_changelist")).content
+    assert b"badge-compilation_error" in listing

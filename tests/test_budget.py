@@ -24,6 +24,21 @@ def test_task_timeout_follows_the_runtime_maximum(user: Any, runtime: Runtime) -
     assert CaseResult.objects.count() == 0
 
 
+def test_a_compile_step_is_one_more_run_at_the_compile_time_limit(
+    user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = submit(user, compiling_runtime, test_cases=[{"stdin": "1"}, {"stdin": "2"}])
+    # Two cases at the runtime's 10 s cap and a compile step at its 7 s, each plus overhead.
+    assert (
+        budget.task_timeout_s(evaluation) == 2 * (10 + RUN_OVERHEAD_S) + (7 + RUN_OVERHEAD_S) + 30
+    )
+    execution = services.execution_claim(evaluation.executions.get().pk)
+    assert execution is not None and execution.deadline_at and execution.started_at
+    allowed = (execution.deadline_at - execution.started_at).total_seconds()
+    case_s = evaluation.time_limit_ms / 1000 + RUN_OVERHEAD_S
+    assert allowed == pytest.approx(2 * case_s + 7 + RUN_OVERHEAD_S)
+
+
 def test_a_backends_start_allowance_extends_timeouts_and_deadlines(
     user: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

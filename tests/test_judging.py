@@ -8,13 +8,14 @@ from executions.judging import (
     Scored,
     StartFailure,
     case_verdict,
+    compile_status,
     first_difference,
     outputs_match,
     overall,
     run_verdict,
     start_failure,
 )
-from executions.models import Verdict
+from executions.models import CompileStatus, Verdict
 from sandbox.contract import RunResult
 
 
@@ -34,6 +35,23 @@ from sandbox.contract import RunResult
 )
 def test_run_verdict(result: RunResult, verdict: Verdict) -> None:
     assert run_verdict(result) == verdict
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (RunResult(exit_code=0, stderr=b"warning"), CompileStatus.COMPILED),
+        (RunResult(exit_code=1), CompileStatus.FAILED),
+        (RunResult(exit_code=None, signal=9), CompileStatus.FAILED),
+        (RunResult(exit_code=137, timed_out=True, oom_killed=True), CompileStatus.TIME_LIMIT),
+        (RunResult(exit_code=137, oom_killed=True), CompileStatus.MEMORY_LIMIT),
+        (RunResult(exit_code=0, stderr_truncated=True), CompileStatus.OUTPUT_LIMIT),
+    ],
+)
+def test_compile_status_says_why_a_compile_step_failed(
+    result: RunResult, status: CompileStatus
+) -> None:
+    assert compile_status(result) == status
 
 
 @pytest.mark.parametrize(

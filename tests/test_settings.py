@@ -301,11 +301,12 @@ def settings_values(**environ: str) -> subprocess.CompletedProcess[str]:
 def test_settings_hold_only_what_the_environment_sets() -> None:
     result = settings_values()
     assert result.returncode == 0, result.stderr
-    # The task timeout reads conf's defaults: (60 s + 10) for each of 50 cases, plus one.
-    assert result.stdout.split() == ["{}", str((60 + 10) * 51)]
+    # The task timeout reads conf's defaults: (60 s + 10) for a compile step and each of 50
+    # cases, plus one.
+    assert result.stdout.split() == ["{}", str((60 + 10) * 52)]
     result = settings_values(EXECUTION_HARD_MAX_WALL_TIME_MS="5000", EXECUTION_MAX_TEST_CASES="2")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.rsplit(maxsplit=1)[1] == str((5 + 10) * 3)
+    assert result.stdout.rsplit(maxsplit=1)[1] == str((5 + 10) * 4)
     result = settings_values(EXECUTION_MAX_TEST_CASES="many")
     assert result.returncode != 0
     assert "EXECUTION_MAX_TEST_CASES must be an integer" in result.stderr

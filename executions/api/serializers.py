@@ -3,7 +3,8 @@ every rule about content (sizes, caps, runtimes, file names) is the services' to
 
 Output redaction: a non-staff reader never sees a hidden test case's input or expected
 output, nor what the program printed for it (that would leak the expected answer); the
-``redacted`` flag says when something was left out.
+``redacted`` flag says when something was left out. A compile step's output is the
+compiler's, about the submitted code alone, and is never redacted.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class RuntimeOutputSerializer(serializers.Serializer):
     language = serializers.CharField()
     file_name = serializers.CharField()
     network_enabled = serializers.BooleanField()
+    compiles = serializers.BooleanField(help_text="Each execution starts with a compile step.")
     time_limit_ms = serializers.SerializerMethodField()
     memory_mb = serializers.SerializerMethodField()
     output_kb = serializers.SerializerMethodField()
@@ -179,9 +181,26 @@ class TestResultOutputSerializer(OutcomeOutputSerializer):
         return obj.test_case.hidden and not self.context.get("show_hidden", False)
 
 
+class CompileOutputSerializer(serializers.Serializer):
+    """How an execution's compile step ended. ``output`` is its stdout then its stderr, as
+    text (invalid UTF-8 replaced, NUL shown as ␀)."""
+
+    status = serializers.CharField(
+        source="compile_status",
+        help_text="compiled, or why not: failed (the compiler's exit code or signal), "
+        "time_limit, memory_limit, output_limit.",
+    )
+    exit_code = serializers.IntegerField(source="compile_exit_code", allow_null=True)
+    signal = serializers.IntegerField(source="compile_signal", allow_null=True)
+    output = serializers.CharField(source="compile_output_text")
+    output_truncated = serializers.BooleanField(source="compile_output_truncated")
+    time_ms = serializers.IntegerField(source="compile_time_ms", allow_null=True)
+
+
 class ExecutionOutputSerializer(OutcomeOutputSerializer):
     """The execution's own output is the deciding run's: the first failing test case (or the
-    last), which may be a hidden one, so it is redacted whenever hidden cases are."""
+    last), which may be a hidden one, so it is redacted whenever hidden cases are. ``compile``
+    is the compile step's, shown to every reader."""
 
     id = serializers.IntegerField()
     attempt = serializers.IntegerField()
@@ -193,10 +212,20 @@ class ExecutionOutputSerializer(OutcomeOutputSerializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     error_kind = serializers.CharField()
     error_message = serializers.CharField()
+    compile = serializers.SerializerMethodField(
+        help_text="The compile step; null when the runtime does not compile or the step has "
+        "not ended (or the infrastructure failed during it)."
+    )
     results = TestResultOutputSerializer(many=True)
 
     def _redact(self, obj: Any) -> bool:
         return bool(self.context.get("has_hidden")) and not self.context.get("show_hidden")
+
+    @extend_schema_field(CompileOutputSerializer(allow_null=True))
+    def get_compile(self, obj: Any) -> dict[str, Any] | None:
+        if not obj.compile_status:
+            return None
+        return CompileOutputSerializer(obj).data
 
 
 class TestCaseOutputSerializer(serializers.Serializer):

@@ -1,8 +1,10 @@
 """The run loop: claim a queued execution, run and judge it, end it once, with a heartbeat.
 
-The execution's backend runs it as one session (``sandbox.contract.Session``): one case after
-another, each judged and stored as it ends. A thread marks the execution alive meanwhile, so
-the reaper can tell a slow run from a dead worker.
+The execution's backend runs it as one session (``sandbox.contract.Session``): the runtime's
+compile step first when it has one, then one case after another, each judged and stored as
+it ends. A compile step that fails ends the execution with a compilation error, and no case
+runs. A thread marks the execution alive meanwhile, so the reaper can tell a slow run from a
+dead worker.
 
 ``_finish`` ends a run for the worker and the reaper: a conditional update from an active
 status, so whoever races to end a run (a cancel makes the same kind of update), it ends once
@@ -20,6 +22,7 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -38,10 +41,14 @@ from executions.models import (
     TestResult,
     Verdict,
 )
-from sandbox.contract import ErrorKind, RunResult, Session
+from sandbox.contract import CompileStep, ErrorKind, RunResult, Session, compiled
 from sandbox.policy import Limits, SandboxPolicy
 
 logger = logging.getLogger(__name__)
+
+# What a compile step may print, per stream: a compiler's log, whatever output cap the
+# submitter chose for the program. More is a compilation error (``compiled``).
+COMPILE_OUTPUT_BYTES = 64 * 1024
 
 
 def worker_identity() -> str:
@@ -94,6 +101,7 @@ def _run_claimed(execution: Execution) -> None:
         _fail_on_backend(execution, ErrorKind.BACKEND_ERROR, str(exc))
         return
     cases = list(evaluation.test_cases.all())
+    policy = sandbox_policy(evaluation.runtime, evaluation)
     # Execution ids start again when a database is recreated, and several platforms may share
     # one engine or cluster: the nonce keeps a sandbox's name from colliding with one that
     # another platform, or a crashed run of a former database, left behind.
@@ -103,9 +111,10 @@ def _run_claimed(execution: Execution) -> None:
         image=evaluation.runtime.image,
         command=list(evaluation.runtime.command),
         files={item["name"]: item["content"].encode() for item in evaluation.files},
-        policy=sandbox_policy(evaluation.runtime, evaluation),
+        policy=policy,
         stdins=[case.stdin.encode() for case in cases] or [evaluation.stdin.encode()],
         labels={"evalplatform.evaluation": str(evaluation.pk)},
+        compile=compile_step(evaluation.runtime, policy),
     )
     recorder = _Recorder(execution, cases, len(session.stdins))
     try:
@@ -122,8 +131,9 @@ def _run_claimed(execution: Execution) -> None:
 class _Recorder:
     """Judges and stores each case of a session as it ends; the session's observer.
 
-    ``stopped``: the execution ended elsewhere (cancel, reaper) before a case began.
-    ``failure``: the result of a case that failed in the infrastructure, which ends the run.
+    ``stopped``: the execution ended elsewhere (cancel, reaper) before a step began.
+    ``failure``: the result of a step that failed in the infrastructure, which ends the run.
+    ``compile_failure``: the result of a compile step that ran and did not succeed.
     ``deciding``: the first run that was not accepted, else the first run, with its verdict.
 
     The execution ends (``conclude``) as soon as its last case is judged, while the backend
@@ -138,6 +148,7 @@ class _Recorder:
         self.judged = 0
         self.stopped = False
         self.failure: RunResult | None = None
+        self.compile_failure: RunResult | None = None
         self.deciding: tuple[RunResult, Verdict] | None = None
         self.scored: list[judging.Scored] = []
 
@@ -148,9 +159,17 @@ class _Recorder:
         return not self.stopped
 
     def compile_ended(self, result: RunResult) -> bool:
-        # No runtime of the catalogue compiles yet; a failed step ends the run like a case.
         if result.error_kind is not None:
             self.failure = result
+            return False
+        # Stored as soon as it ends, whether it compiled or not: the compiler's warnings
+        # are worth seeing too.
+        running = Execution.objects.filter(pk=self.execution.pk, status=Status.RUNNING)
+        if not running.update(**_compile_outcome(result)):
+            self.stopped = True
+            return False
+        if not compiled(result):
+            self.compile_failure = result
             return False
         return True
 
@@ -196,6 +215,15 @@ class _Recorder:
         if failure is not None:
             _fail_on_backend(
                 execution, failure.error_kind or "", failure.error_message, _summary(failure, cases)
+            )
+            return
+        if self.compile_failure is not None:
+            _finish(
+                execution,
+                Status.FINISHED,
+                None,
+                verdict=Verdict.COMPILATION_ERROR,
+                score=Decimal(0) if cases else None,
             )
             return
         if self.deciding is None or self.judged < self.count:
@@ -253,6 +281,32 @@ def sandbox_policy(runtime: Runtime, evaluation: Evaluation) -> SandboxPolicy:
         scratch_mb=runtime.scratch_mb,
     )
     return SandboxPolicy(limits=limits, network=runtime.network_enabled)
+
+
+def compile_step(runtime: Runtime, policy: SandboxPolicy) -> CompileStep | None:
+    """The runtime's compile step, or None when it has none: its command under its own wall
+    time and memory, a compiler log's output cap, and the runtime's other limits."""
+    if not runtime.compiles:
+        return None
+    limits = replace(
+        policy.limits,
+        wall_time_ms=runtime.compile_time_limit_ms,
+        memory_mb=runtime.compile_memory_mb,
+        output_bytes=COMPILE_OUTPUT_BYTES,
+    )
+    return CompileStep(command=list(runtime.compile_command), limits=limits)
+
+
+def _compile_outcome(result: RunResult) -> dict[str, Any]:
+    """The execution's compile fields from the result of a compile step that ran."""
+    return {
+        "compile_status": judging.compile_status(result),
+        "compile_exit_code": result.exit_code,
+        "compile_signal": result.signal,
+        "compile_output": result.stdout + result.stderr,
+        "compile_output_truncated": result.output_limit_exceeded,
+        "compile_time_ms": result.wall_time_ms,
+    }
 
 
 def _outcome(result: RunResult) -> dict[str, Any]:

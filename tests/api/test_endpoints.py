@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from executions import services
 from executions.models import Evaluation, Execution, Runtime, Status, UserQuota
 from tests.api.conftest import submission
+from tests.services.conftest import fake
 
 pytestmark = pytest.mark.django_db
 
@@ -241,6 +242,36 @@ def test_nul_and_invalid_utf8_output(api: APIClient) -> None:
     assert execution["stdout_truncated"] is True
 
 
+def test_compile_output_is_shown_even_with_hidden_cases(
+    api: APIClient, compiling_runtime: Runtime
+) -> None:
+    source = fake(compile_exit_code=1, compile_stderr="main.c:1: <script>x</script>\0")
+    created = submit(api, runtime="c-gcc", source=source, test_cases=HIDDEN_CASES)
+    run_latest(created["id"])
+    execution = api.get(f"/api/v1/evaluations/{created['id']}/").json()["executions"][0]
+    assert (execution["status"], execution["verdict"]) == ("finished", "compilation_error")
+    assert execution["score"] == "0.00" and execution["results"] == []
+    # The compiler's output is about the code alone: never redacted like a hidden case's.
+    assert execution["redacted"] is True and execution["stdout"] is None
+    assert execution["compile"] == {
+        "status": "failed",
+        "exit_code": 1,
+        "signal": None,
+        "output": "main.c:1: <script>x</script>\u2400",
+        "output_truncated": False,
+        "time_ms": execution["compile"]["time_ms"],
+    }
+    assert isinstance(execution["compile"]["time_ms"], int)
+
+
+def test_compile_is_null_without_a_compile_step(api: APIClient, compiling_runtime: Runtime) -> None:
+    plain = submit(api)
+    run_latest(plain["id"])
+    assert api.get(f"/api/v1/evaluations/{plain['id']}/").json()["executions"][0]["compile"] is None
+    queued = submit(api, runtime="c-gcc")
+    assert queued["executions"][0]["compile"] is None
+
+
 def test_nul_in_input_is_400_not_500(api: APIClient) -> None:
     response = api.post("/api/v1/evaluations/", submission(stdin="a\x00b"), format="json")
     assert response.status_code == 400
@@ -340,6 +371,12 @@ def test_runtimes(api: APIClient, runtime: Runtime) -> None:
     body = api.get("/api/v1/runtimes/").json()
     assert [r["name"] for r in body] == ["python-3.11"]
     assert body[0]["memory_mb"] == {"default": 256, "max": 512}
+    assert body[0]["compiles"] is False
+
+
+def test_runtimes_say_which_compile(api: APIClient, compiling_runtime: Runtime) -> None:
+    body = api.get("/api/v1/runtimes/").json()
+    assert {r["name"]: r["compiles"] for r in body} == {"c-gcc": True, "python-3.11": False}
 
 
 def test_backends_health_is_staff_only(api: APIClient, staff_api: APIClient) -> None:

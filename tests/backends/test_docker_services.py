@@ -11,6 +11,7 @@ from django.test import Client
 
 from executions import services
 from executions.models import Evaluation, Execution, Runtime
+from tests.web.support import text_of
 
 pytestmark = [pytest.mark.real_service, pytest.mark.django_db]
 
@@ -176,3 +177,69 @@ def test_no_case_can_read_any_expected_output(user: Any, docker_runtime: Runtime
         execution.results.order_by("test_case__position").values_list("stdout", flat=True)
     )
     assert [bytes(output) for output in outputs] == [b"nowhere []\n"] * 3
+
+
+# The compile step writes gen.py from main.py (after a syntax check), with a stamp drawn once;
+# every case runs gen.py and prints the stamp on stderr, so one stamp means one compile.
+COMPILE = """
+import os, py_compile
+py_compile.compile("main.py", doraise=True)
+stamp = os.urandom(8).hex()
+with open("main.py") as source, open("gen.py", "w") as generated:
+    generated.write(f"STAMP = {stamp!r}\\n" + source.read())
+print("compiled", stamp)
+"""
+
+
+@pytest.fixture
+def compiling_docker_runtime(docker_runtime: Runtime) -> Runtime:
+    docker_runtime.compile_command = ["python3", "-c", COMPILE]
+    docker_runtime.command = ["python3", "gen.py"]
+    docker_runtime.full_clean()
+    docker_runtime.save()
+    return docker_runtime
+
+
+def test_a_compile_step_runs_once_in_docker_then_every_case_is_judged(
+    user: Any, compiling_docker_runtime: Runtime
+) -> None:
+    source = "import sys\nprint(int(input()) * 2)\nprint(STAMP, file=sys.stderr)\n"
+    execution = run(
+        user,
+        compiling_docker_runtime,
+        source,
+        test_cases=[
+            {"stdin": "2\n", "expected_output": "4"},
+            {"stdin": "5\n", "expected_output": "10"},
+            {"stdin": "3\n", "expected_output": "7"},
+        ],
+    )
+    assert (execution.verdict, execution.score) == ("wrong_answer", Decimal("66.67"))
+    assert (execution.compile_status, execution.compile_exit_code) == ("compiled", 0)
+    compile_output = bytes(execution.compile_output)
+    assert compile_output.startswith(b"compiled ")
+    stamp = compile_output.split()[1]
+    results = execution.results.order_by("test_case__position")
+    assert [result.verdict for result in results] == ["accepted", "accepted", "wrong_answer"]
+    assert [bytes(result.stderr) for result in results] == [stamp + b"\n"] * 3
+
+
+def test_a_compile_step_that_fails_in_docker_is_a_compilation_error(
+    user: Any, compiling_docker_runtime: Runtime, client: Client
+) -> None:
+    execution = run(
+        user,
+        compiling_docker_runtime,
+        "print('<b>unclosed</b>'\n",
+        test_cases=[{"stdin": "1\n", "expected_output": "2"}],
+    )
+    assert (execution.verdict, execution.score) == ("compilation_error", Decimal("0.00"))
+    assert execution.compile_status == "failed" and execution.compile_exit_code == 1
+    compile_output = bytes(execution.compile_output)
+    assert b"SyntaxError" in compile_output and b"<b>unclosed</b>" in compile_output
+    assert execution.results.count() == 0
+    client.force_login(user)
+    page = client.get(execution.evaluation.get_absolute_url()).content.decode()
+    assert text_of(page, "verdict") == "Compilation error"
+    shown = text_of(page, "compile-output")
+    assert "SyntaxError" in shown and "&lt;b&gt;unclosed&lt;/b&gt;" in shown

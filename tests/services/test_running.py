@@ -11,6 +11,7 @@ import pytest
 from executions import services
 from executions.backends.fake import FakeBackend
 from executions.models import Execution, Runtime
+from executions.services.running import COMPILE_OUTPUT_BYTES
 from sandbox.contract import (
     ExecutionBackend,
     Isolation,
@@ -253,3 +254,178 @@ def test_a_session_that_skips_cases_ends_in_error_not_in_a_verdict(
     execution = latest(evaluation)
     assert (execution.status, execution.error_kind) == ("error", "backend_error")
     assert "without reporting every case" in execution.error_message
+
+
+# A compile step ------------------------------------------------------------------------------
+
+ADDS_ONE = [
+    {"stdin": "1\n", "expected_output": "1"},
+    {"stdin": "2\n", "expected_output": "3"},
+]
+
+
+def test_a_runtime_that_compiles_compiles_once_then_each_case_is_judged(
+    user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = submit(
+        user,
+        compiling_runtime,
+        source=fake(compile_stderr="main.c:3: warning: unused\n"),
+        test_cases=ADDS_ONE,
+        output_kb=1,
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.verdict) == ("finished", "wrong_answer")
+    assert execution.score == Decimal("50.00")
+    verdicts = list(execution.results.values_list("verdict", flat=True))
+    assert verdicts == ["accepted", "wrong_answer"]
+    assert (execution.compile_status, execution.compile_exit_code) == ("compiled", 0)
+    assert bytes(execution.compile_output) == b"main.c:3: warning: unused\n"
+    assert execution.compile_time_ms is not None and not execution.compile_output_truncated
+    (step,) = FakeBackend.compiles
+    assert step.command == ["gcc", "-O2", "-o", "main", "main.c"]
+    # Its own time and memory, a compiler log's output cap (not the program's 1 KB), and the
+    # runtime's other limits.
+    assert (step.limits.wall_time_ms, step.limits.memory_mb) == (7_000, 384)
+    assert step.limits.output_bytes == COMPILE_OUTPUT_BYTES == 64 * 1024
+    assert step.limits.pids == 32
+    assert [request.stdin for request in FakeBackend.runs] == [b"1\n", b"2\n"]
+    assert FakeBackend.runs[0].limits.output_bytes == 1024
+
+
+def test_a_failed_compile_is_a_compilation_error_and_no_case_runs(
+    user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = submit(
+        user,
+        compiling_runtime,
+        source=fake(
+            compile_exit_code=1,
+            compile_stdout="gcc: note\n",
+            compile_stderr="main.c:1:1: error: expected ';'\n",
+        ),
+        test_cases=ADDS_ONE,
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.verdict) == ("finished", "compilation_error")
+    assert execution.score == Decimal("0.00")
+    assert (execution.compile_status, execution.compile_exit_code) == ("failed", 1)
+    assert bytes(execution.compile_output) == b"gcc: note\nmain.c:1:1: error: expected ';'\n"
+    assert execution.results.count() == 0 and FakeBackend.runs == []
+    assert execution.error_kind == "" and execution.exit_code is None
+
+
+def test_a_failed_compile_without_test_cases_has_no_score(
+    user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = submit(user, compiling_runtime, source=fake(compile_exit_code=2))
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.verdict) == ("finished", "compilation_error")
+    assert execution.score is None and FakeBackend.runs == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "status"),
+    [
+        ({"compile_timed_out": True, "compile_exit_code": 137}, "time_limit"),
+        ({"compile_oom_killed": True, "compile_exit_code": 137}, "memory_limit"),
+        ({"compile_stdout": "warning\n", "compile_repeat": 10_000}, "output_limit"),
+        ({"compile_signal": 11}, "failed"),
+    ],
+)
+def test_a_compile_step_stopped_by_a_limit_is_a_compilation_error_that_says_why(
+    user: Any, compiling_runtime: Runtime, spec: dict[str, Any], status: str
+) -> None:
+    evaluation = submit(user, compiling_runtime, source=fake(**spec), test_cases=ADDS_ONE)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.verdict) == ("finished", "compilation_error")
+    assert execution.compile_status == status
+    assert execution.results.count() == 0 and FakeBackend.runs == []
+
+
+def test_an_infrastructure_failure_while_compiling_is_an_infrastructure_error(
+    user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = submit(
+        user,
+        compiling_runtime,
+        source=fake(compile_error_kind="unavailable", compile_error_message="engine down"),
+        test_cases=ADDS_ONE,
+    )
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.verdict) == ("error", "internal_error")
+    assert (execution.error_kind, execution.error_message) == ("unavailable", "engine down")
+    assert execution.compile_status == "" and execution.results.count() == 0
+
+
+def test_a_backend_that_cannot_compile_ends_in_infrastructure_error(
+    user: Any, compiling_runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.HostileOutputBackend",
+    }
+    evaluation = submit(user, compiling_runtime)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.error_kind) == ("error", "backend_error")
+    assert "cannot run a compile step" in execution.error_message
+
+
+class HostileCompiler(HostileOutputBackend):
+    """A compiler that prints what a hostile one could, then fails."""
+
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        assert session.compile is not None
+        observer.case_starting(0, session.handle)
+        observer.compile_ended(
+            RunResult(exit_code=1, stdout=self.OUTPUT, stderr=b"\x00<b>", handle=session.handle)
+        )
+
+
+def test_compile_output_is_stored_exactly(
+    user: Any, compiling_runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.HostileCompiler",
+    }
+    evaluation = submit(user, compiling_runtime)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert execution.verdict == "compilation_error"
+    assert bytes(execution.compile_output) == HostileOutputBackend.OUTPUT + b"\x00<b>"
+    assert execution.compile_output_text.endswith("\ufffd(\u2400<b>")
+
+
+class CancelledWhileCompiling(HostileOutputBackend):
+    """The execution is cancelled while its compile step runs, which then fails."""
+
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        observer.case_starting(0, session.handle)
+        Execution.objects.filter(pk=session.execution_id).update(status="cancelled")
+        CancelledWhileCompiling.went_on = observer.compile_ended(
+            RunResult(exit_code=1, stderr=b"error", handle=session.handle)
+        )
+
+    went_on = True
+
+
+def test_a_compile_step_ending_after_a_cancel_changes_nothing(
+    user: Any, compiling_runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.CancelledWhileCompiling",
+    }
+    evaluation = submit(user, compiling_runtime)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert CancelledWhileCompiling.went_on is False
+    assert (execution.status, execution.verdict) == ("cancelled", "")
+    assert execution.compile_status == "" and bytes(execution.compile_output) == b""

@@ -79,6 +79,39 @@ def test_cancel_a_running_execution_stops_the_sandbox(user: Any, runtime: Runtim
     assert execution.verdict == "" and execution.error_kind == "cancelled"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_cancel_while_compiling_stops_the_compile_step(
+    user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = submit(
+        user, compiling_runtime, source=fake(compile_delay=30), test_cases=[{"stdin": "1"}]
+    )
+    execution = latest(evaluation)
+
+    def work() -> None:
+        try:
+            services.execution_run(execution.pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while (
+        not Execution.objects.filter(pk=execution.pk, status="running")
+        .exclude(backend_handle="")
+        .exists()
+    ):
+        assert time.monotonic() < deadline, "the execution never started"
+        time.sleep(0.05)
+    assert services.execution_cancel(user=user, execution=execution)
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    execution.refresh_from_db()
+    assert (execution.status, execution.verdict) == ("cancelled", "")
+    assert execution.compile_status == "" and FakeBackend.runs == []
+
+
 def test_rerun_adds_an_attempt_and_keeps_history(user: Any, staff: Any, runtime: Runtime) -> None:
     evaluation = submit(user, runtime, source=fake(exit_code=1))
     services.execution_run(latest(evaluation).pk)

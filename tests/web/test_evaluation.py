@@ -11,6 +11,7 @@ from django.urls import reverse
 from executions import services
 from executions.models import Runtime
 from sandbox.contract import RunResult
+from tests.services.conftest import fake
 
 from .support import run_cases, text_of
 
@@ -287,3 +288,82 @@ def test_run_again_is_refused_while_running(logged_in: Client, user: Any, runtim
     )
     assert "Attempt 1 is still running" in response.content.decode()
     assert evaluation.executions.count() == 1
+
+
+# A compile step ------------------------------------------------------------------------------
+
+
+def test_a_compilation_error_shows_the_compiler_output_escaped(
+    logged_in: Client, user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = run_cases(
+        user,
+        compiling_runtime,
+        [{"stdin": "secret-input", "expected_output": "secret-answer", "hidden": True}],
+        source=fake(compile_exit_code=1, compile_stderr="main.c:1: <script>alert(1)</script>\0"),
+    )
+    page = logged_in.get(evaluation.get_absolute_url()).content.decode()
+    assert (
+        text_of(page, "verdict") == "Compilation error" and text_of(page, "score") == "0.00 / 100"
+    )
+    assert text_of(page, "compile-status") == "The compiler failed"
+    assert text_of(page, "compile-exit-code") == "1"
+    # The compiler's output is not a test case's: the submitter sees it, hidden cases or not.
+    assert (
+        text_of(page, "compile-output") == "main.c:1: &lt;script&gt;alert(1)&lt;/script&gt;\u2400"
+    )
+    assert "<script>alert(1)" not in page
+    assert 'id="compile" open' in page and 'id="stdout"' not in page
+    assert "secret-input" not in page
+
+
+def test_invalid_utf8_from_a_compiler_is_shown_replaced(
+    logged_in: Client, user: Any, compiling_runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_running.HostileCompiler",
+    }
+    evaluation = run_cases(user, compiling_runtime, [])
+    page = logged_in.get(evaluation.get_absolute_url()).content.decode()
+    assert text_of(page, "compile-output") == (
+        "a\u2400b\ufffd\ufffd&lt;script&gt;alert(1)&lt;/script&gt;\ufffd(\u2400&lt;b&gt;"
+    )
+    assert "<script>alert(1)" not in page and "<b>" not in page
+
+
+def test_a_compile_step_that_timed_out_says_so(
+    logged_in: Client, user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = run_cases(
+        user, compiling_runtime, [], source=fake(compile_timed_out=True, compile_signal=9)
+    )
+    page = logged_in.get(evaluation.get_absolute_url()).content.decode()
+    assert text_of(page, "verdict") == "Compilation error"
+    assert text_of(page, "compile-status") == "Time limit exceeded"
+    assert text_of(page, "compile-signal") == "9"
+
+
+def test_a_successful_compile_is_folded_above_the_results(
+    logged_in: Client, user: Any, compiling_runtime: Runtime
+) -> None:
+    evaluation = run_cases(
+        user,
+        compiling_runtime,
+        [{"stdin": "7", "expected_output": "7"}],
+        source=fake(compile_stderr="warning: unused variable"),
+    )
+    page = logged_in.get(evaluation.get_absolute_url()).content.decode()
+    assert text_of(page, "verdict") == "Accepted"
+    assert text_of(page, "compile-status") == "Compiled"
+    assert text_of(page, "compile-output") == "warning: unused variable"
+    assert 'id="compile" open' not in page
+    assert page.index('id="compile"') < page.index('id="results"')
+
+
+def test_a_runtime_without_a_compile_step_shows_no_compilation(
+    logged_in: Client, user: Any, runtime: Runtime
+) -> None:
+    evaluation = run_cases(user, runtime, [{"stdin": "7", "expected_output": "7"}])
+    page = logged_in.get(evaluation.get_absolute_url()).content.decode()
+    assert text_of(page, "verdict") == "Accepted" and 'id="compile"' not in page
