@@ -377,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.OK, self.service.health()
         if len(parts) == 3 and parts[:2] == ["v1", "sessions"]:
             session_id = parts[2]
-            if not wire.RUN_ID.fullmatch(session_id):
+            if not wire.SESSION_ID.fullmatch(session_id):
                 raise ApiError(HTTPStatus.BAD_REQUEST, "bad session id")
             if method == "PUT":
                 status, record = self.service.submit(session_id, body)

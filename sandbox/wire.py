@@ -18,10 +18,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sandbox.contract import CompileStep, ErrorKind, RunRequest, RunResult, Session, compiled
+from sandbox.contract import CompileStep, ErrorKind, RunResult, Session, compiled
 from sandbox.policy import Limits, SandboxPolicy
 
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits))
 # The limits that may be fractions (CPUs); every other limit is a whole number.
 FRACTIONAL_LIMITS = frozenset(f.name for f in dataclasses.fields(Limits) if f.type == "float")
@@ -45,36 +45,6 @@ def _unb64(value: Any, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except ValueError as exc:
         raise WireError(f"{what} is not valid base64") from exc
-
-
-def request_to_json(request: RunRequest) -> dict[str, Any]:
-    return {
-        "execution_id": request.execution_id,
-        "image": request.image,
-        "command": list(request.command),
-        "files": {name: _b64(data) for name, data in request.files.items()},
-        "stdin": _b64(request.stdin),
-        "limits": _limits_to_json(request.limits),
-        "network": request.policy.network,
-        "labels": dict(request.labels),
-    }
-
-
-def request_from_json(run_id: str, data: Any) -> RunRequest:
-    """The ``RunRequest`` named ``run_id`` from a decoded body; raise ``WireError``."""
-    if not isinstance(data, dict):
-        raise WireError("the body must be a JSON object")
-    limits = _limits(_field(data, "limits"), "limits")
-    return RunRequest(
-        execution_id=_execution_id(data.get("execution_id", 0)),
-        handle=run_id,
-        image=_image(_field(data, "image")),
-        command=_command(_field(data, "command"), "command"),
-        files=_files(_field(data, "files")),
-        stdin=_unb64(data.get("stdin", ""), "stdin"),
-        policy=SandboxPolicy(limits=limits, network=_flag(data.get("network", False))),
-        labels=_labels(data.get("labels") or {}),
-    )
 
 
 def session_to_json(session: Session) -> dict[str, Any]:
