@@ -1,4 +1,5 @@
-"""Sessions for backend tests, and an observer that records what a backend tells it."""
+"""Sessions of one program for the remote backend's tests, and the session suite's observer
+with a hook on each case's start."""
 
 from __future__ import annotations
 
@@ -6,76 +7,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sandbox.contract import CompileStep, RunResult, Session
-from sandbox.policy import Limits
+from sandbox.contract import RunResult, Session
+from tests.sandbox import sessions
 from tests.sandbox.conformance import make_request
 
 
-def make_session(
-    image: str,
-    source: str | bytes,
-    stdins: Sequence[bytes],
-    *,
-    compile_command: Sequence[str] = (),
-    command: Sequence[str] = (),
-    **limits: Any,
+def one_program_session(
+    image: str, source: str | bytes, stdins: Sequence[bytes], **limits: Any
 ) -> Session:
-    """``source`` as ``main.py``, run once per stdin (under the conformance suite's default
-    limits, changed by ``limits``); with a compile step when given its command, under the
-    same limits."""
-    request = make_request(image, source, **limits)
-    session = replace(Session.of_request(request), stdins=list(stdins))
-    if command:
-        session = replace(session, command=tuple(command))
-    if compile_command:
-        session = replace(session, compile=CompileStep(tuple(compile_command), request.limits))
-    return session
+    """``source`` as ``main.py``, run once per stdin exactly as given, under the conformance
+    suite's default limits changed by ``limits``."""
+    return replace(Session.of_request(make_request(image, source, **limits)), stdins=list(stdins))
 
 
-def limits_of(session: Session, **changes: Any) -> Limits:
-    return replace(session.limits, **changes)
-
-
-class Recorder:
-    """A session observer that records what it is told, in order, as ``(event, index,
-    result)``; it answers False at ``stop_after`` (a case index) and calls ``on_start`` with
-    each index as a case starts."""
+class Recorder(sessions.Recorder):
+    """The session suite's observer, which also calls ``on_start`` with each case's index as
+    it starts."""
 
     def __init__(
-        self,
-        *,
-        stop_after: int | None = None,
-        on_start: Callable[[int], None] = lambda index: None,
+        self, stop_after: int | None = None, on_start: Callable[[int], None] = lambda index: None
     ) -> None:
-        self.stop_after = stop_after
+        super().__init__(stop_after)
         self.on_start = on_start
-        self.told: list[tuple[str, int, RunResult | None]] = []
-        self.handles: set[str] = set()
 
     def case_starting(self, index: int, handle: str) -> bool:
-        self.told.append(("starting", index, None))
-        self.handles.add(handle)
+        going_on = super().case_starting(index, handle)
         self.on_start(index)
-        return True
+        return going_on
 
-    def compile_ended(self, result: RunResult) -> bool:
-        self.told.append(("compiled", 0, result))
-        return True
-
-    def case_ended(self, index: int, result: RunResult) -> bool:
-        self.told.append(("ended", index, result))
-        return index != self.stop_after
-
-    @property
-    def events(self) -> list[tuple[str, int]]:
-        return [(event, index) for event, index, _ in self.told]
-
-    @property
-    def compile_result(self) -> RunResult:
-        (result,) = [result for event, _, result in self.told if event == "compiled"]
-        assert result is not None
-        return result
-
-    @property
-    def case_results(self) -> list[RunResult]:
-        return [result for event, _, result in self.told if event == "ended" and result]
+    def failures(self) -> list[RunResult]:
+        """The results of the infrastructure's failures it was told of, in order."""
+        told = [self.compiled, *self.results.values()]
+        return [result for result in told if result is not None and result.error_kind]

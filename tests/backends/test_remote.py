@@ -1,6 +1,7 @@
 """RemoteBackend against real execution services on loopback, over a real Docker engine:
-the conformance suite, sessions (several cases, a compile step, cancel, an observer that
-stops), authentication, caps, back-pressure, fail-over and a service killed mid-run."""
+the conformance and session suites, a cancel, an observer that stops and a deadline in the
+middle of a session, authentication, caps, back-pressure, fail-over and a service killed
+mid-run."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from executions import services
 from executions.backends.remote import RemoteBackend
 from executions.models import Evaluation, Runtime
 from sandbox import signing, wire
-from sandbox.contract import ErrorKind, RunResult, Session
+from sandbox.contract import ErrorKind, Session
 from tests.sandbox.conformance import BackendConformance, make_request, run_checked
+from tests.sandbox.sessions import SessionConformance
 
 from .remote_service import REPO, Service, service_factory, start_service
-from .sessions import Recorder, make_session
+from .sessions import Recorder, one_program_session
 
 __all__ = ["service_factory"]
 
@@ -45,7 +47,7 @@ def remote_backend(*services_: Service | str, secret: str, **options: Any) -> Re
     return RemoteBackend(urls=urls, secret=secret, **options)
 
 
-class TestRemoteConformance(BackendConformance):
+class TestRemoteConformance(BackendConformance, SessionConformance):
     measures_peak_memory = True  # the service runs the Docker backend
 
     @pytest.fixture
@@ -53,78 +55,7 @@ class TestRemoteConformance(BackendConformance):
         return remote_backend(remote_service, secret=remote_service.secret)
 
 
-# -- sessions
-
-
-def test_a_session_runs_each_case_as_a_fresh_process_and_reports_them_in_order(
-    remote_service: Service, runtime_image: str, sandbox_gone: Callable[[str], bool]
-) -> None:
-    source = """
-        import os, sys
-        print(sys.stdin.read().upper(), os.path.exists("/tmp/left"))
-        open("/tmp/left", "w").close()
-        """
-    session = make_session(runtime_image, source, [b"one", b"", b"three\x00"])
-    recorder = Recorder()
-    backend = remote_backend(remote_service, secret=remote_service.secret)
-    backend.run_session(session, recorder)
-    assert recorder.events == [
-        ("starting", 0),
-        ("ended", 0),
-        ("starting", 1),
-        ("ended", 1),
-        ("starting", 2),
-        ("ended", 2),
-    ]
-    # Nothing one case leaves in its scratch survives into the next.
-    assert [(r.exit_code, r.stdout) for r in recorder.case_results] == [
-        (0, b"ONE False\n"),
-        (0, b" False\n"),
-        (0, b"THREE\x00 False\n"),
-    ]
-    assert recorder.handles == {session.handle}
-    assert {r.handle for r in recorder.case_results} == {session.handle}
-    assert sandbox_gone(session.handle)
-
-
-def test_a_compile_step_builds_what_every_case_runs(
-    remote_service: Service, runtime_image: str, sandbox_gone: Callable[[str], bool]
-) -> None:
-    session = make_session(
-        runtime_image,
-        "unused",
-        [b"", b""],
-        compile_command=["python3", "-c", "open('gen.py','w').write('print(42)')"],
-        command=["python3", "gen.py"],
-    )
-    recorder = Recorder()
-    remote_backend(remote_service, secret=remote_service.secret).run_session(session, recorder)
-    assert recorder.events == [
-        ("starting", 0),
-        ("compiled", 0),
-        ("ended", 0),
-        ("starting", 1),
-        ("ended", 1),
-    ]
-    assert recorder.compile_result.exit_code == 0, recorder.compile_result
-    assert [(r.exit_code, r.stdout) for r in recorder.case_results] == [(0, b"42\n")] * 2
-    assert sandbox_gone(session.handle)
-
-
-def test_a_failed_compile_step_ends_the_session_before_any_case(
-    remote_service: Service, runtime_image: str, sandbox_gone: Callable[[str], bool]
-) -> None:
-    session = make_session(
-        runtime_image,
-        "print('never')",
-        [b"", b""],
-        compile_command=["python3", "-c", "import sys; print('bad', file=sys.stderr); exit(3)"],
-    )
-    recorder = Recorder()
-    remote_backend(remote_service, secret=remote_service.secret).run_session(session, recorder)
-    assert recorder.events == [("starting", 0), ("compiled", 0)]
-    assert (recorder.compile_result.exit_code, recorder.compile_result.stderr) == (3, b"bad\n")
-    assert sandbox_gone(session.handle)
+# -- sessions: beyond the session suite, what the hop to a service adds
 
 
 def test_a_cancel_mid_session_stops_the_running_case_and_the_rest(
@@ -137,7 +68,7 @@ def test_a_cancel_mid_session_stops_the_running_case_and_the_rest(
             time.sleep(60)
         print("quick")
         """
-    session = make_session(runtime_image, source, [b"", b"slow", b""], wall_time_ms=30_000)
+    session = one_program_session(runtime_image, source, [b"", b"slow", b""], wall_time_ms=30_000)
     backend = remote_backend(remote_service, secret=remote_service.secret)
     cancelled_at: list[float] = []
 
@@ -154,8 +85,8 @@ def test_a_cancel_mid_session_stops_the_running_case_and_the_rest(
     recorder = Recorder(on_start=cancel_once_case_1_runs)
     backend.run_session(session, recorder)
     ended_at = time.monotonic()
-    assert recorder.events == [("starting", 0), ("ended", 0), ("starting", 1), ("ended", 1)]
-    first, stopped = recorder.case_results
+    assert recorder.told == [("starting", 0), ("ended", 0), ("starting", 1), ("ended", 1)]
+    first, stopped = recorder.results.values()
     assert first.stdout == b"quick\n"
     assert stopped.error_kind == ErrorKind.CANCELLED, stopped
     assert ended_at - cancelled_at[0] < 3, "the cancel took effect within a second or two"
@@ -170,12 +101,14 @@ def test_an_observer_that_stops_early_cancels_the_session_on_the_service(
         if sys.stdin.read() == "slow":
             time.sleep(60)
         """
-    session = make_session(runtime_image, source, [b"", b"slow", b"", b""], wall_time_ms=30_000)
+    session = one_program_session(
+        runtime_image, source, [b"", b"slow", b"", b""], wall_time_ms=30_000
+    )
     recorder = Recorder(stop_after=0)
     began = time.monotonic()
     remote_backend(remote_service, secret=remote_service.secret).run_session(session, recorder)
     assert time.monotonic() - began < 15, "run_session waited for the rest of the session"
-    assert recorder.events == [("starting", 0), ("ended", 0)]
+    assert recorder.told == [("starting", 0), ("ended", 0)]
     answer = remote_service.call("GET", f"/v1/sessions/{session.handle}?after=1&wait=10")
     progress = wire.progress_from_json(answer.json())
     assert progress.state == "done"
@@ -190,7 +123,7 @@ def test_a_session_past_its_deadline_is_cancelled_and_fails_its_step(
 ) -> None:
     """The deadline is the wall times of every step plus ``grace_s``: with no grace at all,
     a case that runs its full wall time cannot make it back in time."""
-    session = make_session(
+    session = one_program_session(
         runtime_image, "import time; time.sleep(60)", [b"", b""], wall_time_ms=1000
     )
     recorder = Recorder()
@@ -198,10 +131,10 @@ def test_a_session_past_its_deadline_is_cancelled_and_fails_its_step(
     began = time.monotonic()
     backend.run_session(session, recorder)
     assert time.monotonic() - began < 2 + 3
-    failure = recorder.told[-1][2]
-    assert isinstance(failure, RunResult) and failure.error_kind == ErrorKind.BACKEND_ERROR
+    (failure,) = recorder.failures()
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR
     assert "did not finish session" in failure.error_message
-    assert [r.error_kind for r in recorder.case_results].count(ErrorKind.BACKEND_ERROR) == 1
+    assert failure is list(recorder.results.values())[-1], "the step that was due failed"
     assert_gone_soon(sandbox_gone, session.handle)
 
 

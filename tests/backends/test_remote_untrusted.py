@@ -19,7 +19,7 @@ from executions.backends.remote import CONTROL_ANSWER_BYTES, RemoteBackend
 from sandbox.contract import CompileStep, ErrorKind, RunResult
 from tests.sandbox.conformance import make_request
 
-from .sessions import Recorder, limits_of, make_session
+from .sessions import Recorder, one_program_session
 
 SECRET = "s" * 40
 Answer = Callable[[str, str], tuple[int, bytes]]
@@ -172,9 +172,9 @@ def session_against(
             return 200, b'{"state": "done"}'
         return 200, next(polls, progress("running"))
 
-    session = make_session("img", "print(1)", [b"a", b"b"], output_bytes=1024)
+    session = one_program_session("img", "print(1)", [b"a", b"b"], output_bytes=1024)
     if compile_output_bytes:
-        compile_limits = limits_of(session, output_bytes=compile_output_bytes)
+        compile_limits = replace(session.limits, output_bytes=compile_output_bytes)
         session = replace(session, compile=CompileStep(("cc",), compile_limits))
     recorder = Recorder()
     backend(node(answer)).run_session(session, recorder)
@@ -183,10 +183,10 @@ def session_against(
 
 def failure_of(told: Recorder) -> RunResult:
     """The one failure the observer was told of, last."""
-    last = told.told[-1][2]
-    assert last is not None and last.error_kind == ErrorKind.BACKEND_ERROR, told.told
-    assert [r for _, _, r in told.told if r is not None and r.error_kind] == [last]
-    return last
+    (failure,) = told.failures()
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR, failure
+    assert told.told[-1][0] in ("compiled", "ended"), "nothing was told after the failure"
+    return failure
 
 
 def test_results_arriving_a_poll_at_a_time_are_told_in_order(
@@ -196,8 +196,8 @@ def test_results_arriving_a_poll_at_a_time_are_told_in_order(
         hostile_node,
         [progress("running", case_entry(0)), progress("done", case_entry(1, exit_code=3))],
     )
-    assert told.events == [("starting", 0), ("ended", 0), ("starting", 1), ("ended", 1)]
-    assert [(r.exit_code, r.error_kind) for r in told.case_results] == [(0, None), (3, None)]
+    assert told.told == [("starting", 0), ("ended", 0), ("starting", 1), ("ended", 1)]
+    assert [(r.exit_code, r.error_kind) for r in told.results.values()] == [(0, None), (3, None)]
     polls = [path for method, path in calls if method == "GET" and "/v1/sessions/" in path]
     assert [path.split("?")[1].split("&")[0] for path in polls] == ["after=0", "after=1"]
     assert "DELETE" not in [method for method, _ in calls], "a finished session is left be"
@@ -252,7 +252,7 @@ def test_a_compile_step_is_told_first_then_each_case(
         [progress("done", compile_entry(b"built"), case_entry(0), case_entry(1))],
         compile_output_bytes=100,
     )
-    assert told.events == [
+    assert told.told == [
         ("starting", 0),
         ("compiled", 0),
         ("ended", 0),
@@ -271,8 +271,9 @@ def test_a_compile_steps_output_is_held_to_its_own_cap(
         [progress("done", compile_entry(b"c" * 50), case_entry(0), case_entry(1))],
         compile_output_bytes=10,
     )
-    assert told.events == [("starting", 0), ("compiled", 0)]
-    compile_result = told.compile_result
+    assert told.told == [("starting", 0), ("compiled", 0)]
+    compile_result = told.compiled
+    assert compile_result is not None
     assert compile_result.stdout == b"c" * 10 and compile_result.stdout_truncated
 
 
