@@ -6,4 +6,4 @@ import-linter contract holds this), and its image ships just those two packages;
 talks to it through ``executions.backends.remote.RemoteBackend``.
 """
 
-VERSION = "1"
+VERSION = "2"

@@ -14,6 +14,7 @@ import sys
 
 from execution_service.server import ExecutionService, ServiceConfig
 from sandbox import budget
+from sandbox.contract import ExecutionBackend
 from sandbox.policy import Limits
 from sandbox.signing import load_secret
 
@@ -56,8 +57,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--orphan-age-s",
         type=float,
         default=None,
-        help="the janitor at start removes managed sandboxes older than this "
-        "(default: longer than any live run, from the wall-time cap and the slot wait)",
+        help="the janitor at start removes managed sandboxes older than this (default: "
+        "longer than any live session, from the wall-time and case caps and the slot wait)",
+    )
+    parser.add_argument(
+        "--max-cases",
+        type=int,
+        default=os.environ.get("EXECUTION_SERVICE_MAX_CASES", "100"),
+        help="cap on the cases of one session (env EXECUTION_SERVICE_MAX_CASES, default 100)",
+    )
+    parser.add_argument(
+        "--max-stdin-bytes",
+        type=int,
+        default=os.environ.get("EXECUTION_SERVICE_MAX_STDIN_BYTES", str(8 * 1024 * 1024)),
+        help="cap on the stdin of all the cases of one session together "
+        "(env EXECUTION_SERVICE_MAX_STDIN_BYTES, default 8 MiB)",
     )
     for name, kind, default in CAPS:
         env_name = f"EXECUTION_SERVICE_MAX_{name.upper()}"
@@ -69,6 +83,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             help=f"cap on {name} (env {env_name}, default {default})",
         )
     return parser.parse_args(argv)
+
+
+def orphan_age_s(args: argparse.Namespace, backend: ExecutionBackend) -> float:
+    """How old a sandbox the janitor removes: ``--orphan-age-s``, else older than the longest
+    session this service may run, its compile step and every case at the wall-time cap."""
+    if args.orphan_age_s is not None:
+        return float(args.orphan_age_s)
+    return budget.orphan_age_s(
+        args.max_wall_time_ms / 1000,
+        start_allowance_s=backend.start_allowance_s,
+        slot_wait_s=backend.slot_wait_s,
+        grace_s=budget.SERVICE_ORPHAN_GRACE_S,
+        steps=1 + args.max_cases,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     config = ServiceConfig(
         secret=secret,
         caps=caps,
+        max_cases=args.max_cases,
+        max_stdin_bytes=args.max_stdin_bytes,
         max_concurrent_per_service=args.max_concurrent_per_service,
         retention_s=args.retention_s,
         retention_count=args.retention_count,
@@ -98,26 +128,21 @@ def main(argv: list[str] | None = None) -> int:
     service = ExecutionService(backend, config)
     log = logging.getLogger("execution_service")
     try:
-        age = args.orphan_age_s
-        if age is None:
-            age = budget.orphan_age_s(
-                caps.wall_time_s,
-                start_allowance_s=backend.start_allowance_s,
-                slot_wait_s=backend.slot_wait_s,
-                grace_s=budget.SERVICE_ORPHAN_GRACE_S,
-            )
-        removed = backend.remove_orphans(age)
+        removed = backend.remove_orphans(orphan_age_s(args, backend))
         log.info("janitor removed %d orphaned sandboxes", removed)
     except Exception as exc:
         log.warning("janitor could not run: %s", exc)
     server = service.make_server(args.host, args.port)
     log.info(
-        "serving on http://%s:%d/v1/ with backend %s, %d slots, caps %s",
+        "serving on http://%s:%d/v1/ with backend %s, %d slots, caps %s, "
+        "at most %d cases and %d bytes of stdin a session",
         args.host,
         server.server_port,
         backend.name,
         args.max_concurrent_per_service,
         caps,
+        args.max_cases,
+        args.max_stdin_bytes,
     )
     print(f"listening on {args.host}:{server.server_port}", flush=True)
     try:

@@ -2,13 +2,16 @@
 
 A sandbox run lasts at most its wall time plus what its backend needs around it
 (``RUN_OVERHEAD_S``: create, start, remove) and before it (the backend's start-up
-allowance), after waiting at most the backend's slot wait for a free sandbox. The platform's
+allowance), after waiting at most the backend's slot wait for a free sandbox. A session is
+bounded as if each of its steps (the compile step, then every case) were a run. The platform's
 task timeout, the deadline of a claimed run and the orphan age of its janitor
 (``executions.budget``), the task queue's own timeout (``evalplatform.settings``) and the
 execution service's janitor all come from these functions, so they agree.
 """
 
 from __future__ import annotations
+
+from sandbox.contract import Session
 
 # Time a backend may need around a run (create, start, remove), on top of its wall limit.
 RUN_OVERHEAD_S = 10
@@ -26,6 +29,13 @@ def session_s(max_wall_time_s: float, steps: int, *, start_allowance_s: float = 
     """The longest a session of ``steps`` steps (its compile step and cases) may take once it
     holds a slot: one sandbox, each step at most its wall time plus the overhead around it."""
     return steps * (max_wall_time_s + RUN_OVERHEAD_S) + start_allowance_s
+
+
+def session_wall_s(session: Session) -> float:
+    """The wall times of every step of ``session`` added up: its compile step's and each
+    case's."""
+    compile_s = session.compile.limits.wall_time_s if session.compile is not None else 0.0
+    return compile_s + len(session.stdins) * session.limits.wall_time_s
 
 
 def orphan_age_s(

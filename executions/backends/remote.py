@@ -1,24 +1,32 @@
 """Run sandboxes on remote execution services; the only module that talks to them.
 
-The platform holds no Docker client and no socket: every run is a signed HTTP call to one of
-the services in ``urls`` (``python -m execution_service`` on the execution nodes). A run goes:
+The platform holds no Docker client and no socket: every session is a signed HTTP call to one
+of the services in ``urls`` (``python -m execution_service`` on the execution nodes); a single
+run is a session of one case. A session goes:
 
 1. pick the service with the most free capacity from its last ``/v1/health`` answer (cached
    for ``health_ttl_s``; unreachable services go last);
-2. ``PUT /v1/runs/{handle}`` (idempotent on the service: a retry returns the same run); on a
-   connection failure, a 429 or a 5xx try the next service, within ``failover_budget_s``;
-3. long-poll ``GET /v1/runs/{handle}?wait=...`` until the run is done, at most the wall time
-   plus ``grace_s``; past that the run is cancelled and reported as a backend error.
+2. ``PUT /v1/sessions/{handle}`` (idempotent on the service: a retry returns the same
+   session); on a connection failure, a 429 or a 5xx try the next service, within
+   ``failover_budget_s``;
+3. long-poll ``GET /v1/sessions/{handle}?after=N&wait=...`` for the results past the ``N``
+   already reported, and hand each to the observer in order, until the session is done or
+   the observer stops it (then ``DELETE`` cancels it); at most the wall times of all its
+   steps plus ``grace_s``, past that it is cancelled and reported as a backend error.
 
-A service that stops answering mid-run ends the run with ``UNAVAILABLE`` and a message naming
-it (retried for ``poll_retry_s`` first, to ride out a blip). ``run`` never raises for a
-failure of the infrastructure. All HTTP goes through ``requests`` here; signing is
+The service's answers are not trusted: each is read up to a cap, must parse
+(``sandbox.wire``), and must bring the results of the steps that are due, in order; anything
+else is a protocol error. A service that stops answering mid-session ends it with
+``UNAVAILABLE`` and a message naming it (retried for ``poll_retry_s`` first, to ride out a
+blip). A failure of the infrastructure is the result of the step it happened in, reported
+once; ``run_session`` never raises. All HTTP goes through ``requests`` here; signing is
 ``sandbox.signing``, shared with the service.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -27,7 +35,7 @@ from typing import Any
 
 import requests
 
-from sandbox import signing, wire
+from sandbox import budget, signing, wire
 from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
@@ -35,8 +43,12 @@ from sandbox.contract import (
     Isolation,
     RunRequest,
     RunResult,
+    Session,
+    SessionObserver,
 )
 from sandbox.options import OptionError, names
+
+logger = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -83,13 +95,13 @@ class RemoteOptions:
     secret: str = ""
     # Seconds per HTTP call, long polls aside.
     timeout_s: float = 5.0
-    # Seconds a run may take beyond its wall time before it is cancelled.
+    # Seconds a session may take beyond the wall times of its steps before it is cancelled.
     grace_s: float = 15.0
     # Seconds of one long poll.
     poll_wait_s: float = 5.0
-    # Seconds a service may stop answering mid-run before the run is given up.
+    # Seconds a service may stop answering mid-session before the session is given up.
     poll_retry_s: float = 2.0
-    # Seconds to find a service that takes the run.
+    # Seconds to find a service that takes the session.
     failover_budget_s: float = 10.0
     # Seconds a service's health answer is reused when picking one.
     health_ttl_s: float = 2.0
@@ -107,7 +119,7 @@ class RemoteOptions:
 
 
 class RemoteBackend(ExecutionBackend):
-    """Sends each run to a remote execution service. Options: ``RemoteOptions``."""
+    """Sends each session to a remote execution service. Options: ``RemoteOptions``."""
 
     name = "remote"
     options_class = RemoteOptions
@@ -192,16 +204,36 @@ class RemoteBackend(ExecutionBackend):
     # -- the contract
 
     def _run(self, request: RunRequest) -> RunResult:
-        try:
-            base = self._submit(request)
-            return self._await(base, request)
-        except ServiceError as exc:
-            return RunResult.failure(exc.kind, str(exc), handle=request.handle)
+        return self.run_one_case(request)
 
-    def _submit(self, request: RunRequest) -> str:
-        """PUT the run on a service that takes it; return that service's URL."""
-        payload = wire.request_to_json(request)
-        path = f"/v1/runs/{request.handle}"
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        """Run ``session`` on a service and report its steps as they end (see the module
+        docstring); cancel it on the service if the observer stops it or it is given up."""
+        if not observer.case_starting(0, session.handle):
+            return
+        reporter = _Reporter(session, observer)
+        problem = session.problem()
+        if problem:
+            reporter.fail(ErrorKind.BACKEND_ERROR, problem)
+            return
+        base, finished = "", False
+        try:
+            base = self._submit(session)
+            finished = self._follow(base, reporter)
+        except ServiceError as exc:
+            reporter.fail(exc.kind, str(exc))
+        except Exception as exc:  # run_session must not raise for infrastructure failures
+            logger.exception("remote backend failed on execution %s", session.execution_id)
+            reporter.fail(
+                ErrorKind.BACKEND_ERROR, f"Remote backend error: {type(exc).__name__}: {exc}"
+            )
+        if base and not finished:
+            self._cancel_on(base, session.handle)
+
+    def _submit(self, session: Session) -> str:
+        """PUT the session on a service that takes it; return that service's URL."""
+        payload = wire.session_to_json(session)
+        path = f"/v1/sessions/{session.handle}"
         deadline = time.monotonic() + self.options.failover_budget_s
         errors: list[str] = []
         while True:
@@ -220,7 +252,8 @@ class RemoteBackend(ExecutionBackend):
                     errors.append(f"{base}: {response.status_code} {message}")
                     continue
                 raise ServiceError(
-                    f"Execution service {base} refused the run ({response.status_code}): {message}",
+                    f"Execution service {base} refused the session ({response.status_code}): "
+                    f"{message}",
                     retry_elsewhere=False,
                     kind=ErrorKind.BACKEND_ERROR,
                 )
@@ -228,23 +261,27 @@ class RemoteBackend(ExecutionBackend):
                 break
             time.sleep(0.2)
         raise ServiceError(
-            "No execution service took the run within "
+            "No execution service took the session within "
             f"{self.options.failover_budget_s:g} s: " + "; ".join(errors[-len(self.urls) :]),
             retry_elsewhere=True,
             kind=ErrorKind.UNAVAILABLE,
         )
 
-    def _await(self, base: str, request: RunRequest) -> RunResult:
-        path = f"/v1/runs/{request.handle}"
-        deadline = time.monotonic() + request.limits.wall_time_s + self.options.grace_s
+    def _follow(self, base: str, reporter: _Reporter) -> bool:
+        """Poll ``base`` and report each new result until the service finished the session
+        (True) or the observer stopped it (False: it may still be running there). Raises
+        ``ServiceError`` when the service fails, lies or runs late."""
+        handle = reporter.session.handle
+        path = f"/v1/sessions/{handle}"
+        deadline = time.monotonic() + budget.session_wall_s(reporter.session) + self.options.grace_s
         lost_since: float | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._cancel_on(base, request.handle)
                 raise ServiceError(
-                    f"Execution service {base} did not finish run {request.handle} within its "
-                    f"wall time plus {self.options.grace_s:g} s; it was cancelled.",
+                    f"Execution service {base} did not finish session {handle} within the "
+                    f"wall times of its steps plus {self.options.grace_s:g} s; it was "
+                    "cancelled.",
                     retry_elsewhere=False,
                     kind=ErrorKind.BACKEND_ERROR,
                 )
@@ -253,17 +290,17 @@ class RemoteBackend(ExecutionBackend):
                 response = self._call(
                     base,
                     "GET",
-                    f"{path}?wait={wait:.2f}",
+                    f"{path}?after={reporter.position}&wait={wait:.2f}",
                     timeout_s=wait + self.options.timeout_s,
-                    max_bytes=result_answer_bytes(request.limits.output_bytes),
+                    max_bytes=reporter.answer_bytes(),
                 )
             except requests.RequestException as exc:
                 now = time.monotonic()
                 lost_since = lost_since or now
                 if now - lost_since >= self.options.poll_retry_s:
                     raise ServiceError(
-                        f"Execution service {base} stopped answering during run "
-                        f"{request.handle}: {type(exc).__name__}: {exc}",
+                        f"Execution service {base} stopped answering during session "
+                        f"{handle}: {type(exc).__name__}: {exc}",
                         retry_elsewhere=False,
                         kind=ErrorKind.UNAVAILABLE,
                     ) from exc
@@ -272,20 +309,36 @@ class RemoteBackend(ExecutionBackend):
             lost_since = None
             if response.status_code != 200:
                 raise ServiceError(
-                    f"Execution service {base} lost run {request.handle} "
+                    f"Execution service {base} lost session {handle} "
                     f"({response.status_code}): {_error_text(response)}",
                     retry_elsewhere=False,
                     kind=ErrorKind.UNAVAILABLE
                     if response.status_code in (404, 503)
                     else ErrorKind.BACKEND_ERROR,
                 )
-            data = response.json()
-            if data.get("status") == "done":
-                return recapped(wire.result_from_json(data.get("result")), request)
+            try:
+                progress = wire.progress_from_json(response.json())
+            except ValueError as exc:
+                raise _protocol_error(
+                    base, handle, f"an answer that does not parse: {exc}"
+                ) from exc
+            problem = reporter.problem(progress)
+            if problem:
+                raise _protocol_error(base, handle, problem)
+            if not reporter.report(progress.results) and not reporter.ran_to_its_end:
+                return progress.state == "done"
+            if progress.state == "done":
+                if not reporter.over:
+                    raise _protocol_error(
+                        base, handle, f"the end of the session before {reporter.due()} reported"
+                    )
+                return True
+            # After its last result a session still removes its sandbox: wait for "done",
+            # so that nothing of it is left when this returns.
 
     def _cancel_on(self, base: str, handle: str) -> bool:
         try:
-            response = self._call(base, "POST", f"/v1/runs/{handle}/cancel")
+            response = self._call(base, "DELETE", f"/v1/sessions/{handle}")
         except (requests.RequestException, ServiceError):
             return False
         return response.status_code == 200
@@ -323,17 +376,105 @@ class RemoteBackend(ExecutionBackend):
         return Isolation(facts={"execution services": ", ".join(self.urls)})
 
 
-def recapped(result: RunResult, request: RunRequest) -> RunResult:
+class _Reporter:
+    """Hands a remote session's results to its observer, in order and held to the session's
+    caps; ``fail`` reports the failure of the step that is due, once."""
+
+    def __init__(self, session: Session, observer: SessionObserver) -> None:
+        self.session = session
+        self.observer = observer
+        self.steps = wire.steps_of(session)
+        self.position = 0  # results reported so far
+        self.over = False
+        # The service ends a session by itself after its last step or a step that ends it.
+        self.ran_to_its_end = False
+
+    def due(self) -> wire.Step:
+        return self.steps[self.position]
+
+    def answer_bytes(self) -> int:
+        """The longest answer that can hold the results of every step still due."""
+        return sum(
+            result_answer_bytes(self._output_bytes(step)) for step in self.steps[self.position :]
+        )
+
+    def problem(self, progress: wire.Progress) -> str:
+        """Why ``progress`` cannot be the session's next results, or ``""``."""
+        if self.ran_to_its_end and progress.results:
+            return f"results after {self.steps[self.position - 1]} ended the session"
+        due = self.steps[self.position :]
+        if len(progress.results) > len(due):
+            return (
+                f"{self.position + len(progress.results)} results for a session of "
+                f"{len(self.steps)} steps"
+            )
+        for number, ((step, result), expected) in enumerate(
+            zip(progress.results, due, strict=False)
+        ):
+            if step != expected:
+                never = step.kind == wire.CASE and step.index >= len(self.session.stdins)
+                return f"a result for {step}, which " + (
+                    "the session does not have" if never else f"came where {expected} was due"
+                )
+            if wire.ends_session(step, result) and number < len(progress.results) - 1:
+                return f"results after {step} ended the session"
+        return ""
+
+    def report(self, results: list[tuple[wire.Step, RunResult]]) -> bool:
+        """Tell the observer of each result; False once the session is over for it."""
+        for step, result in results:
+            self.position += 1
+            held = recapped(result, self._output_bytes(step), self.session.handle)
+            self.ran_to_its_end = self.position == len(self.steps) or wire.ends_session(step, held)
+            go_on = self._tell(step, held) and not self.ran_to_its_end and self._starting()
+            if not go_on:
+                self.over = True
+                return False
+        return True
+
+    def _starting(self) -> bool:
+        """Announce the case that is due (a case: the compile step can only come first);
+        case 0 was announced before the session was sent."""
+        index = self.due().index
+        return index == 0 or self.observer.case_starting(index, self.session.handle)
+
+    def fail(self, kind: ErrorKind, message: str) -> None:
+        if self.over or self.position == len(self.steps):
+            return
+        self.over = True
+        self._tell(self.due(), RunResult.failure(kind, message, handle=self.session.handle))
+
+    def _tell(self, step: wire.Step, result: RunResult) -> bool:
+        if step.kind == wire.COMPILE:
+            return self.observer.compile_ended(result)
+        return self.observer.case_ended(step.index, result)
+
+    def _output_bytes(self, step: wire.Step) -> int:
+        if step.kind == wire.COMPILE and self.session.compile is not None:
+            return self.session.compile.limits.output_bytes
+        return self.session.limits.output_bytes
+
+
+def recapped(result: RunResult, output_bytes: int, handle: str) -> RunResult:
     """``result`` held to the caps the platform asked for: a compromised node cannot make the
-    platform store more output than the run allowed, nor a longer message."""
-    cap = request.limits.output_bytes
-    if len(result.stdout) > cap:
-        result.stdout, result.stdout_truncated = result.stdout[:cap], True
-    if len(result.stderr) > cap:
-        result.stderr, result.stderr_truncated = result.stderr[:cap], True
+    platform store more output than the step allowed, nor a longer message, nor rename the
+    sandbox."""
+    if len(result.stdout) > output_bytes:
+        result.stdout, result.stdout_truncated = result.stdout[:output_bytes], True
+    if len(result.stderr) > output_bytes:
+        result.stderr, result.stderr_truncated = result.stderr[:output_bytes], True
     result.error_message = result.error_message[:ERROR_MESSAGE_CHARS]
-    result.handle = request.handle
+    result.handle = handle
     return result
+
+
+def _protocol_error(base: str, handle: str, what: str) -> ServiceError:
+    return ServiceError(
+        f"Execution service {base} broke the protocol in session {handle} ({what}); its "
+        "results are not trusted.",
+        retry_elsewhere=False,
+        kind=ErrorKind.BACKEND_ERROR,
+    )
 
 
 def _error_text(response: _Answer) -> str:

@@ -1,5 +1,6 @@
 """RemoteBackend against real execution services on loopback, over a real Docker engine:
-the conformance suite, authentication, caps, back-pressure, fail-over and a service killed
+the conformance and session suites, a cancel, an observer that stops and a deadline in the
+middle of a session, authentication, caps, back-pressure, fail-over and a service killed
 mid-run."""
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from executions import services
 from executions.backends.remote import RemoteBackend
 from executions.models import Evaluation, Runtime
 from sandbox import signing, wire
-from sandbox.contract import ErrorKind
+from sandbox.contract import ErrorKind, Session
 from tests.sandbox.conformance import BackendConformance, make_request, run_checked
+from tests.sandbox.sessions import SessionConformance
 
 from .remote_service import REPO, Service, service_factory, start_service
+from .sessions import Recorder, one_program_session
 
 __all__ = ["service_factory"]
 
@@ -44,7 +47,7 @@ def remote_backend(*services_: Service | str, secret: str, **options: Any) -> Re
     return RemoteBackend(urls=urls, secret=secret, **options)
 
 
-class TestRemoteConformance(BackendConformance):
+class TestRemoteConformance(BackendConformance, SessionConformance):
     measures_peak_memory = True  # the service runs the Docker backend
 
     @pytest.fixture
@@ -52,14 +55,109 @@ class TestRemoteConformance(BackendConformance):
         return remote_backend(remote_service, secret=remote_service.secret)
 
 
+# -- sessions: beyond the session suite, what the hop to a service adds
+
+
+def test_a_cancel_mid_session_stops_the_running_case_and_the_rest(
+    remote_service: Service, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    source = """
+        import sys, time
+        if sys.stdin.read() == "slow":
+            print("sleeping", flush=True)
+            time.sleep(60)
+        print("quick")
+        """
+    session = one_program_session(runtime_image, source, [b"", b"slow", b""], wall_time_ms=30_000)
+    backend = remote_backend(remote_service, secret=remote_service.secret)
+    cancelled_at: list[float] = []
+
+    def cancel_once_case_1_runs(index: int) -> None:
+        # As the platform does from another process: cancel by the handle it was given.
+        def cancel() -> None:
+            time.sleep(1.0)
+            cancelled_at.append(time.monotonic())
+            backend.cancel(session.handle)
+
+        if index == 1:
+            threading.Thread(target=cancel).start()
+
+    recorder = Recorder(on_start=cancel_once_case_1_runs)
+    backend.run_session(session, recorder)
+    ended_at = time.monotonic()
+    assert recorder.told == [("starting", 0), ("ended", 0), ("starting", 1), ("ended", 1)]
+    first, stopped = recorder.results.values()
+    assert first.stdout == b"quick\n"
+    assert stopped.error_kind == ErrorKind.CANCELLED, stopped
+    assert ended_at - cancelled_at[0] < 3, "the cancel took effect within a second or two"
+    assert_gone_soon(sandbox_gone, session.handle)
+
+
+def test_an_observer_that_stops_early_cancels_the_session_on_the_service(
+    remote_service: Service, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    source = """
+        import sys, time
+        if sys.stdin.read() == "slow":
+            time.sleep(60)
+        """
+    session = one_program_session(
+        runtime_image, source, [b"", b"slow", b"", b""], wall_time_ms=30_000
+    )
+    recorder = Recorder(stop_after=0)
+    began = time.monotonic()
+    remote_backend(remote_service, secret=remote_service.secret).run_session(session, recorder)
+    assert time.monotonic() - began < 15, "run_session waited for the rest of the session"
+    assert recorder.told == [("starting", 0), ("ended", 0)]
+    answer = remote_service.call("GET", f"/v1/sessions/{session.handle}?after=1&wait=10")
+    progress = wire.progress_from_json(answer.json())
+    assert progress.state == "done"
+    assert [(str(step), result.error_kind) for step, result in progress.results] == [
+        ("case 1", ErrorKind.CANCELLED)
+    ], "the service stopped the case that was running and ran no other"
+    assert sandbox_gone(session.handle)
+
+
+def test_a_session_past_its_deadline_is_cancelled_and_fails_its_step(
+    remote_service: Service, runtime_image: str, sandbox_gone: Callable[[str], bool]
+) -> None:
+    """The deadline is the wall times of every step plus ``grace_s``: with no grace at all,
+    a case that runs its full wall time cannot make it back in time."""
+    session = one_program_session(
+        runtime_image, "import time; time.sleep(60)", [b"", b""], wall_time_ms=1000
+    )
+    recorder = Recorder()
+    backend = remote_backend(remote_service, secret=remote_service.secret, grace_s=0.01)
+    began = time.monotonic()
+    backend.run_session(session, recorder)
+    assert time.monotonic() - began < 2 + 3
+    (failure,) = recorder.failures()
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR
+    assert "did not finish session" in failure.error_message
+    assert failure is list(recorder.results.values())[-1], "the step that was due failed"
+    assert_gone_soon(sandbox_gone, session.handle)
+
+
+def assert_gone_soon(sandbox_gone: Callable[[str], bool], handle: str) -> None:
+    """A cancel removes the sandbox as the session ends, not always before: allow it a
+    moment."""
+    deadline = time.monotonic() + 10
+    while not sandbox_gone(handle):
+        assert time.monotonic() < deadline, f"sandbox {handle} left behind"
+        time.sleep(0.2)
+
+
+# -- the service's door
+
+
 def put_body(image: str, **limits: Any) -> tuple[str, bytes]:
     request = make_request(image, "print('should not run')", **limits)
-    return request.handle, wire.dumps(wire.request_to_json(request))
+    return request.handle, wire.dumps(wire.session_to_json(Session.of_request(request)))
 
 
 def unsigned_put(service: Service, handle: str, body: bytes, headers: dict[str, str]) -> int:
     response = requests.put(
-        f"{service.url}/v1/runs/{handle}", data=body, headers=headers, timeout=10
+        f"{service.url}/v1/sessions/{handle}", data=body, headers=headers, timeout=10
     )
     assert "error" in response.json()
     return response.status_code
@@ -72,7 +170,7 @@ def test_unauthenticated_requests_are_refused_and_run_nothing(
 ) -> None:
     service = service_factory()
     handle, body = put_body(runtime_image)
-    path = f"/v1/runs/{handle}"
+    path = f"/v1/sessions/{handle}"
     good = signing.sign(service.secret, "PUT", path, body)
     wrong = signing.sign("x" * 40, "PUT", path, body)
     tampered = {**good}
@@ -94,12 +192,12 @@ def test_unauthenticated_requests_are_refused_and_run_nothing(
         )
         == 401
     )
-    # The signature covers the path: the same headers for another run id are refused.
+    # The signature covers the path: the same headers for another session id are refused.
     response = requests.put(
-        f"{service.url}/v1/runs/other-{handle}", data=body, headers=good, timeout=10
+        f"{service.url}/v1/sessions/other-{handle}", data=body, headers=good, timeout=10
     )
     assert response.status_code == 401
-    assert service.health()["runs_started"] == 0
+    assert service.health()["sessions_started"] == 0
     assert sandbox_gone(handle)
     assert requests.get(f"{service.url}/v1/health", timeout=5).status_code == 401
 
@@ -119,7 +217,7 @@ def test_limits_above_the_service_caps_are_refused(
 ) -> None:
     service = service_factory("--max-wall-time-ms", "2000", "--max-memory-mb", "64")
     handle, body = put_body(runtime_image, wall_time_ms=5000, memory_mb=128)
-    response = service.call("PUT", f"/v1/runs/{handle}", body)
+    response = service.call("PUT", f"/v1/sessions/{handle}", body)
     assert response.status_code == 400
     message = response.json()["error"]
     assert "wall_time_ms=5000 (cap 2000)" in message and "memory_mb=128 (cap 64)" in message
@@ -128,21 +226,24 @@ def test_limits_above_the_service_caps_are_refused(
     )
     assert result.error_kind == ErrorKind.BACKEND_ERROR
     assert "caps" in result.error_message
-    assert service.health()["runs_started"] == 0
+    assert service.health()["sessions_started"] == 0
 
 
-def test_a_repeated_put_returns_the_existing_run(
+def test_a_repeated_put_returns_the_existing_session(
     remote_service: Service, runtime_image: str
 ) -> None:
     handle, body = put_body(runtime_image)
-    first = remote_service.call("PUT", f"/v1/runs/{handle}", body)
-    again = remote_service.call("PUT", f"/v1/runs/{handle}", body)
+    first = remote_service.call("PUT", f"/v1/sessions/{handle}", body)
+    again = remote_service.call("PUT", f"/v1/sessions/{handle}", body)
     assert (first.status_code, again.status_code) == (202, 200)
     other = body.replace(b'"execution_id":0', b'"execution_id":1')
-    assert remote_service.call("PUT", f"/v1/runs/{handle}", other).status_code == 409
-    done = remote_service.call("GET", f"/v1/runs/{handle}?wait=20").json()
-    assert done["status"] == "done"
-    assert wire.result_from_json(done["result"]).stdout == b"should not run\n"
+    assert remote_service.call("PUT", f"/v1/sessions/{handle}", other).status_code == 409
+    ran = wire.progress_from_json(
+        remote_service.call("GET", f"/v1/sessions/{handle}?wait=20").json()
+    )
+    assert [result.stdout for _, result in ran.results] == [b"should not run\n"]
+    done = remote_service.call("GET", f"/v1/sessions/{handle}?after=1&wait=20").json()
+    assert done == {"session_id": handle, "state": "done", "results": []}
 
 
 def test_at_capacity_the_service_answers_429(
@@ -150,16 +251,21 @@ def test_at_capacity_the_service_answers_429(
 ) -> None:
     service = service_factory("--max-concurrent", "1")
     slow = make_request(runtime_image, "import time; time.sleep(30)", wall_time_ms=20000)
-    body = wire.dumps(wire.request_to_json(slow))
-    assert service.call("PUT", f"/v1/runs/{slow.handle}", body).status_code == 202
+    body = wire.dumps(wire.session_to_json(Session.of_request(slow)))
+    assert service.call("PUT", f"/v1/sessions/{slow.handle}", body).status_code == 202
     handle, other = put_body(runtime_image)
-    busy = service.call("PUT", f"/v1/runs/{handle}", other)
+    busy = service.call("PUT", f"/v1/sessions/{handle}", other)
     assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
     assert service.health()["in_use"] == 1
-    cancelled = service.call("POST", f"/v1/runs/{slow.handle}/cancel")
-    assert cancelled.status_code == 200
-    done = service.call("GET", f"/v1/runs/{slow.handle}?wait=10").json()
-    assert done["result"]["error_kind"] == "cancelled"
+    # A cancel that comes before the sandbox exists stops the session at its next step;
+    # keep cancelling until the sandbox is stopped too.
+    deadline = time.monotonic() + 20
+    while service.health()["in_use"]:
+        assert time.monotonic() < deadline, "the session was never stopped"
+        assert service.call("DELETE", f"/v1/sessions/{slow.handle}").status_code == 200
+        time.sleep(0.25)
+    done = wire.progress_from_json(service.call("GET", f"/v1/sessions/{slow.handle}").json())
+    assert [result.error_kind for _, result in done.results] == [ErrorKind.CANCELLED]
 
 
 def test_runs_land_on_the_live_service_when_another_is_down(
@@ -174,7 +280,7 @@ def test_runs_land_on_the_live_service_when_another_is_down(
     for _ in range(3):
         request = make_request(runtime_image, "print('ok')")
         assert run_checked(backend, request, sandbox_gone).stdout == b"ok\n"
-    assert live.health()["runs_started"] == 3
+    assert live.health()["sessions_started"] == 3
     health = backend.health()
     assert health.ok and "1 of 2 execution services ready" in health.detail
 
@@ -183,7 +289,7 @@ def test_no_service_answering_is_unavailable(runtime_image: str) -> None:
     backend = remote_backend("http://127.0.0.1:9", secret="s" * 40, failover_budget_s=0.5)
     result = backend.run(make_request(runtime_image, "print(1)"))
     assert result.error_kind == ErrorKind.UNAVAILABLE
-    assert "No execution service took the run" in result.error_message
+    assert "No execution service took the session" in result.error_message
     assert not backend.health().ok
 
 

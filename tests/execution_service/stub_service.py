@@ -1,4 +1,4 @@
-"""The execution service's test harness: a stub backend, the platform's requests, a signing Node."""
+"""The execution service's test harness: a stub backend, the platform's sessions, a signing Node."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from sandbox.contract import (
     Isolation,
     RunRequest,
     RunResult,
+    Session,
+    SessionObserver,
+    compiled,
 )
 from sandbox.policy import Limits, SandboxPolicy
 
@@ -40,30 +43,52 @@ GATE_TIMEOUT_S = 10
 
 
 class StubBackend(ExecutionBackend):
-    """Records what reaches it. ``run`` waits at ``gate`` (open unless a test closes it) and
-    answers with ``answer(request)``; ``cancel`` records the handle and opens the gate."""
+    """Records what reaches it and runs a session's steps in order, like a backend with one
+    sandbox per session. Each step waits at ``gate`` (open unless a test closes it), then
+    ends with ``compile_answer(session)`` or ``answer(case request)``; ``cancel`` records the
+    handle and opens the gate, and a step of a cancelled session ends ``CANCELLED``."""
 
     name = "stub"
 
     def __init__(self) -> None:
         super().__init__()
-        self.received: list[RunRequest] = []
+        self.received: list[Session] = []
         self.entered: queue.Queue[str] = queue.Queue()
         self.cancelled: list[str] = []
         self.gate = threading.Event()
         self.gate.set()
         self.answer: Callable[[RunRequest], RunResult] = echo
+        self.compile_answer: Callable[[Session], RunResult] = lambda session: RunResult(
+            exit_code=0, stdout=b"compiled", handle=session.handle
+        )
         self.health_answer: Health | Exception = Health(ok=True, detail="stub ready")
         self.health_calls = 0
 
-    def run(self, request: RunRequest) -> RunResult:
-        self.received.append(request)
-        self.entered.put(request.handle)
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        self.received.append(session)
+        if not observer.case_starting(0, session.handle):
+            return
+        if session.compile is not None:
+            result = self._wait(session, "compile") or self.compile_answer(session)
+            if not observer.compile_ended(result) or not compiled(result):
+                return
+        for index in range(len(session.stdins)):
+            if index > 0 and not observer.case_starting(index, session.handle):
+                return
+            result = self._wait(session, f"case {index}") or self.answer(
+                session.case_request(index)
+            )
+            if not observer.case_ended(index, result):
+                return
+
+    def _wait(self, session: Session, step: str) -> RunResult | None:
+        """Wait at the gate; the step's result if the session was cancelled, else None."""
+        self.entered.put(f"{session.handle}: {step}")
         if not self.gate.wait(GATE_TIMEOUT_S):
             raise AssertionError("the test never opened the gate")
-        if request.handle in self.cancelled:
-            return RunResult.failure(ErrorKind.CANCELLED, "cancelled", handle=request.handle)
-        return self.answer(request)
+        if session.handle in self.cancelled:
+            return RunResult.failure(ErrorKind.CANCELLED, "cancelled", handle=session.handle)
+        return None
 
     def cancel(self, handle: str) -> None:
         self.cancelled.append(handle)
@@ -80,7 +105,7 @@ class StubBackend(ExecutionBackend):
 
 
 def echo(request: RunRequest) -> RunResult:
-    """A result made of the request's parts, so a test sees that each of them arrived."""
+    """A result made of the case's parts, so a test sees that each of them arrived."""
     return RunResult(
         exit_code=3,
         stdout=request.stdin + request.files.get("main.py", b""),
@@ -90,24 +115,24 @@ def echo(request: RunRequest) -> RunResult:
     )
 
 
-def make_request(handle: str = "run-1", **changes: Any) -> RunRequest:
+def make_session(handle: str = "run-1", **changes: Any) -> Session:
     fields: dict[str, Any] = {
         "execution_id": 7,
         "handle": handle,
         "image": "python:3.12",
         "command": ("python3", "main.py"),
         "files": {"main.py": b"print(1)\n", "blob": BINARY},
-        "stdin": b"in\x00put",
+        "stdins": [b"in\x00put"],
         "policy": SandboxPolicy(limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=100)),
         "labels": {"tenant": "a"},
     }
     fields.update(changes)
-    return RunRequest(**fields)
+    return Session(**fields)
 
 
-def body_of(request: RunRequest) -> bytes:
-    """The bytes the platform's client sends for ``request``."""
-    return wire.dumps(wire.request_to_json(request))
+def body_of(session: Session) -> bytes:
+    """The bytes the platform's client sends for ``session``."""
+    return wire.dumps(wire.session_to_json(session))
 
 
 def config(**changes: Any) -> ServiceConfig:
@@ -136,22 +161,24 @@ class Node:
         sent = signing.sign(secret, method, path, body) if headers is None else headers
         return requests.request(method, self.url + path, data=body, headers=sent, timeout=10)
 
-    def put(self, request: RunRequest, body: bytes | None = None) -> requests.Response:
+    def put(self, session: Session, body: bytes | None = None) -> requests.Response:
         return self.call(
-            "PUT", f"/v1/runs/{request.handle}", body_of(request) if body is None else body
+            "PUT", f"/v1/sessions/{session.handle}", body_of(session) if body is None else body
         )
 
-    def get(self, run_id: str, wait_s: float | None = None) -> requests.Response:
-        query = "" if wait_s is None else f"?wait={wait_s}"
-        return self.call("GET", f"/v1/runs/{run_id}{query}")
+    def get(self, session_id: str, query: str = "") -> requests.Response:
+        return self.call("GET", f"/v1/sessions/{session_id}{query}")
 
-    def finish(self, run_id: str) -> dict[str, Any]:
-        """Long-poll until ``run_id`` is done; return its answer."""
-        response = self.get(run_id, wait_s=5)
+    def delete(self, session_id: str) -> requests.Response:
+        return self.call("DELETE", f"/v1/sessions/{session_id}")
+
+    def finish(self, session_id: str) -> list[tuple[wire.Step, RunResult]]:
+        """Long-poll until ``session_id`` is done; return the results of its steps."""
+        response = self.get(session_id, "?wait=5")
         assert response.status_code == 200, response.text
-        data: dict[str, Any] = response.json()
-        assert data["status"] == "done", data
-        return data
+        progress = wire.progress_from_json(response.json())
+        assert progress.state == "done", progress
+        return progress.results
 
     def health(self) -> dict[str, Any]:
         response = self.call("GET", "/v1/health")

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from execution_service import __main__ as cli
-from sandbox import wire
+from sandbox import budget, wire
 from sandbox.policy import Limits
 
 
@@ -20,6 +20,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "EXECUTION_SERVICE_MAX_CONCURRENT",
         "EXECUTION_SERVICE_SECRET",
         "EXECUTION_SERVICE_SECRET_FILE",
+        "EXECUTION_SERVICE_MAX_CASES",
+        "EXECUTION_SERVICE_MAX_STDIN_BYTES",
         *(f"EXECUTION_SERVICE_MAX_{name.upper()}" for name, _, _ in cli.CAPS),
     ]:
         monkeypatch.delenv(name, raising=False)
@@ -55,6 +57,31 @@ def test_the_environment_sets_each_cap(monkeypatch: pytest.MonkeyPatch) -> None:
         value = getattr(args, f"max_{name}")
         assert value == index + 11 and type(value) is kind, name
     assert (args.host, args.port, args.max_concurrent_per_service) == ("10.0.0.5", 9100, 9)
+
+
+def test_a_session_has_at_most_100_cases_and_8_mib_of_stdin_unless_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = cli.parse_args([])
+    assert (args.max_cases, args.max_stdin_bytes) == (100, 8 * 1024 * 1024)
+    monkeypatch.setenv("EXECUTION_SERVICE_MAX_CASES", "20")
+    monkeypatch.setenv("EXECUTION_SERVICE_MAX_STDIN_BYTES", "4096")
+    args = cli.parse_args([])
+    assert (args.max_cases, args.max_stdin_bytes) == (20, 4096)
+    args = cli.parse_args(["--max-cases", "5", "--max-stdin-bytes", "10"])
+    assert (args.max_cases, args.max_stdin_bytes) == (5, 10)
+
+
+def test_the_janitor_spares_the_longest_session_the_caps_allow() -> None:
+    from sandbox.docker import DockerBackend
+
+    backend = DockerBackend(lock_dir="/nonexistent-slots")
+    args = cli.parse_args(["--max-cases", "10", "--max-wall-time-ms", "2000"])
+    # The compile step and ten cases, each as long as a run at the cap, after a slot wait.
+    assert cli.orphan_age_s(args, backend) == (
+        11 * budget.run_s(2.0) + backend.slot_wait_s + budget.SERVICE_ORPHAN_GRACE_S
+    )
+    assert cli.orphan_age_s(cli.parse_args(["--orphan-age-s", "90"]), backend) == 90
 
 
 def test_an_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

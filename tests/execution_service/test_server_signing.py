@@ -9,18 +9,18 @@ import pytest
 
 from sandbox import signing
 
-from .stub_service import SECRET, Node, body_of, error_of, make_request
+from .stub_service import SECRET, Node, body_of, error_of, make_session
 
 # -- signing at the door
 
 
 ROUTES = [
     ("GET", "/v1/health"),
-    ("PUT", "/v1/runs/run-1"),
-    ("GET", "/v1/runs/run-1?wait=1"),
-    ("POST", "/v1/runs/run-1/cancel"),
+    ("PUT", "/v1/sessions/run-1"),
+    ("GET", "/v1/sessions/run-1?after=0&wait=1"),
+    ("DELETE", "/v1/sessions/run-1"),
     ("GET", "/v1/no-such-route"),
-    ("GET", "/v1/runs/-bad-id"),
+    ("GET", "/v1/sessions/-bad-id"),
 ]
 
 
@@ -34,23 +34,24 @@ def test_an_unsigned_request_is_401_before_anything_else(
     assert error_of(answer) == "unauthenticated: missing signature headers"
     assert node.backend.health_calls == 0
     assert node.backend.received == [] and node.backend.cancelled == []
-    assert node.service.runs == {}
+    assert node.service.sessions == {}
 
 
 def test_a_request_signed_with_another_secret_is_401(node: Node) -> None:
-    answer = node.call("PUT", "/v1/runs/run-1", body_of(make_request()), secret="y" * 40)
+    answer = node.call("PUT", "/v1/sessions/run-1", body_of(make_session()), secret="y" * 40)
     assert answer.status_code == 401
     assert error_of(answer) == "unauthenticated: bad signature"
-    assert node.service.runs == {}
+    assert node.service.sessions == {}
 
 
 @pytest.mark.parametrize(
     ("signed_for", "sent"),
     [
-        (("PUT", "/v1/runs/run-2", b"{}"), ("PUT", "/v1/runs/run-1", b"{}")),
-        (("PUT", "/v1/runs/run-1", b"{}"), ("PUT", "/v1/runs/run-1", b"{ }")),
-        (("GET", "/v1/runs/run-1?wait=0"), ("GET", "/v1/runs/run-1?wait=30")),
-        (("GET", "/v1/runs/run-1/cancel"), ("POST", "/v1/runs/run-1/cancel")),
+        (("PUT", "/v1/sessions/run-2", b"{}"), ("PUT", "/v1/sessions/run-1", b"{}")),
+        (("PUT", "/v1/sessions/run-1", b"{}"), ("PUT", "/v1/sessions/run-1", b"{ }")),
+        (("GET", "/v1/sessions/run-1?wait=0"), ("GET", "/v1/sessions/run-1?wait=30")),
+        (("GET", "/v1/sessions/run-1?after=0"), ("GET", "/v1/sessions/run-1?after=5")),
+        (("GET", "/v1/sessions/run-1"), ("DELETE", "/v1/sessions/run-1")),
     ],
 )
 def test_a_signature_for_another_request_is_401(
@@ -91,21 +92,21 @@ def test_a_timestamp_within_the_skew_is_accepted(node: Node) -> None:
 
 
 def test_a_replayed_request_is_401_even_for_an_idempotent_put(node: Node) -> None:
-    body = body_of(make_request())
-    headers = signing.sign(SECRET, "PUT", "/v1/runs/run-1", body)
-    assert node.call("PUT", "/v1/runs/run-1", body, headers=headers).status_code == 202
-    replay = node.call("PUT", "/v1/runs/run-1", body, headers=headers)
+    body = body_of(make_session())
+    headers = signing.sign(SECRET, "PUT", "/v1/sessions/run-1", body)
+    assert node.call("PUT", "/v1/sessions/run-1", body, headers=headers).status_code == 202
+    replay = node.call("PUT", "/v1/sessions/run-1", body, headers=headers)
     assert replay.status_code == 401
     assert error_of(replay) == "unauthenticated: replayed request (nonce already seen)"
     # Signed afresh, the same body is the idempotent retry it should be.
-    assert node.put(make_request()).status_code == 200
+    assert node.put(make_session()).status_code == 200
 
 
 def test_a_replayed_cancel_is_401(node: Node) -> None:
     node.backend.gate.clear()
-    assert node.put(make_request()).status_code == 202
-    headers = signing.sign(SECRET, "POST", "/v1/runs/run-1/cancel")
-    assert node.call("POST", "/v1/runs/run-1/cancel", headers=headers).status_code == 200
-    replay = node.call("POST", "/v1/runs/run-1/cancel", headers=headers)
+    assert node.put(make_session()).status_code == 202
+    headers = signing.sign(SECRET, "DELETE", "/v1/sessions/run-1")
+    assert node.call("DELETE", "/v1/sessions/run-1", headers=headers).status_code == 200
+    replay = node.call("DELETE", "/v1/sessions/run-1", headers=headers)
     assert replay.status_code == 401
     assert node.backend.cancelled == ["run-1"]

@@ -3,10 +3,14 @@ queue, the reaper and both janitors agree on how long a run may take."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sandbox import budget
+from sandbox.contract import CompileStep, Session
 from sandbox.docker import DockerBackend
+from sandbox.policy import Limits, SandboxPolicy
 
 
 def test_a_run_is_its_wall_time_the_overhead_and_the_start_up_allowance() -> None:
@@ -27,6 +31,22 @@ def test_a_session_is_every_step_with_its_overhead_and_one_start_up_allowance() 
     # The janitor spares a whole session: an orphan is older than its longest.
     age = budget.orphan_age_s(60, start_allowance_s=5, slot_wait_s=30, grace_s=7, steps=51)
     assert age == budget.session_s(60, 51, start_allowance_s=5) + 30 + 7
+
+
+def test_a_sessions_wall_time_is_its_compile_steps_and_every_cases() -> None:
+    session = Session(
+        execution_id=1,
+        handle="s",
+        image="img",
+        command=("./main",),
+        files={},
+        policy=SandboxPolicy(limits=Limits(wall_time_ms=1500, memory_mb=64, output_bytes=10)),
+        stdins=[b"a", b"b", b"c"],
+    )
+    assert budget.session_wall_s(session) == 3 * 1.5
+    compiling = Limits(wall_time_ms=10_000, memory_mb=256, output_bytes=10)
+    with_compile = dataclasses.replace(session, compile=CompileStep(("cc",), compiling))
+    assert budget.session_wall_s(with_compile) == 10 + 3 * 1.5
 
 
 @pytest.mark.parametrize(("wall_s", "runs"), [(60, 50), (1, 0), (30, 1)])
