@@ -66,6 +66,7 @@ STRICT = {
     "webhooks: SSRF guard, transport, signing",
     "file names and input cleaning",
     "redaction of hidden test cases",
+    "session records: what the host believes of the sandbox",
 }
 KILLED = {"killed", "timeout", "segfault"}
 

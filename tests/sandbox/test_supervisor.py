@@ -125,12 +125,32 @@ def test_anything_but_a_record_of_this_session_breaks_the_protocol(stream: bytes
 def test_a_header_without_an_end_is_refused_once_too_long() -> None:
     reader = supervisor.RecordReader(NONCE, 100)
     assert list(reader.feed(b"0" * 511)) == []  # might still be a header
-    with pytest.raises(supervisor.ProtocolError, match="too long"):
+    with pytest.raises(supervisor.ProtocolError, match=r"^a record header is too long$"):
         list(reader.feed(b"0"))
 
 
+def test_a_line_ending_past_the_header_limit_is_too_long_not_merely_malformed() -> None:
+    # The reader never looks beyond 512 bytes for a header's end, whatever follows.
+    with pytest.raises(supervisor.ProtocolError, match=r"^a record header is too long$"):
+        records(b"0" * 600 + b"\n")
+
+
+def test_a_malformed_header_is_quoted_up_to_120_bytes() -> None:
+    garbage = bytes(range(65, 91)) * 10  # 260 bytes of letters, then the line's end
+    with pytest.raises(supervisor.ProtocolError) as raised:
+        records(garbage + b"\n")
+    assert str(raised.value) == f"malformed record header: {garbage[:120]!r}"
+
+
+def test_exit_status_zero_is_kept() -> None:
+    (record,) = records(header(exit_code=0))
+    assert (record.result.exit_code, record.result.signal) == (0, None)
+
+
 def test_a_payload_over_the_output_limit_is_refused_before_it_is_read() -> None:
-    with pytest.raises(supervisor.ProtocolError, match="exceeds the output limit"):
+    with pytest.raises(
+        supervisor.ProtocolError, match=r"^a record's payload exceeds the output limit$"
+    ):
         records(header(out=101), max_payload=100)
     assert records(header(out=100) + b"x" * 100, max_payload=100)[0].result.stdout == b"x" * 100
 

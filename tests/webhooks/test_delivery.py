@@ -393,3 +393,41 @@ def test_a_failed_delivery_is_retried_by_the_cluster_once_due(
     ]
     assert receiver.requests[1]["at"] >= retry.next_run.timestamp()
     assert Schedule.objects.get(pk=retry.pk).repeats == 0  # ran once, and will not again
+
+
+def test_a_delivery_is_bounded_by_the_webhook_timeout(
+    user: User,
+    runtime: Runtime,
+    receiver: Receiver,
+    enqueued: list[Any],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The transport bounds the whole answer by the timeout it is given: the delivery must
+    # give it the configured one, never none.
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WEBHOOK_TIMEOUT_S": 3}
+    given: list[float] = []
+    real_post = webhooks.delivery.post
+
+    def post(target: Any, body: bytes, headers: dict[str, str], timeout_s: float) -> Any:
+        given.append(timeout_s)
+        return real_post(target, body, headers, timeout_s)
+
+    monkeypatch.setattr(webhooks.delivery, "post", post)
+    execution = ended_execution(user, receiver.url)
+    assert webhooks.deliver(execution.pk, 1).succeeded
+    assert given == [3]
+
+
+def test_a_repeated_attempt_is_logged_with_its_execution(
+    user: User,
+    runtime: Runtime,
+    receiver: Receiver,
+    enqueued: list[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    execution = ended_execution(user, receiver.url)
+    assert webhooks.deliver(execution.pk, 1).succeeded
+    with caplog.at_level("INFO", logger="executions.webhooks.delivery"):
+        assert webhooks.deliver(execution.pk, 1) is None
+    assert f"Webhook attempt 1 of execution {execution.pk} was already made." in caplog.text
