@@ -377,8 +377,10 @@ static int clean_scratch(void *unused) {
 static int prepare_build(void *unused) {
     (void)unused;
     int code = open_dir(CODE_DIR), build = open_dir(BUILD_DIR);
-    int failed = code < 0 || build < 0 || fchmod(build, 0700) || walk_tree(build, WIPE, 0) ||
-                 copy_tree(code, build, 0, 0);
+    /* Unprivileged, BUILD_DIR is the host's mount as it made it (a Kubernetes emptyDir belongs
+     * to root, writable by all): ours to fill, not to chmod. */
+    int failed = code < 0 || build < 0 || (privileged && fchmod(build, 0700)) ||
+                 walk_tree(build, WIPE, 0) || copy_tree(code, build, 0, 0);
     return failed;
 }
 
