@@ -44,6 +44,10 @@
  *   R: the step ran; exit_code is -1 when a signal ended it; flags: 1 timed out, 2 out of
  *   memory, 4 stdout truncated, 8 stderr truncated. X: the supervisor failed (the message is
  *   in the stdout payload); the session cannot go on and the supervisor exits.
+ *
+ * Exit status: 0; 1 when a compile step did not succeed (exit status 0 within every limit),
+ * so that, run as a Kubernetes init container, it keeps the cases' container from starting;
+ * 2 after an X record.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -760,9 +764,10 @@ int main(int argc, char **argv) {
 
     static struct step s;
     struct outcome o;
+    int compile_failed = 0;
     for (;;) {
         int got = read_line(line, sizeof line);
-        if (got == 0 || (got == 1 && !strcmp(line, "Q"))) return 0;
+        if (got == 0 || (got == 1 && !strcmp(line, "Q"))) return compile_failed;
         if (got < 0 || (line[0] != 'K' && line[0] != 'C')) fail(-1, "unknown record");
         memset(&s, 0, sizeof s);
         read_step(line, &s);
@@ -774,6 +779,7 @@ int main(int argc, char **argv) {
         }
         run_step(&s, &o);
         if (s.kind == 'K' && privileged) keep_build(s.index);
+        if (s.kind == 'K' && (!o.exited || o.exit_code || o.flags)) compile_failed = 1;
         emit('R', s.index, &o, o.out.data, o.out.length, o.err.data, o.err.length);
         free(o.out.data);
         free(o.err.data);
