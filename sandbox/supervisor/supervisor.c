@@ -14,9 +14,9 @@
  *     stderr are pipes the supervisor reads and frames, so nothing it writes can be taken for
  *     a record.
  *   - Between steps: every process but PID 1 is killed and reaped, scratch (/tmp), /dev/shm,
- *     /dev/mqueue and the SysV IPC objects are emptied by a helper running as 65534, and the
- *     code directory belongs to root (files 0444, directories 0555), so a case cannot change
- *     what the next case sees.
+ *     /dev/mqueue, the termination log Kubernetes mounts and the SysV IPC objects are emptied
+ *     by a helper running as 65534, and the code directory belongs to root (files 0444,
+ *     directories 0555), so a case cannot change what the next case sees.
  *
  * Unprivileged (started as any uid but 0, as under Kubernetes' "restricted" profile, where the
  * sandbox runs as 65534 with no capability): every step runs as the supervisor's own uid.
@@ -79,6 +79,7 @@
 #define SANDBOX_ID 65534
 #define CODE_DIR "/sandbox/code"
 #define BUILD_DIR "/sandbox/build"
+#define TERMINATION_LOG "/dev/termination-log"
 #define MAX_LINE 512
 #define MAX_ARGV_BYTES (64 * 1024)
 #define MAX_ARGS 256
@@ -371,6 +372,10 @@ static int clean_scratch(void *unused) {
         if (fd < 0) continue; /* not in this sandbox */
         if (walk_tree(fd, WIPE, 0)) failed = 1;
         close(fd);
+    }
+    /* Kubernetes mounts this file writable by every uid and keeps it across the steps. */
+    if (truncate(TERMINATION_LOG, 0)) {
+        /* Missing, or not ours to write: then no step could have written it either. */
     }
     remove_ipc("/proc/sysvipc/shm", 1, 0);
     remove_ipc("/proc/sysvipc/sem", 0, 1);
