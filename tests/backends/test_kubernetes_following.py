@@ -206,15 +206,15 @@ def test_a_step_that_does_not_report_in_time_fails_and_the_job_is_deleted(
 
 
 def test_each_step_has_its_own_deadline(emulator: Emulator, api_client: Any, logs: Logs) -> None:
-    """Three steps of 0.4 s each may take 1.2 s in all: the clock restarts with each record."""
-    backend = make_backend(api_client, grace_s=0.1)
-    session = make_session(wall_time_ms=400)
+    """Three steps of 0.6 s each may take 1.8 s in all: the clock restarts with each record."""
+    backend = make_backend(api_client, grace_s=0.2)
+    session = make_session(wall_time_ms=600)
 
     def scenario(cluster: Cluster) -> None:
         pod = cluster.pod()
         pod.start()
         for index in range(3):
-            time.sleep(0.3)
+            time.sleep(0.5)
             pod.report(index)
         pod.end(0)
 
@@ -226,16 +226,17 @@ def test_job_deadline_exceeded_fails_the_step(
     emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
     session = make_session(wall_time_ms=30_000)
+    observer = Observer()
 
     def scenario(cluster: Cluster) -> None:
         pod = cluster.pod()
         pod.start()
         pod.report(0)
-        wait_until(lambda: len(log_reads(emulator)) == 1)
+        wait_until(lambda: 0 in observer.results)
         pod.player.job_failed("DeadlineExceeded", "Job was active longer than specified deadline")
         pod.player.delete_pod()  # the Job controller deletes the active pod
 
-    observer = play_session(emulator, api_client, logs, backend, session, scenario)
+    play_session(emulator, api_client, logs, backend, session, scenario, observer)
     failure = observer.only_failure()
     assert failure is observer.results[1]
     assert failure.error_kind == ErrorKind.BACKEND_ERROR
@@ -271,14 +272,16 @@ def test_pod_deleted_for_the_jobs_deadline_fails_the_step(
 def test_pod_removed_by_someone_else_is_a_cancel(
     emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
+    observer = Observer()
+
     def scenario(cluster: Cluster) -> None:
         pod = cluster.pod()
         pod.start()
         pod.report(0)
-        wait_until(lambda: len(log_reads(emulator)) == 1)
+        wait_until(lambda: 0 in observer.results)
         pod.player.delete_pod()
 
-    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    play_session(emulator, api_client, logs, backend, make_session(), scenario, observer)
     failure = observer.only_failure()
     assert failure is observer.results[1]
     assert failure.error_kind == ErrorKind.CANCELLED
