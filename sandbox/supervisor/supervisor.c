@@ -44,6 +44,8 @@
  *   R: the step ran; exit_code is -1 when a signal ended it; flags: 1 timed out, 2 out of
  *   memory, 4 stdout truncated, 8 stderr truncated. X: the supervisor failed (the message is
  *   in the stdout payload); the session cannot go on and the supervisor exits.
+ *   Unprivileged, a newline follows each record: there stdout is a container log, which a
+ *   line-buffered collector (containerd's) passes on only at the end of a line.
  *
  * Exit status: 0; 1 when a compile step did not succeed (exit status 0 within every limit),
  * so that, run as a Kubernetes init container, it keeps the cases' container from starting;
@@ -176,7 +178,7 @@ static void emit(char kind, long index, const struct outcome *o, const char *out
                      kind, index, o->exited ? o->exit_code : -1, o->signal, o->wall_ms, o->cpu_ms,
                      o->peak_bytes, o->flags, out_len, err_len);
     if (write_all(1, header, (size_t)n) || write_all(1, out, out_len) ||
-        write_all(1, err, err_len))
+        write_all(1, err, err_len) || (!privileged && write_all(1, "\n", 1)))
         _exit(3);
 }
 

@@ -127,12 +127,12 @@ def record(
     stdout: bytes = b"",
     stderr: bytes = b"",
 ) -> bytes:
-    """One record as supervisor.c's emit() writes it."""
+    """One record as supervisor.c's emit() writes it, unprivileged: a newline ends it."""
     header = (
         f"{nonce} {kind} {index} {exit_code} {signal} {wall_ms} {cpu_ms} {peak_bytes} {flags} "
         f"{len(stdout)} {len(stderr)}\n"
     )
-    return header.encode() + stdout + stderr
+    return header.encode() + stdout + stderr + b"\n"
 
 
 # --- the cluster's side of a session ------------------------------------------------------------

@@ -92,8 +92,8 @@ def test_logs_are_read_with_a_byte_cap_per_container(
         (req.params.get("container"), req.params.get("limitBytes"), req.params.get("follow"))
         for req in log_reads(emulator)
     )
-    # Every record of the container's steps: a header line and two capped outputs each.
-    assert asked == [("compile", "2512", "true"), ("session", str(3 * 2512), "true")]
+    # Every record of the container's steps: a header line, two capped outputs, a newline.
+    assert asked == [("compile", "2513", "true"), ("session", str(3 * 2513), "true")]
 
 
 # --- logs that cannot be trusted -----------------------------------------------------------------
@@ -106,6 +106,7 @@ HOSTILE: dict[str, Callable[[SandboxPod], bytes]] = {
     "a step again": lambda pod: record(pod.stream.nonce, 0),
     "a payload over the cap": lambda pod: record(pod.stream.nonce, 1, stdout=b"y" * 1001),
     "a negative length": lambda pod: f"{pod.stream.nonce} R 1 0 0 1 1 1 0 -5 0\n".encode(),
+    "a record that does not end its line": lambda pod: record(pod.stream.nonce, 1)[:-1] + b"x",
 }
 
 

@@ -276,7 +276,7 @@ def test_the_containers_limits_come_from_the_policy(
     expected_mb = limits.memory_mb + 8 + -(-2 * limits.output_bytes // 2**20) + build_mb
     assert resources["memory"] == f"{expected_mb}Mi"
     assert resources["cpu"] == f"{round(limits.cpus * 1000)}m"
-    log_bytes = len(part.cases) * (512 + 2 * limits.output_bytes) + 8 * 2**20
+    log_bytes = len(part.cases) * (512 + 2 * limits.output_bytes + 1) + 8 * 2**20
     assert resources["ephemeral-storage"] == f"{-(-log_bytes // 2**20)}Mi"
     scratch = next(v for v in pod_spec["volumes"] if v["name"] == "scratch")["emptyDir"]
     assert scratch == {"medium": "Memory", "sizeLimit": f"{limits.scratch_mb}Mi"}

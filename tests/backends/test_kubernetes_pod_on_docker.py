@@ -106,7 +106,7 @@ def render(compile_command: tuple[str, ...] = ()) -> tuple[Part, dict[str, Any],
 
 
 def records(pod: PodRun, container: str, nonce: str) -> list[supervisor.Record]:
-    reader = supervisor.RecordReader(nonce, LIMITS.output_bytes)
+    reader = supervisor.RecordReader(nonce, LIMITS.output_bytes, line_ended=True)
     found = list(reader.feed(pod.containers[container].log))
     assert reader.pending == 0, pod.containers[container].log[-500:]
     return found

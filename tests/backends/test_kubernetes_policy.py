@@ -94,7 +94,7 @@ def test_the_cases_container_gets_its_limits_and_only_its_volumes() -> None:
     assert cases["resources"]["limits"] == {
         "cpu": "1000m",
         "memory": "73Mi",  # 64 MiB, the supervisor's 8 MiB and two 1 KiB output buffers
-        "ephemeral-storage": "9Mi",  # two records of 512 + 2 x 1024 bytes, plus 8 MiB
+        "ephemeral-storage": "9Mi",  # two records (header, 2 x 1024 bytes, newline), 8 MiB
     }
     assert cases["image"] == "evalplatform/python:3.11"
     assert cases["volumeMounts"] == [

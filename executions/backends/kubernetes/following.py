@@ -246,14 +246,18 @@ class JobFollower:
         self.at = 0  # the part's step being run
         self.containers = {
             SESSION: _Container(
-                supervisor.RecordReader(part.nonce, max(s.limits.output_bytes for s in cases)),
+                supervisor.RecordReader(
+                    part.nonce, max(s.limits.output_bytes for s in cases), line_ended=True
+                ),
                 deque(cases),
                 sum(step.log_bytes for step in cases),
             )
         }
         if part.compile is not None:
             self.containers[COMPILE] = _Container(
-                supervisor.RecordReader(part.compile_nonce, part.compile.limits.output_bytes),
+                supervisor.RecordReader(
+                    part.compile_nonce, part.compile.limits.output_bytes, line_ended=True
+                ),
                 deque([part.compile]),
                 part.compile.log_bytes,
             )

@@ -72,8 +72,9 @@ class Step:
 
     @property
     def log_bytes(self) -> int:
-        """The most this step's record can take in the supervisor's log."""
-        return RECORD_HEADER_BYTES + 2 * self.limits.output_bytes
+        """The most this step's record can take in the supervisor's log, with the newline
+        that ends it."""
+        return RECORD_HEADER_BYTES + 2 * self.limits.output_bytes + 1
 
 
 def compile_step(session: Session) -> Step | None:
