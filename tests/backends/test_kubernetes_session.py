@@ -26,7 +26,7 @@ from executions.backends.kubernetes import (
 from sandbox import supervisor
 from sandbox.contract import ErrorKind
 
-from .kube_emulator import JOBS, Emulator, Logs, configmap_files
+from .kube_emulator import CONFIGMAPS, JOBS, Emulator, Logs, configmap_files, now
 from .kube_helpers import (
     HANDLE,
     NS,
@@ -352,6 +352,27 @@ def test_a_cancel_before_the_pod_exists(
         backend.cancel(HANDLE)
 
     observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    assert observer.only_failure() is observer.results[0]
+    assert observer.results[0].error_kind == ErrorKind.CANCELLED
+    assert_cleaned_up(emulator)
+
+
+def test_a_cancel_between_the_configmap_and_the_job(
+    emulator: Emulator, logs: Logs, backend: KubernetesBackend
+) -> None:
+    """The cancel found no Job yet and deleted the ConfigMap: the Job must not run on."""
+
+    def create_job_after_the_cancel(request: Any) -> dict[str, Any]:
+        del emulator.kmock.objects[CONFIGMAPS, NS, HANDLE]
+        meta = {**request.data["metadata"], "uid": "job-uid-2", "creationTimestamp": now()}
+        return {**request.data, "metadata": meta}
+
+    route = f"post /apis/batch/v1/namespaces/{NS}/jobs"
+    emulator.on_loop(lambda: (emulator.kmock[route] ** 10) << create_job_after_the_cancel)
+    started = time.monotonic()
+    observer = Observer()
+    backend.run_session(make_session(), observer)
+    assert time.monotonic() - started < 3, "not the pending timeout"
     assert observer.only_failure() is observer.results[0]
     assert observer.results[0].error_kind == ErrorKind.CANCELLED
     assert_cleaned_up(emulator)

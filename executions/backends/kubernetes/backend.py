@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
-from executions.backends.kubernetes.following import JobFollower, _Failure, _Watcher
+from executions.backends.kubernetes.following import REMOVED, JobFollower, _Failure, _Watcher
 from executions.backends.kubernetes.manifests import (
     COMPONENT,
     COMPONENT_LABEL,
@@ -260,7 +260,8 @@ class KubernetesBackend(ExecutionBackend):
             raise _Failure(*self._api_failure(exc, f"create the {kind} {name}")) from exc
 
     def _adopt_configmap(self, core: Any, name: str, job: Any) -> None:
-        """Make the Job own the ConfigMap, so the garbage collector deletes it with the Job."""
+        """Make the Job own the ConfigMap, so the garbage collector deletes it with the Job.
+        A ConfigMap gone by now was deleted by a cancel that came before the Job existed."""
         uid = getattr(getattr(job, "metadata", None), "uid", None)
         if not uid:
             return
@@ -272,9 +273,14 @@ class KubernetesBackend(ExecutionBackend):
             "blockOwnerDeletion": False,
             "controller": False,
         }
-        core.patch_namespaced_config_map(
-            name, self.namespace, {"metadata": {"ownerReferences": [owner]}}
-        )
+        try:
+            core.patch_namespaced_config_map(
+                name, self.namespace, {"metadata": {"ownerReferences": [owner]}}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise _Failure(ErrorKind.CANCELLED, REMOVED) from exc
+            raise
 
     def _delete(self, delete: Any, name: str) -> None:
         """Delete, its dependents in the background; never raise (remove_orphans retries)."""

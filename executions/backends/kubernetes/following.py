@@ -291,6 +291,9 @@ class JobFollower:
     # -- the loop
 
     def follow(self) -> None:
+        # The watches see a deletion from their start on; one before it, only a read sees.
+        if self._job_removed():
+            raise _Failure(ErrorKind.CANCELLED, REMOVED)
         while not self._done():
             deadline = self._deadline()
             if deadline is None:
@@ -339,7 +342,7 @@ class JobFollower:
         deadline = self.progress_at + self.options.pending_timeout_s
         if now >= deadline:
             if self._job_removed():
-                # Cancelled before the watch began: it never saw the Job to see it go.
+                # Cancelled as the watch began: it never saw the Job to see it go.
                 raise _Failure(ErrorKind.CANCELLED, REMOVED)
             raise _Failure(ErrorKind.BACKEND_ERROR, self._pending_message())
         return deadline
