@@ -379,6 +379,7 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
         ),
         isolation=(
             "Pod Security Standard restricted",
+            "one Job per execution, each case a fresh process under the session supervisor",
             "uid 65534, no capabilities, RuntimeDefault seccomp, read-only root",
             "no ServiceAccount token, no service links",
             "deny-all NetworkPolicy",
@@ -389,10 +390,12 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
         between_cases=(
             "One Job per execution. Restricted allows no root, so the supervisor and the "
             "program share uid 65534: the supervisor stays out of reach (PID 1, not "
-            "dumpable: no signal, ptrace or /proc/1/fd) and kills every other process "
-            "before the next case; code and compiled files are read-only mounts. A case "
-            "can read every case's input (never an expected output) and lower the "
-            "supervisor's resource limits, which ends only its own execution."
+            "dumpable: no signal, ptrace or /proc/1/fd) and frames results from pipes the "
+            "program writes into; before the next case it kills every other process and "
+            "empties /tmp, /dev/shm, message queues, SysV IPC and the termination log. Code "
+            "and compiled files are read-only mounts. A case can read every case's input "
+            "(never an expected output) and lower the supervisor's resource limits or "
+            "priority, which spoils only its own execution."
         ),
     ),
 )

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from executions.conf import DEFAULTS
+from sandbox.supervisor import SUPERVISOR_MEMORY_BYTES
 from tests.conftest import require_real
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,9 +281,11 @@ def test_sandbox_namespace_bounds_each_sandbox_and_all_of_them() -> None:
         assert set(container[bound]) == resources, bound
         for resource in resources:
             assert quantity(container[bound][resource]) <= quantity(container["max"][resource])
-    # A run at the platform's own memory cap must fit in one sandbox container.
+    # A session at the platform's own memory and output caps must fit in one sandbox
+    # container, with the supervisor beside the program.
     hard_max_memory = DEFAULTS["HARD_MAX_MEMORY_MB"] * 2**20
-    assert quantity(container["max"]["memory"]) >= hard_max_memory
+    supervisor_needs = SUPERVISOR_MEMORY_BYTES + 2 * DEFAULTS["HARD_MAX_OUTPUT_KB"] * 1024
+    assert quantity(container["max"]["memory"]) >= hard_max_memory + supervisor_needs
 
     (quota,) = [
         doc for doc in objects("ResourceQuota") if doc["metadata"]["namespace"] == SANDBOX_NAMESPACE

@@ -7,7 +7,6 @@ the code directory, whatever the platform let through (the second, ``sandbox.fil
 
 from __future__ import annotations
 
-import base64
 import io
 import tarfile
 from dataclasses import replace
@@ -21,7 +20,7 @@ from executions import services
 from executions.backends import kubernetes
 from executions.models import Runtime
 from sandbox import docker
-from sandbox.contract import RunRequest
+from sandbox.contract import RunRequest, Session
 from sandbox.files import safe_relative
 from sandbox.policy import Limits, SandboxPolicy
 
@@ -121,66 +120,60 @@ def test_docker_keeps_odd_names_inside_the_code_directory(name: str) -> None:
     assert all(stays_inside(member) for member in members), members
 
 
+def part_of(request: RunRequest) -> kubernetes.Part:
+    return kubernetes.Part(Session.of_request(request), 0, 1)
+
+
 @pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
 def test_kubernetes_refuses_names_that_leave_the_code_directory(name: str) -> None:
-    request = request_with(name)
+    part = part_of(request_with(name))
     with pytest.raises(ValueError, match="unsafe file name"):
-        kubernetes.configmap_for(request, "sandbox")
+        kubernetes.configmap_for(part, "sandbox", supervisor_binary=b"")
     options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     with pytest.raises(ValueError, match="unsafe file name"):
-        kubernetes.job_for(request, options)
+        kubernetes.job_for(part, options)
 
 
 @pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
 def test_kubernetes_keeps_odd_names_inside_the_code_directory(name: str) -> None:
     options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
-    job = kubernetes.job_for(request_with(name), options)
+    job = kubernetes.job_for(part_of(request_with(name)), options)
     (code,) = (v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "code")
     paths = [item["path"] for item in code["configMap"]["items"]]
     assert all(stays_inside(path) for path in paths), paths
 
 
 def test_kubernetes_mounts_each_file_under_its_own_name() -> None:
-    request = request_with("pkg/util.py")
+    part = part_of(request_with("pkg/util.py"))
     options = kubernetes.KubernetesOptions(namespace="sandbox", service_account="sandbox")
     (code,) = (
         volume
-        for volume in kubernetes.job_for(request, options)["spec"]["template"]["spec"]["volumes"]
+        for volume in kubernetes.job_for(part, options)["spec"]["template"]["spec"]["volumes"]
         if volume["name"] == "code"
     )
     items = {item["key"]: item["path"] for item in code["configMap"]["items"]}
     assert items == {"f0": "main.py", "f1": "pkg/util.py"}
-    configmap = kubernetes.configmap_for(request, "sandbox")
+    configmap = kubernetes.configmap_for(part, "sandbox", supervisor_binary=b"\x7fELF")
     assert configmap["immutable"] is True, "a running pod's code cannot be changed under it"
-    assert set(configmap["binaryData"]) == {"f0", "f1", "stdin"}
+    assert set(configmap["binaryData"]) == {"supervisor", "f0", "f1", "stream"}
 
 
-def sized_request(code_bytes: int, stdin_bytes: int) -> RunRequest:
+def sized_part(code_bytes: int, stdin_bytes: int) -> kubernetes.Part:
     base = request_with("util.py")
-    return replace(base, files={"main.py": b"x" * code_bytes}, stdin=b"s" * stdin_bytes)
+    return part_of(replace(base, files={"main.py": b"x" * code_bytes}, stdin=b"s" * stdin_bytes))
 
 
-def test_the_configmap_budget_counts_base64_code_and_stdin() -> None:
+def test_the_configmap_budget_counts_base64_of_everything_it_holds() -> None:
     budget = kubernetes.CONFIGMAP_BUDGET
-    # base64 of n bytes is 4 * ceil(n / 3) characters; two keys here, main.py and stdin.
-    fits = budget // 4 * 3 - 3
-    kubernetes.configmap_for(sized_request(fits, 0), "sandbox")
-    kubernetes.configmap_for(sized_request(fits // 2, fits // 2), "sandbox")
+    # base64 of n bytes is 4 * ceil(n / 3) characters; the keys here are the supervisor
+    # (empty), main.py and the stream, whose own bytes (headers, argv, stdin) come first.
+    stream = len(sized_part(0, 0).stream())
+    fits = (budget - 4 * -(-stream // 3)) // 4 * 3
+    kubernetes.configmap_for(sized_part(fits, 0), "sandbox", supervisor_binary=b"")
     with pytest.raises(ValueError, match=r"take \d+ bytes in base64"):
-        kubernetes.configmap_for(sized_request(fits + 6, 0), "sandbox")
+        kubernetes.configmap_for(sized_part(fits + 1, 0), "sandbox", supervisor_binary=b"")
     with pytest.raises(ValueError, match=r"take \d+ bytes in base64"):
-        kubernetes.configmap_for(sized_request(fits // 2, fits // 2 + 6), "sandbox")
-
-
-def test_the_configmap_budget_edge() -> None:
-    budget = kubernetes.CONFIGMAP_BUDGET
-    assert budget % 4 == 0
-    exactly = budget // 4 * 3 - 3  # main.py fills budget - 4 characters, empty stdin adds 0
-    size = len(base64.b64encode(b"x" * exactly)) + len(base64.b64encode(b"s"))
-    assert size == budget
-    kubernetes.configmap_for(sized_request(exactly, 1), "sandbox")  # exactly the budget
-    with pytest.raises(ValueError):
-        kubernetes.configmap_for(sized_request(exactly, 4), "sandbox")  # 4 characters over
+        kubernetes.configmap_for(sized_part(fits - 3, 3), "sandbox", supervisor_binary=b"s")
 
 
 def test_an_archive_lists_each_directory_once() -> None:

@@ -157,11 +157,14 @@ class Record:
 
 class RecordReader:
     """Parses the supervisor's stdout as it arrives. Every record must carry ``nonce`` and
-    no payload may exceed ``max_payload`` bytes; anything else raises ``ProtocolError``."""
+    no payload may exceed ``max_payload`` bytes; with ``line_ended`` (the unprivileged
+    supervisor's records, read from a container log) a newline must follow each record.
+    Anything else raises ``ProtocolError``."""
 
-    def __init__(self, nonce: str, max_payload: int) -> None:
+    def __init__(self, nonce: str, max_payload: int, *, line_ended: bool = False) -> None:
         self.nonce = nonce.encode()
         self.max_payload = max_payload
+        self.ending = b"\n" if line_ended else b""
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[Record]:
@@ -180,10 +183,13 @@ class RecordReader:
             out_length, err_length = int(match["out"]), int(match["err"])
             if max(out_length, err_length) > self.max_payload:
                 raise ProtocolError("a record's payload exceeds the output limit")
-            total = end + 1 + out_length + err_length
+            payload_end = end + 1 + out_length + err_length
+            total = payload_end + len(self.ending)
             if len(self._buffer) < total:
                 return
-            payload = bytes(self._buffer[end + 1 : total])
+            if self._buffer[payload_end:total] != self.ending:
+                raise ProtocolError("a record does not end its line")
+            payload = bytes(self._buffer[end + 1 : payload_end])
             del self._buffer[:total]
             yield _record(match, payload[:out_length], payload[out_length:])
 

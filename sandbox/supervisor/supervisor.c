@@ -14,9 +14,9 @@
  *     stderr are pipes the supervisor reads and frames, so nothing it writes can be taken for
  *     a record.
  *   - Between steps: every process but PID 1 is killed and reaped, scratch (/tmp), /dev/shm,
- *     /dev/mqueue and the SysV IPC objects are emptied by a helper running as 65534, and the
- *     code directory belongs to root (files 0444, directories 0555), so a case cannot change
- *     what the next case sees.
+ *     /dev/mqueue, the termination log Kubernetes mounts and the SysV IPC objects are emptied
+ *     by a helper running as 65534, and the code directory belongs to root (files 0444,
+ *     directories 0555), so a case cannot change what the next case sees.
  *
  * Unprivileged (started as any uid but 0, as under Kubernetes' "restricted" profile, where the
  * sandbox runs as 65534 with no capability): every step runs as the supervisor's own uid.
@@ -44,6 +44,12 @@
  *   R: the step ran; exit_code is -1 when a signal ended it; flags: 1 timed out, 2 out of
  *   memory, 4 stdout truncated, 8 stderr truncated. X: the supervisor failed (the message is
  *   in the stdout payload); the session cannot go on and the supervisor exits.
+ *   Unprivileged, a newline follows each record: there stdout is a container log, which a
+ *   line-buffered collector (containerd's) passes on only at the end of a line.
+ *
+ * Exit status: 0; 1 when a compile step did not succeed (exit status 0 within every limit),
+ * so that, run as a Kubernetes init container, it keeps the cases' container from starting;
+ * 2 after an X record.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -75,6 +81,7 @@
 #define SANDBOX_ID 65534
 #define CODE_DIR "/sandbox/code"
 #define BUILD_DIR "/sandbox/build"
+#define TERMINATION_LOG "/dev/termination-log"
 #define MAX_LINE 512
 #define MAX_ARGV_BYTES (64 * 1024)
 #define MAX_ARGS 256
@@ -171,7 +178,7 @@ static void emit(char kind, long index, const struct outcome *o, const char *out
                      kind, index, o->exited ? o->exit_code : -1, o->signal, o->wall_ms, o->cpu_ms,
                      o->peak_bytes, o->flags, out_len, err_len);
     if (write_all(1, header, (size_t)n) || write_all(1, out, out_len) ||
-        write_all(1, err, err_len))
+        write_all(1, err, err_len) || (!privileged && write_all(1, "\n", 1)))
         _exit(3);
 }
 
@@ -368,6 +375,10 @@ static int clean_scratch(void *unused) {
         if (walk_tree(fd, WIPE, 0)) failed = 1;
         close(fd);
     }
+    /* Kubernetes mounts this file writable by every uid and keeps it across the steps. */
+    if (truncate(TERMINATION_LOG, 0)) {
+        /* Missing, or not ours to write: then no step could have written it either. */
+    }
     remove_ipc("/proc/sysvipc/shm", 1, 0);
     remove_ipc("/proc/sysvipc/sem", 0, 1);
     remove_ipc("/proc/sysvipc/msg", 0, 0);
@@ -377,8 +388,10 @@ static int clean_scratch(void *unused) {
 static int prepare_build(void *unused) {
     (void)unused;
     int code = open_dir(CODE_DIR), build = open_dir(BUILD_DIR);
-    int failed = code < 0 || build < 0 || fchmod(build, 0700) || walk_tree(build, WIPE, 0) ||
-                 copy_tree(code, build, 0, 0);
+    /* Unprivileged, BUILD_DIR is the host's mount as it made it (a Kubernetes emptyDir belongs
+     * to root, writable by all): ours to fill, not to chmod. */
+    int failed = code < 0 || build < 0 || (privileged && fchmod(build, 0700)) ||
+                 walk_tree(build, WIPE, 0) || copy_tree(code, build, 0, 0);
     return failed;
 }
 
@@ -758,9 +771,10 @@ int main(int argc, char **argv) {
 
     static struct step s;
     struct outcome o;
+    int compile_failed = 0;
     for (;;) {
         int got = read_line(line, sizeof line);
-        if (got == 0 || (got == 1 && !strcmp(line, "Q"))) return 0;
+        if (got == 0 || (got == 1 && !strcmp(line, "Q"))) return compile_failed;
         if (got < 0 || (line[0] != 'K' && line[0] != 'C')) fail(-1, "unknown record");
         memset(&s, 0, sizeof s);
         read_step(line, &s);
@@ -772,6 +786,7 @@ int main(int argc, char **argv) {
         }
         run_step(&s, &o);
         if (s.kind == 'K' && privileged) keep_build(s.index);
+        if (s.kind == 'K' && (!o.exited || o.exit_code || o.flags)) compile_failed = 1;
         emit('R', s.index, &o, o.out.data, o.out.length, o.err.data, o.err.length);
         free(o.out.data);
         free(o.err.data);

@@ -10,7 +10,7 @@ import pytest
 
 from executions.backends.kubernetes import KubernetesBackend
 
-from .kube_emulator import Emulator, now
+from .kube_emulator import Emulator, Logs, now
 from .kube_helpers import NS, make_backend
 
 
@@ -60,23 +60,18 @@ def api_client(emulator: Emulator) -> Any:
 
 
 @pytest.fixture
-def logs(emulator: Emulator) -> dict[str, bytes]:
-    """Pod logs by container name; the emulator answers them honouring ``limitBytes``."""
-    served: dict[str, bytes] = {}
-
-    def answer(req: Any) -> bytes:
-        data = served.get(req.params.get("container", ""), b"")
-        limit = req.params.get("limitBytes")
-        return data[: int(limit)] if limit else data
-
+def logs(emulator: Emulator) -> Logs:
+    """Pod logs, fed by the test as the supervisor would write them."""
+    served = Logs()
     emulator.on_loop(
         lambda: (
-            emulator.kmock["get", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log")] << answer
+            emulator.kmock["get", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log")]
+            << served.answer
         )
     )
     return served
 
 
 @pytest.fixture
-def backend(api_client: Any) -> KubernetesBackend:
+def backend(api_client: Any, logs: Logs) -> KubernetesBackend:
     return make_backend(api_client)

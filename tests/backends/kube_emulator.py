@@ -14,7 +14,7 @@ import copy
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import kmock
@@ -191,6 +191,14 @@ class KubeletPlayer:
 
     # -- realistic status payloads (shapes from the Pod and Job API reference)
 
+    @property
+    def compiles(self) -> bool:
+        return bool(self.job["spec"]["template"]["spec"].get("initContainers"))
+
+    def _inits(self, state: dict[str, Any] | None) -> dict[str, Any]:
+        """The init container's status field, when the pod has one."""
+        return {"initContainerStatuses": [state]} if self.compiles and state else {}
+
     def scheduled(self) -> None:
         self.patch_pod(
             {
@@ -198,7 +206,8 @@ class KubeletPlayer:
                 "conditions": [
                     {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}
                 ],
-                "containerStatuses": [self._waiting("program", "ContainerCreating")],
+                **self._inits(self._waiting("compile", "PodInitializing")),
+                "containerStatuses": [self._waiting("session", "PodInitializing")],
             }
         )
 
@@ -219,15 +228,41 @@ class KubeletPlayer:
         )
 
     def image_error(self, reason: str, message: str) -> None:
+        first = "compile" if self.compiles else "session"
+        waiting = self._waiting(first, reason, message)
         self.patch_pod(
             {
                 "phase": "Pending",
                 "conditions": [{"type": "PodScheduled", "status": "True"}],
-                "initContainerStatuses": [self._waiting("prepare", reason, message)],
+                **self._inits(waiting),
                 "containerStatuses": [
-                    self._waiting("program", "PodInitializing"),
-                    self._waiting("stderr", "PodInitializing"),
+                    waiting if first == "session" else self._waiting("session", "PodInitializing")
                 ],
+            }
+        )
+
+    def compiling(self) -> None:
+        started = now()
+        self.patch_pod(
+            {
+                "phase": "Pending",
+                "startTime": started,
+                "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "initContainerStatuses": [
+                    {**self._base("compile"), "state": {"running": {"startedAt": started}}}
+                ],
+                "containerStatuses": [self._waiting("session", "PodInitializing")],
+            }
+        )
+
+    def compile_ended(self, exit_code: int, reason: str = "") -> None:
+        """The init container ended; with a failure the pod fails and the cases never start."""
+        reason = reason or ("Completed" if exit_code == 0 else "Error")
+        self.patch_pod(
+            {
+                "phase": "Pending" if exit_code == 0 else "Failed",
+                "initContainerStatuses": [self._terminated("compile", exit_code, reason)],
+                "containerStatuses": [self._waiting("session", "PodInitializing")],
             }
         )
 
@@ -238,10 +273,9 @@ class KubeletPlayer:
                 "phase": "Running",
                 "startTime": started,
                 "conditions": [{"type": "PodScheduled", "status": "True"}],
-                "initContainerStatuses": [self._terminated("prepare", 0, "Completed")],
+                **self._inits(self._terminated("compile", 0, "Completed")),
                 "containerStatuses": [
-                    {**self._base("program"), "state": {"running": {"startedAt": started}}},
-                    {**self._base("stderr"), "state": {"running": {"startedAt": started}}},
+                    {**self._base("session"), "state": {"running": {"startedAt": started}}}
                 ],
             }
         )
@@ -253,11 +287,8 @@ class KubeletPlayer:
         self.patch_pod(
             {
                 "phase": phase,
-                "initContainerStatuses": [self._terminated("prepare", 0, "Completed")],
-                "containerStatuses": [
-                    self._terminated("program", exit_code, reason),
-                    self._terminated("stderr", 0, "Completed"),
-                ],
+                **self._inits(self._terminated("compile", 0, "Completed")),
+                "containerStatuses": [self._terminated("session", exit_code, reason)],
             }
         )
 
@@ -331,20 +362,72 @@ class KubeletPlayer:
         }
 
 
-def configmap_files(configmap: dict[str, Any], job: dict[str, Any]) -> dict[str, bytes]:
-    """What the sandbox would see: mounted path -> bytes, from the ConfigMap and the volumes."""
+class LogFeed:
+    """One container's log as the kubelet serves it with ``follow=true``: what was written so
+    far, then whatever is written until ``close()`` (the container's end)."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._data += data
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    async def serve(self, limit: int | None) -> AsyncIterator[bytes]:
+        yield b""  # the headers go out at once, as the kubelet's do
+        sent = 0
+        while True:
+            with self._lock:
+                chunk, closed = bytes(self._data[sent:]), self._closed
+            if limit is not None:
+                chunk = chunk[: max(0, limit - sent)]
+            if chunk:
+                sent += len(chunk)
+                yield chunk
+            elif closed or (limit is not None and sent >= limit):
+                return
+            else:
+                await asyncio.sleep(0.01)
+
+
+class Logs:
+    """Pod logs by pod and container, served by the emulator honouring ``limitBytes``."""
+
+    def __init__(self) -> None:
+        self.feeds: dict[tuple[str, str], LogFeed] = {}
+        self._lock = threading.Lock()
+
+    def feed(self, pod: str, container: str) -> LogFeed:
+        with self._lock:
+            return self.feeds.setdefault((pod, container), LogFeed())
+
+    def answer(self, request: Any) -> AsyncIterator[bytes]:
+        pod = str(request.url.path).split("/")[-2]
+        limit = request.params.get("limitBytes")
+        return self.feed(pod, request.params.get("container", "")).serve(
+            int(limit) if limit else None
+        )
+
+
+def configmap_files(configmap: dict[str, Any], job: dict[str, Any]) -> dict[str, dict[str, bytes]]:
+    """What each container would see: container -> mounted path -> bytes, from the ConfigMap
+    and the volumes."""
     data = {key: base64.b64decode(value) for key, value in configmap["binaryData"].items()}
-    seen: dict[str, bytes] = {}
     spec = job["spec"]["template"]["spec"]
-    mounts = {
-        mount["name"]: mount["mountPath"]
-        for container in spec["containers"]
-        for mount in container.get("volumeMounts", [])
-    }
-    for volume in spec["volumes"]:
-        if "configMap" in volume:
-            for item in volume["configMap"]["items"]:
-                seen[f"{mounts[volume['name']]}/{item['path']}"] = data[item["key"]]
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    seen: dict[str, dict[str, bytes]] = {}
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        files = seen.setdefault(container["name"], {})
+        for mount in container.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            for item in volume.get("configMap", {}).get("items", []):
+                files[f"{mount['mountPath']}/{item['path']}"] = data[item["key"]]
     return seen
 
 

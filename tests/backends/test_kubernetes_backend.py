@@ -1,4 +1,5 @@
-"""KubernetesBackend (kubernetes/backend.py): objects, slots, cancel, API failures, health, options.
+"""KubernetesBackend (kubernetes/backend.py): objects, slots, cancel, API failures, health, orphans,
+options.
 
 No cluster runs here. The emulator (kmock) is a real HTTP server that stores objects and serves
 create, patch, delete, list and watch; pod logs, errors and ``/version`` get explicit answers.
@@ -8,7 +9,7 @@ controller and the kubelet.
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 from typing import Any
 
 import kmock
@@ -18,6 +19,8 @@ from django.core.exceptions import ImproperlyConfigured
 from executions.backends import get_backend
 from executions.backends.kubernetes import (
     COMPONENT_LABEL,
+    HANDLE_LABEL,
+    JOB_LABEL,
     MANAGED_BY_LABEL,
     KubernetesBackend,
     KubernetesUnavailable,
@@ -25,15 +28,18 @@ from executions.backends.kubernetes import (
 from sandbox.contract import ErrorKind
 from sandbox.options import OptionError
 
-from .kube_emulator import CONFIGMAPS, JOBS, PLAYER_AGENT, Emulator, KubeletPlayer, now
+from .kube_emulator import CONFIGMAPS, JOBS, PLAYER_AGENT, Emulator, Logs, now
 from .kube_helpers import (
+    HANDLE,
     NS,
-    assert_cleaned_up,
-    finish,
+    Cluster,
+    Observer,
+    every_case_echoes,
     make_backend,
     make_request,
-    play,
-    wait_for_log_reads,
+    make_session,
+    play_session,
+    wait_until,
 )
 from .test_kubernetes_manifests import allowed
 
@@ -48,27 +54,28 @@ FORBIDDEN = (
 
 
 def test_configmap_is_owned_by_the_job(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    request = make_request()
     owners: list[Any] = []
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
-        deadline = time.monotonic() + 10
-        while not owners and time.monotonic() < deadline:
-            configmap = emulator.get(CONFIGMAPS, NS, request.handle) or {}
-            owners.extend(configmap.get("metadata", {}).get("ownerReferences", []))
-            time.sleep(0.02)
-        player.terminated(0)
+    def owned() -> bool:
+        configmap = emulator.get(CONFIGMAPS, NS, HANDLE) or {}
+        owners[:] = configmap.get("metadata", {}).get("ownerReferences", [])
+        return bool(owners)
 
-    assert play(emulator, api_client, backend, request, scenario).exit_code == 0
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        wait_until(owned)
+        pod.echo_every_case()
+        pod.end(0)
+
+    play_session(emulator, api_client, logs, backend, make_session(), scenario)
     assert owners == [
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "name": request.handle,
+            "name": HANDLE,
             "uid": "job-uid-1",
             "blockOwnerDeletion": False,
             "controller": False,
@@ -76,60 +83,49 @@ def test_configmap_is_owned_by_the_job(
     ]
 
 
-def test_runs_beyond_max_concurrent_per_worker_wait_then_fail_as_unavailable(
-    emulator: Emulator, api_client: Any, logs: dict[str, bytes]
+def test_sessions_beyond_max_concurrent_per_worker_wait_then_fail_as_unavailable(
+    emulator: Emulator, api_client: Any, logs: Logs
 ) -> None:
     backend = make_backend(api_client, max_concurrent_per_worker=1, slot_wait_s=0.2)
-    first = make_request("evalplatform-50-0", wall_time_ms=30_000)
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
-        second = backend.run(make_request("evalplatform-51-0"))
-        assert second.error_kind == ErrorKind.UNAVAILABLE
-        assert "All 1 Kubernetes sandbox slots" in second.error_message
-        assert "raise max_concurrent_per_worker" in second.error_message
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        second = Observer()
+        backend.run_session(make_session(handle="evalplatform-51-0"), second)
+        failure = second.only_failure()
+        assert failure.error_kind == ErrorKind.UNAVAILABLE
+        assert "All 1 Kubernetes sandbox slots" in failure.error_message
+        assert "raise max_concurrent_per_worker" in failure.error_message
         assert emulator.get(JOBS, NS, "evalplatform-51-0") is None
-        player.terminated(0)
+        pod.echo_every_case()
+        pod.end(0)
 
-    assert play(emulator, api_client, backend, first, scenario).exit_code == 0
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    assert len(observer.results) == 3
 
 
 # --- cancel --------------------------------------------------------------------------------------
 
 
-def test_cancel_from_another_backend_instance(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+def test_cancel_deletes_every_job_of_the_session_and_nothing_else(
+    emulator: Emulator, backend: KubernetesBackend
 ) -> None:
-    request = make_request(wall_time_ms=30_000)
-    other = make_backend(api_client)  # as another worker process would have
-
-    logs.update({"program": b"up\n"})
-
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
-        wait_for_log_reads(emulator)
-        other.cancel(request.handle)
-        assert emulator.get(JOBS, NS, request.handle) is None
-
-    started = time.monotonic()
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind == ErrorKind.CANCELLED, (result.error_kind, result.error_message)
-    assert result.stdout == b"up\n", "the output read before the cancel is kept"
-    assert time.monotonic() - started < 20  # long before the 30 s wall time
-    assert_cleaned_up(emulator, request.handle)
-
-
-def test_cancel_before_the_pod_exists(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend
-) -> None:
-    request = make_request(wall_time_ms=30_000)
-    result = play(
-        emulator, api_client, backend, request, lambda player: backend.cancel(request.handle)
-    )
-    assert result.error_kind == ErrorKind.CANCELLED
-    assert_cleaned_up(emulator, request.handle)
+    """A session may be running its second Job (after a case ran out of memory)."""
+    for name, handle in ((f"{HANDLE}-2", HANDLE), ("evalplatform-99-0", "evalplatform-99-0")):
+        labels = {
+            MANAGED_BY_LABEL: "evalplatform",
+            COMPONENT_LABEL: "sandbox",
+            HANDLE_LABEL: handle,
+            JOB_LABEL: name,
+        }
+        for resource in (JOBS, CONFIGMAPS):
+            emulator.put(
+                resource, NS, {"metadata": {"name": name, "namespace": NS, "labels": labels}}
+            )
+    backend.cancel(HANDLE)
+    assert emulator.names(JOBS, NS) == ["evalplatform-99-0"]
+    assert emulator.names(CONFIGMAPS, NS) == ["evalplatform-99-0"]
 
 
 def test_cancel_unknown_or_unmanaged_handles_is_ignored(
@@ -139,6 +135,10 @@ def test_cancel_unknown_or_unmanaged_handles_is_ignored(
     emulator.put(JOBS, NS, {"metadata": {"name": "someone-else", "namespace": NS}})
     backend.cancel("someone-else")
     assert emulator.get(JOBS, NS, "someone-else") is not None
+    labelled = {"metadata": {"name": "theirs", "namespace": NS, "labels": {HANDLE_LABEL: "theirs"}}}
+    emulator.put(JOBS, NS, labelled)
+    backend.cancel("theirs")
+    assert emulator.get(JOBS, NS, "theirs") is not None, "a Job this backend did not make"
 
 
 # --- the API's failures ------------------------------------------------------------------------
@@ -230,8 +230,7 @@ def test_unreachable_api_is_unavailable(emulator: Emulator) -> None:
 def test_oversized_input_is_refused_before_anything_is_created(
     emulator: Emulator, backend: KubernetesBackend
 ) -> None:
-    request = make_request(stdin=b"x" * (2 * 1024 * 1024))
-    result = backend.run(request)
+    result = backend.run(make_request(stdin=b"x" * (2 * 1024 * 1024)))
     assert result.error_kind == ErrorKind.BACKEND_ERROR
     assert "ConfigMap" in result.error_message
     assert emulator.names(CONFIGMAPS, NS) == [] and emulator.names(JOBS, NS) == []
@@ -266,6 +265,25 @@ def test_remove_orphans_deletes_only_old_managed_objects(
     assert backend.remove_orphans(older_than_s=600) == 2
     assert emulator.names(JOBS, NS) == ["evalplatform-3-0", "someone-else"]
     assert emulator.names(CONFIGMAPS, NS) == []
+
+
+def test_remove_orphans_leaves_a_long_session_within_its_own_deadline(
+    emulator: Emulator, backend: KubernetesBackend
+) -> None:
+    """A session's Job may live longer than one run: until its activeDeadlineSeconds."""
+
+    def job(name: str, deadline_s: int) -> dict[str, Any]:
+        template = {"spec": {"containers": [{"name": "session", "image": "x"}]}}
+        spec = {"activeDeadlineSeconds": deadline_s, "template": template}
+        return managed(name, long_ago, spec=spec)
+
+    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=900)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    emulator.put(JOBS, NS, job("evalplatform-5-0", 3600))
+    emulator.put(CONFIGMAPS, NS, managed("evalplatform-5-0", long_ago))
+    emulator.put(JOBS, NS, job("evalplatform-6-0", 300))
+    assert backend.remove_orphans(older_than_s=600) == 1
+    assert emulator.names(JOBS, NS) == ["evalplatform-5-0"]
+    assert emulator.names(CONFIGMAPS, NS) == ["evalplatform-5-0"], "its Job is still live"
 
 
 def test_health_reports_version_and_active_jobs(
@@ -392,19 +410,19 @@ VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create", "
 
 
 def test_backend_uses_only_what_the_platform_role_allows(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: Logs
 ) -> None:
-    """Every API call of a run, a cancel, health and remove_orphans is one the Role in
+    """Every API call of a session, a cancel, health and remove_orphans is one the Role in
     deploy/kubernetes/platform-rbac.yaml grants, in the sandbox namespace."""
-    play(emulator, api_client, backend, make_request(), finish(0))
-    cancelled = make_request("evalplatform-42-0")
+    play_session(emulator, api_client, logs, backend, make_session(), every_case_echoes)
+    cancelled = make_session(handle="evalplatform-42-0")
 
-    def cancel(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
+    def cancel(cluster: Cluster) -> None:
+        cluster.pod().start()
         make_backend(api_client).cancel(cancelled.handle)
 
-    assert play(emulator, api_client, backend, cancelled, cancel).error_kind == ErrorKind.CANCELLED
+    observer = play_session(emulator, api_client, logs, backend, cancelled, cancel)
+    assert observer.only_failure().error_kind == ErrorKind.CANCELLED
     backend.health()
     backend.remove_orphans(older_than_s=0)
 

@@ -1,5 +1,5 @@
-"""KubernetesBackend end to end on a real cluster: the shared conformance suite, plus what
-only a cluster can show (no ServiceAccount token, no way to the API server).
+"""KubernetesBackend end to end on a real cluster: the shared conformance and session suites,
+plus what only a cluster can show (no ServiceAccount token, no way to the API server).
 
 No cluster can run on the development and CI machines, so this module runs only when
 ``KUBECONFIG`` names one (kind, k3d, minikube or a real cluster) and is skipped otherwise.
@@ -28,6 +28,7 @@ import pytest
 from executions.backends.kubernetes import HANDLE_LABEL, KubernetesBackend, resource_name
 from sandbox.contract import ExecutionBackend
 from tests.sandbox.conformance import BackendConformance, make_request, run_checked
+from tests.sandbox.sessions import SessionConformance
 
 if not os.environ.get("KUBECONFIG"):
     pytest.skip(
@@ -101,7 +102,10 @@ def sandbox_gone(backend: KubernetesBackend) -> Callable[[str], bool]:
     return gone
 
 
-class TestKubernetesConformance(BackendConformance):
+class TestKubernetesConformance(BackendConformance, SessionConformance):
+    # The supervisor reports each case's resident-set peak.
+    measures_peak_memory = True
+
     def test_network_is_off(self, run: Any) -> None:
         """A pod has an interface; the deny-all NetworkPolicy is what keeps it off the
         network (see test_no_service_account_token_and_no_api_server for the API server)."""

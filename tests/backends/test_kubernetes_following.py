@@ -1,185 +1,260 @@
-"""KubernetesBackend following a run (kubernetes/following.py): streams, exits, time-outs, pods.
+"""KubernetesBackend following a Job (kubernetes/following.py): the supervisor's records in the
+logs, what a hostile or broken log gets, time, and pods that end, vanish or never run.
 
-The test plays the Job controller and the kubelet against the API emulator (kmock).
+The test plays the Job controller, the kubelet and the supervisor against the API emulator
+(kmock).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from executions.backends.kubernetes import (
-    COMPONENT_LABEL,
-    EXECUTION_LABEL,
-    HANDLE_LABEL,
-    MANAGED_BY_LABEL,
-    KubernetesBackend,
-)
+from executions.backends.kubernetes import KubernetesBackend
+from sandbox import supervisor
 from sandbox.contract import ErrorKind
 
-from .kube_emulator import CONFIGMAPS, JOBS, PLAYER_AGENT, Emulator, KubeletPlayer, configmap_files
+from .kube_emulator import JOBS, PLAYER_AGENT, Emulator, Logs
 from .kube_helpers import (
+    HANDLE,
     NS,
+    Cluster,
+    Observer,
+    SandboxPod,
     assert_cleaned_up,
-    finish,
-    log_reads,
     make_backend,
-    make_request,
-    play,
-    wait_for_log_reads,
+    make_session,
+    play_session,
+    record,
+    wait_until,
 )
 
-# --- a run, start to end ---------------------------------------------------------------------
+
+def log_reads(emulator: Emulator) -> list[Any]:
+    return [
+        req
+        for req in emulator.on_loop(lambda: list(emulator.kmock))
+        if str(req.url.path).endswith("/log")
+    ]
 
 
-def test_success_returns_both_streams_and_cleans_up(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+# --- what a record says --------------------------------------------------------------------------
+
+
+def test_every_field_of_a_record_reaches_the_result(
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    logs.update({"program": b"hello\n\x00\xff", "stderr": b"warning\n"})
-    seen: dict[str, Any] = {}
-    request = make_request()
+    flags = (
+        supervisor.TIMED_OUT
+        | supervisor.OUT_OF_MEMORY
+        | supervisor.STDOUT_TRUNCATED
+        | supervisor.STDERR_TRUNCATED
+    )
 
-    def scenario(player: KubeletPlayer) -> None:
-        seen["configmap"] = emulator.wait_for(CONFIGMAPS, NS, request.handle)
-        seen["job"] = player.job
-        finish(0)(player)
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.report(0, exit_code=-1, signal=9, wall_ms=5000, cpu_ms=4990, flags=flags,
+                   peak_bytes=0, stdout=b"o" * 1000, stderr=b"e" * 1000)  # fmt: skip
+        pod.report(1, exit_code=3, stderr=b"Traceback ...\nSystemExit: 3\n")
+        pod.report(2, exit_code=-1, signal=11)
+        pod.end(0)
 
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind is None, result.error_message
-    assert (result.exit_code, result.signal) == (0, None)
-    assert (result.stdout, result.stderr) == (b"hello\n\x00\xff", b"warning\n")
-    assert not (result.stdout_truncated or result.stderr_truncated)
-    assert not (result.timed_out or result.oom_killed)
-    assert result.handle == request.handle and result.wall_time_ms is not None
-    assert_cleaned_up(emulator, request.handle)
-
-    # The code and stdin arrived byte for byte, where the program looks for them.
-    job = seen["job"]
-    mounted = configmap_files(seen["configmap"], job)
-    assert mounted == {
-        "/sandbox/code/main.py": b"print('hello')\n",
-        "/sandbox/code/pkg/util.py": b"\x00\x01binary",
-        "/sandbox/stdin/stdin": b"input\x00\xff",
-    }
-    # Labels the NetworkPolicy and remove_orphans rely on, on every object.
-    for obj in (job, job["spec"]["template"], seen["configmap"]):
-        labels = obj["metadata"]["labels"]
-        assert labels[MANAGED_BY_LABEL] == "evalplatform"
-        assert labels[COMPONENT_LABEL] == "sandbox"
-        assert labels[EXECUTION_LABEL] == "41"
-        assert labels[HANDLE_LABEL] == request.handle
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    killed, failed, crashed = (observer.results[i] for i in range(3))
+    assert (killed.exit_code, killed.signal) == (137, 9)
+    assert killed.timed_out and killed.oom_killed
+    assert killed.stdout_truncated and killed.stderr_truncated
+    assert (killed.stdout, killed.stderr) == (b"o" * 1000, b"e" * 1000)
+    assert (killed.wall_time_ms, killed.cpu_time_ms, killed.peak_memory_bytes) == (5000, 4990, None)
+    assert (failed.exit_code, failed.signal) == (3, None)
+    assert failed.stderr.endswith(b"SystemExit: 3\n") and not failed.timed_out
+    assert (crashed.exit_code, crashed.signal) == (139, 11)
 
 
 def test_logs_are_read_with_a_byte_cap_per_container(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    logs.update({"program": b"ok\n"})
-    result = play(emulator, api_client, backend, make_request(output_bytes=1000), finish(0))
-    assert result.stdout == b"ok\n" and result.stderr == b""
-    asked = [
+    session = make_session(compile_command=("make",), output_bytes=1000)
+
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.compile(0)
+        pod.start()
+        pod.echo_every_case()
+        pod.end(0)
+
+    play_session(emulator, api_client, logs, backend, session, scenario)
+    asked = sorted(
         (req.params.get("container"), req.params.get("limitBytes"), req.params.get("follow"))
         for req in log_reads(emulator)
-    ]
-    assert sorted(asked) == [("program", "1001", "true"), ("stderr", "1001", "true")]
+    )
+    # Every record of the container's steps: a header line, two capped outputs, a newline.
+    assert asked == [("compile", "2513", "true"), ("session", str(3 * 2513), "true")]
 
 
-def test_output_over_the_cap_is_truncated_and_the_sandbox_killed(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+# --- logs that cannot be trusted -----------------------------------------------------------------
+
+HOSTILE: dict[str, Callable[[SandboxPod], bytes]] = {
+    "another nonce": lambda pod: record("0123456789abcdef", 1),
+    "a garbled header": lambda pod: b"hello from the program\n",
+    "a header that never ends": lambda pod: b"x" * 600,
+    "another step": lambda pod: record(pod.stream.nonce, 2),
+    "a step again": lambda pod: record(pod.stream.nonce, 0),
+    "a payload over the cap": lambda pod: record(pod.stream.nonce, 1, stdout=b"y" * 1001),
+    "a negative length": lambda pod: f"{pod.stream.nonce} R 1 0 0 1 1 1 0 -5 0\n".encode(),
+    "a record that does not end its line": lambda pod: record(pod.stream.nonce, 1)[:-1] + b"x",
+}
+
+
+@pytest.mark.parametrize("hostile", sorted(HOSTILE))
+def test_a_log_that_breaks_the_protocol_fails_the_step_it_happened_in(
+    hostile: str, emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    logs.update({"program": b"y" * 5000, "stderr": b"e" * 3})
-    request = make_request(output_bytes=100)
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.report(0, stdout=b"fine\n")
+        pod.log.write(HOSTILE[hostile](pod))
+        pod.end(0)
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()  # never terminates by itself
-
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind is None, result.error_message
-    assert result.stdout == b"y" * 100
-    assert result.stdout_truncated and result.output_limit_exceeded
-    assert (result.exit_code, result.signal, result.timed_out) == (None, None, False)
-    assert_cleaned_up(emulator, request.handle)
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    assert observer.results[0].stdout == b"fine\n" and observer.results[0].error_kind is None
+    failure = observer.only_failure()
+    assert failure is observer.results[1], "the failure belongs to the step it happened in"
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR
+    assert "not trusted" in failure.error_message, failure.error_message
+    assert 2 not in observer.results
+    assert_cleaned_up(emulator)
 
 
-def test_output_exactly_at_the_cap_is_not_truncated(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+def test_a_log_that_ends_inside_a_record_fails_the_step(
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    logs.update({"program": b"z" * 100, "stderr": b"e" * 100})
-    result = play(emulator, api_client, backend, make_request(output_bytes=100), finish(0))
-    assert result.stdout == b"z" * 100 and not result.stdout_truncated
-    assert result.stderr == b"e" * 100 and not result.stderr_truncated
-    assert result.exit_code == 0
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.log.write(record(pod.stream.nonce, 0, stdout=b"0123456789")[:-4])
+        pod.end(0)
+
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    failure = observer.only_failure()
+    assert failure is observer.results[0]
+    assert "ended inside a record" in failure.error_message
 
 
-def test_stderr_over_the_cap_is_truncated_on_its_own(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+def test_a_supervisor_that_gives_up_fails_the_step(
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    logs.update({"stderr": b"e" * 101})
-    result = play(emulator, api_client, backend, make_request(output_bytes=100), finish(0))
-    assert result.stderr == b"e" * 100
-    assert result.stderr_truncated and not result.stdout_truncated
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.report(0)
+        pod.report(1, kind="X", stdout=b"could not empty scratch")
+        pod.end(2, "Error")
+
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    failure = observer.only_failure()
+    assert failure is observer.results[1]
+    assert failure.error_message == "The session supervisor gave up: could not empty scratch"
 
 
-def test_nonzero_exit(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+def test_a_container_that_ends_without_its_record_fails_the_step(
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    logs.update({"stderr": b"Traceback ...\nSystemExit: 3\n"})
-    request = make_request()
-    result = play(emulator, api_client, backend, request, finish(3))
-    assert result.error_kind is None, result.error_message
-    assert (result.exit_code, result.signal, result.oom_killed) == (3, None, False)
-    assert result.stderr.endswith(b"SystemExit: 3\n")
-    assert_cleaned_up(emulator, request.handle)
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.report(0)
+        pod.end(128, "StartError")
+
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    failure = observer.only_failure()
+    assert failure is observer.results[1]
+    assert failure.error_message == (
+        "The sandbox's session container ended before case 1 reported (exit code 128, StartError)."
+    )
 
 
-def test_death_by_signal(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+# --- time --------------------------------------------------------------------------------------
+
+
+def test_a_step_that_does_not_report_in_time_fails_and_the_job_is_deleted(
+    emulator: Emulator, api_client: Any, logs: Logs
 ) -> None:
-    result = play(emulator, api_client, backend, make_request(), finish(137))
-    assert (result.exit_code, result.signal, result.oom_killed) == (137, 9, False)
+    backend = make_backend(api_client, grace_s=0.2)
+    session = make_session(wall_time_ms=300)
+    observer = Observer()
+
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.report(0)
+        # Case 1 never reports.
+        assert emulator.wait_gone(JOBS, NS, HANDLE), "the Job was not deleted"
+
+    started = time.monotonic()
+    play_session(emulator, api_client, logs, backend, session, scenario, observer)
+    assert time.monotonic() - started < 10
+    failure = observer.only_failure()
+    assert failure is observer.results[1]
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR
+    assert "did not report case 1 within 0.5 s" in failure.error_message
+    assert_cleaned_up(emulator)
 
 
-def test_oom_killed(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+def test_each_step_has_its_own_deadline(emulator: Emulator, api_client: Any, logs: Logs) -> None:
+    """Three steps of 0.6 s each may take 1.8 s in all: the clock restarts with each record."""
+    backend = make_backend(api_client, grace_s=0.2)
+    session = make_session(wall_time_ms=600)
+
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        for index in range(3):
+            time.sleep(0.5)
+            pod.report(index)
+        pod.end(0)
+
+    observer = play_session(emulator, api_client, logs, backend, session, scenario)
+    assert all(observer.results[i].error_kind is None for i in range(3)), observer.results
+
+
+def test_job_deadline_exceeded_fails_the_step(
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    result = play(emulator, api_client, backend, make_request(), finish(137, "OOMKilled"))
-    assert result.error_kind is None
-    assert result.oom_killed and result.exit_code == 137 and not result.timed_out
+    session = make_session(wall_time_ms=30_000)
+    observer = Observer()
+
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.report(0)
+        wait_until(lambda: 0 in observer.results)
+        pod.player.job_failed("DeadlineExceeded", "Job was active longer than specified deadline")
+        pod.player.delete_pod()  # the Job controller deletes the active pod
+
+    play_session(emulator, api_client, logs, backend, session, scenario, observer)
+    failure = observer.only_failure()
+    assert failure is observer.results[1]
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR
+    assert f"The sandbox Job {HANDLE} reached its deadline before case 1" in failure.error_message
+    assert_cleaned_up(emulator)
 
 
-def test_job_deadline_exceeded_is_a_time_out(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
-) -> None:
-    logs.update({"program": b"start\n"})
-    request = make_request(wall_time_ms=30_000)
-
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
-        wait_for_log_reads(emulator)  # the program printed while it ran
-        player.job_failed("DeadlineExceeded", "Job was active longer than specified deadline")
-        player.delete_pod()  # the Job controller deletes the active pod
-
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind is None, result.error_message
-    assert result.timed_out and result.exit_code is None
-    assert result.stdout == b"start\n"
-    assert_cleaned_up(emulator, request.handle)
-
-
-def test_pod_deleted_for_the_jobs_deadline_is_a_time_out(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+def test_pod_deleted_for_the_jobs_deadline_fails_the_step(
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
     """The Job controller may delete the pod before the backend sees the Job fail."""
-    request = make_request(wall_time_ms=30_000)
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
-        wait_for_log_reads(emulator)
-        job = emulator.get(JOBS, NS, request.handle)
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        wait_until(lambda: len(log_reads(emulator)) == 1)
+        job = emulator.get(JOBS, NS, HANDLE)
         assert job is not None
         job["status"] = {
             "conditions": [
@@ -187,139 +262,136 @@ def test_pod_deleted_for_the_jobs_deadline_is_a_time_out(
             ]
         }
         emulator.put(JOBS, NS, job)  # stored without a watch event
-        player.delete_pod()
+        pod.player.delete_pod()
 
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind is None, result.error_message
-    assert result.timed_out
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    failure = observer.only_failure()
+    assert failure is observer.results[0]
+    assert "reached its deadline" in failure.error_message
 
 
 def test_pod_removed_by_someone_else_is_a_cancel(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    request = make_request(wall_time_ms=30_000)
+    observer = Observer()
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
-        player.delete_pod()
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.report(0)
+        wait_until(lambda: 0 in observer.results)
+        pod.player.delete_pod()
 
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind == ErrorKind.CANCELLED
-    assert "pod was removed" in result.error_message
-    assert_cleaned_up(emulator, request.handle)
-
-
-def test_wall_time_is_enforced_by_the_runner(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend, logs: dict[str, bytes]
-) -> None:
-    request = make_request(wall_time_ms=300)
-
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()  # and never ends
-
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind is None, result.error_message
-    assert result.timed_out and result.exit_code is None
-    assert result.wall_time_ms is not None and result.wall_time_ms >= 300
-    assert_cleaned_up(emulator, request.handle)
+    play_session(emulator, api_client, logs, backend, make_session(), scenario, observer)
+    failure = observer.only_failure()
+    assert failure is observer.results[1]
+    assert failure.error_kind == ErrorKind.CANCELLED
+    assert "pod was removed" in failure.error_message
+    assert_cleaned_up(emulator)
 
 
 @pytest.mark.slow
-def test_watches_resume_after_they_expire(
-    emulator: Emulator, api_client: Any, logs: dict[str, bytes]
-) -> None:
+def test_watches_resume_after_they_expire(emulator: Emulator, api_client: Any, logs: Logs) -> None:
     # kmock ignores timeout_seconds; the client's read timeout (watch timeout + 5 s) ends
     # each watch instead, and the backend must start a new one without losing the run.
     backend = make_backend(api_client, watch_timeout_s=1)
-    request = make_request(wall_time_ms=30_000)
-    watches_before = len(
-        [r for r in emulator.on_loop(lambda: list(emulator.kmock)) if "watch" in r.params]
-    )
+    session = make_session(wall_time_ms=30_000)
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.running()
-        deadline = time.monotonic() + 30
-        while True:  # until both watches were opened a second time
-            watches = [
-                r
-                for r in emulator.on_loop(lambda: list(emulator.kmock))
-                if "watch" in r.params and r.headers.get("User-Agent") != PLAYER_AGENT
-            ]
-            if len(watches) - watches_before >= 4:
-                break
-            assert time.monotonic() < deadline, "the watches were never resumed"
-            time.sleep(0.2)
-        player.terminated(0)
+    def watches() -> list[Any]:
+        return [
+            r
+            for r in emulator.on_loop(lambda: list(emulator.kmock))
+            if "watch" in r.params and r.headers.get("User-Agent") != PLAYER_AGENT
+        ]
 
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind is None, result.error_message
-    assert result.exit_code == 0
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        # Until both watches were opened a second time.
+        wait_until(lambda: len(watches()) >= 4, timeout=30)
+        pod.echo_every_case()
+        pod.end(0)
+
+    observer = play_session(emulator, api_client, logs, backend, session, scenario)
+    assert [observer.results[i].stdout for i in range(3)] == list(session.stdins)
 
 
 # --- pods that never run -------------------------------------------------------------------------
 
 
 def test_unschedulable_pod_fails_after_the_pending_timeout(
-    emulator: Emulator, api_client: Any, logs: dict[str, bytes]
+    emulator: Emulator, api_client: Any, logs: Logs
 ) -> None:
     backend = make_backend(api_client, pending_timeout_s=1)
-    request = make_request()
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.unschedulable("0/3 nodes are available: 3 Insufficient memory.")
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.player.create_pod()
+        pod.player.unschedulable("0/3 nodes are available: 3 Insufficient memory.")
 
-    result = play(emulator, api_client, backend, request, scenario)
-    assert result.error_kind == ErrorKind.BACKEND_ERROR
-    assert "did not start within 1 s" in result.error_message
-    assert "Unschedulable: 0/3 nodes are available: 3 Insufficient memory." in result.error_message
-    assert_cleaned_up(emulator, request.handle)
+    observer = play_session(emulator, api_client, logs, backend, make_session(), scenario)
+    failure = observer.only_failure()
+    assert failure is observer.results[0]
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR
+    assert "did not start within 1 s" in failure.error_message
+    assert "Unschedulable: 0/3 nodes are available: 3 Insufficient memory." in (
+        failure.error_message
+    )
+    assert_cleaned_up(emulator)
 
 
-def test_job_without_a_pod_says_where_to_look(emulator: Emulator, api_client: Any) -> None:
+def test_job_without_a_pod_says_where_to_look(
+    emulator: Emulator, api_client: Any, logs: Logs
+) -> None:
     backend = make_backend(api_client, pending_timeout_s=1)
-    request = make_request()
-    result = play(emulator, api_client, backend, request, lambda player: None)
-    assert result.error_kind == ErrorKind.BACKEND_ERROR
-    assert "created no pod within 1 s" in result.error_message
-    assert f"describe job {request.handle}" in result.error_message
-    assert_cleaned_up(emulator, request.handle)
+    observer = play_session(
+        emulator, api_client, logs, backend, make_session(), lambda cluster: None
+    )
+    failure = observer.only_failure()
+    assert "created no pod within 1 s" in failure.error_message
+    assert f"describe job {HANDLE}" in failure.error_message
+    assert_cleaned_up(emulator)
 
 
+@pytest.mark.parametrize("compiles", [False, True], ids=["cases", "compile step"])
 @pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"])
-def test_image_errors_fail_at_once(emulator: Emulator, api_client: Any, reason: str) -> None:
+def test_image_errors_fail_the_first_step_at_once(
+    emulator: Emulator, api_client: Any, logs: Logs, reason: str, compiles: bool
+) -> None:
     backend = make_backend(api_client, pending_timeout_s=300)
-    request = make_request()
+    session = make_session(compile_command=("make",) if compiles else ())
     message = 'rpc error: code = NotFound desc = failed to pull "evalplatform/python:3.11"'
 
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.image_error(reason, message)
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.player.create_pod()
+        pod.player.image_error(reason, message)
 
     started = time.monotonic()
-    result = play(emulator, api_client, backend, request, scenario)
+    observer = play_session(emulator, api_client, logs, backend, session, scenario)
     assert time.monotonic() - started < 60  # not the 300 s pending timeout
-    assert result.error_kind == ErrorKind.BACKEND_ERROR
-    assert f"{reason}: {message}" in result.error_message
-    assert "evalplatform/python:3.11" in result.error_message
-    assert_cleaned_up(emulator, request.handle)
+    failure = observer.only_failure()
+    assert failure is (observer.compile_result if compiles else observer.results[0])
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR
+    container = "compile" if compiles else "session"
+    assert f"could not start container {container!r}: {reason}: {message}" in (
+        failure.error_message
+    )
+    assert_cleaned_up(emulator)
 
 
-def test_failed_preparation_names_what_the_image_lacks(
-    emulator: Emulator, api_client: Any, backend: KubernetesBackend
+def test_a_session_ending_normally_reads_no_more_than_its_records(
+    emulator: Emulator, api_client: Any, logs: Logs, backend: KubernetesBackend
 ) -> None:
-    def scenario(player: KubeletPlayer) -> None:
-        player.create_pod()
-        player.patch_pod(
-            {
-                "phase": "Failed",
-                "initContainerStatuses": [player._terminated("prepare", 127, "Error")],
-            }
-        )
+    """The backend needs nothing after the last record: no waiting for the pod's end."""
+    observer = Observer()
 
-    result = play(emulator, api_client, backend, make_request(), scenario)
-    assert result.error_kind == ErrorKind.BACKEND_ERROR
-    assert "mkfifo" in result.error_message and "127" in result.error_message
+    def scenario(cluster: Cluster) -> None:
+        pod = cluster.pod()
+        pod.start()
+        pod.echo_every_case()
+        assert emulator.wait_gone(JOBS, NS, HANDLE), "the Job outlived its last record"
+        pod.log.close()
+
+    play_session(emulator, api_client, logs, backend, make_session(), scenario, observer)
+    assert len(observer.results) == 3

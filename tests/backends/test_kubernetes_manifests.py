@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,22 @@ import yaml
 
 from executions.backends.kubernetes.manifests import (
     COMPONENT_LABEL,
+    CONFIGMAP_BUDGET,
     HANDLE_LABEL,
+    JOB_LABEL,
     MANAGED_BY_LABEL,
     KubernetesOptions,
+    Part,
     configmap_for,
     job_for,
+    part_for,
     resource_name,
 )
+from sandbox.contract import CompileStep, Session
 from sandbox.policy import Limits, SandboxPolicy
 from tests.sandbox.conformance import COMMAND
+
+from .kube_helpers import parse_stream
 
 KUBERNETES_VERSION = "1.37.0"
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "platform-rbac.yaml"
@@ -31,30 +39,42 @@ TOLERATIONS = (
     {"key": "evalplatform.io/sandbox", "operator": "Exists", "effect": "NoSchedule"},
     {"key": "gpu", "operator": "Equal", "value": "none", "effect": "NoExecute"},
 )
+# Stands in for the supervisor: the manifests only carry it.
+SUPERVISOR = b"\x7fELF" + bytes(80_000)
 
 
-def request_for(**overrides: Any) -> Any:
-    from sandbox.contract import RunRequest
-
+def session_for(**overrides: Any) -> Session:
     policy = overrides.pop("policy", None) or SandboxPolicy(
         limits=Limits(wall_time_ms=2500, memory_mb=256, output_bytes=64 * 1024, cpus=0.5)
     )
-    return RunRequest(
+    compile_command = overrides.pop("compile_command", ())
+    return Session(
         execution_id=overrides.pop("execution_id", 12),
         handle=overrides.pop("handle", "evalplatform-12-3"),
         image="registry.example/evalplatform/python:3.11",
         command=COMMAND,
         files=overrides.pop("files", {"main.py": b"print(input())\n", "lib/util.py": b"\xff\x00"}),
-        stdin=b"42\n",
         policy=policy,
+        stdins=overrides.pop("stdins", [b"42\n", b"", b"\x00\xff"]),
         labels={"evalplatform.evaluation": "5", "not a label key!": "dropped"},
+        compile=CompileStep(
+            compile_command,
+            Limits(wall_time_ms=10_000, memory_mb=512, output_bytes=32 * 1024, cpus=1),
+        )
+        if compile_command
+        else None,
     )
 
 
-CASES: dict[str, tuple[Any, KubernetesOptions]] = {
-    "defaults": (request_for(), KubernetesOptions()),
+def whole(session: Session) -> Part:
+    return part_for(session, 0, supervisor_size=len(SUPERVISOR))
+
+
+CASES: dict[str, tuple[Part, KubernetesOptions]] = {
+    "defaults": (whole(session_for()), KubernetesOptions()),
+    "compiles": (whole(session_for(compile_command=("javac", "Main.java"))), KubernetesOptions()),
     "gvisor-dedicated-nodes": (
-        request_for(),
+        whole(session_for()),
         KubernetesOptions(
             namespace="sandboxes",
             runtime_class="gvisor",
@@ -66,29 +86,37 @@ CASES: dict[str, tuple[Any, KubernetesOptions]] = {
         ),
     ),
     "policy-runtime-class-and-network": (
-        request_for(
-            policy=SandboxPolicy(
-                limits=Limits(wall_time_ms=60_000, memory_mb=2048, output_bytes=4 << 20, cpus=2),
-                network=True,
-                runtime_class="kata",
+        whole(
+            session_for(
+                policy=SandboxPolicy(
+                    limits=Limits(
+                        wall_time_ms=60_000, memory_mb=2048, output_bytes=4 << 20, cpus=2
+                    ),
+                    network=True,
+                    runtime_class="kata",
+                )
             )
         ),
         KubernetesOptions(runtime_class="gvisor"),
     ),
     "odd-handle": (
-        request_for(handle="Evaluation_12/Run#3" + "x" * 80, execution_id=2**40),
+        whole(session_for(handle="Evaluation_12/Run#3" + "x" * 80, execution_id=2**40)),
+        KubernetesOptions(),
+    ),
+    "a later part": (
+        part_for(session_for(compile_command=("make",)), 2, supervisor_size=len(SUPERVISOR)),
         KubernetesOptions(),
     ),
 }
 
 
 @pytest.fixture(params=sorted(CASES))
-def case(request: pytest.FixtureRequest) -> tuple[Any, KubernetesOptions]:
+def case(request: pytest.FixtureRequest) -> tuple[Part, KubernetesOptions]:
     return CASES[request.param]
 
 
 @pytest.fixture
-def job(case: tuple[Any, KubernetesOptions]) -> dict[str, Any]:
+def job(case: tuple[Part, KubernetesOptions]) -> dict[str, Any]:
     return job_for(*case)
 
 
@@ -122,12 +150,22 @@ def test_pod_template_is_a_valid_pod(job: dict[str, Any]) -> None:
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
 
 
-def test_configmap_matches_the_official_schema(case: tuple[Any, KubernetesOptions]) -> None:
-    request, options = case
-    configmap = configmap_for(request, options.namespace)
+def test_configmap_matches_the_official_schema(case: tuple[Part, KubernetesOptions]) -> None:
+    part, options = case
+    configmap = configmap_for(part, options.namespace, supervisor_binary=SUPERVISOR)
     kubernetes_validate.validate(configmap, KUBERNETES_VERSION, strict=True)
     decoded = {key: base64.b64decode(value) for key, value in configmap["binaryData"].items()}
-    assert sorted(decoded.values()) == sorted([*request.files.values(), request.stdin])
+    streams = {"stream": part.stream()}
+    compile_stream = part.compile_stream()
+    if compile_stream is not None:
+        streams["compile-stream"] = compile_stream
+    files = part.session.files
+    assert decoded == {
+        "supervisor": SUPERVISOR,
+        **{f"f{index}": files[name] for index, name in enumerate(sorted(files))},
+        **streams,
+    }
+    assert configmap["immutable"] is True, "a running pod's code cannot be changed under it"
 
 
 def test_schema_validation_can_fail(job: dict[str, Any]) -> None:
@@ -136,19 +174,58 @@ def test_schema_validation_can_fail(job: dict[str, Any]) -> None:
         kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
 
 
+def configmap_size(part: Part) -> int:
+    configmap = configmap_for(part, "sandbox", supervisor_binary=SUPERVISOR)
+    return sum(len(value) for value in configmap["binaryData"].values())
+
+
+def test_a_part_takes_as_many_cases_as_fit_in_one_configmap() -> None:
+    session = session_for(stdins=[bytes([48 + i]) * 200_000 for i in range(7)])
+    first = whole(session)
+    assert 0 < first.end < 7
+    assert configmap_size(first) <= CONFIGMAP_BUDGET
+    with pytest.raises(ValueError, match=r"take \d+ bytes in base64"):
+        configmap_size(replace(first, end=first.end + 1))
+    rest = part_for(session, first.end, supervisor_size=len(SUPERVISOR))
+    assert rest.first == first.end and configmap_size(rest) <= CONFIGMAP_BUDGET
+    assert whole(session_for()).end == 3, "a usual session is one part"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"compile_command": ("make", "x" * 50_000)}, {"files": {"main.py": b"#" * 200_000}}],
+    ids=["cases only", "a compile step", "more code"],
+)
+def test_the_budget_counts_everything_the_configmap_holds(extra: dict[str, Any]) -> None:
+    session = session_for(stdins=[b"x" * 150_000] * 6, **extra)
+    first = whole(session)
+    assert configmap_size(first) <= CONFIGMAP_BUDGET
+    with pytest.raises(ValueError, match=r"take \d+ bytes in base64"):
+        configmap_size(replace(first, end=first.end + 1))
+
+
+def test_a_case_whose_input_alone_does_not_fit_is_refused() -> None:
+    session = session_for(stdins=[b"small", b"y" * 800_000])
+    assert whole(session).end == 1
+    with pytest.raises(ValueError, match="the input of case 1 take"):
+        part_for(session, 1, supervisor_size=len(SUPERVISOR))
+
+
 def test_names_and_labels_are_valid(
-    case: tuple[Any, KubernetesOptions], job: dict[str, Any]
+    case: tuple[Part, KubernetesOptions], job: dict[str, Any]
 ) -> None:
-    request, options = case
+    part, options = case
     name = job["metadata"]["name"]
-    assert name == resource_name(request.handle) and len(name) <= 63
-    assert name[0].isalnum() and name[-1].isalnum()
+    handle = part.session.handle
+    assert name == resource_name(handle if part.first == 0 else f"{handle}-{part.first}")
+    assert len(name) <= 63 and name[0].isalnum() and name[-1].isalnum()
     assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
     assert job["metadata"]["namespace"] == options.namespace
     for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
         assert labels[MANAGED_BY_LABEL] == "evalplatform"
         assert labels[COMPONENT_LABEL] == "sandbox"  # what the deny-all NetworkPolicy selects
-        assert labels[HANDLE_LABEL] == name
+        assert labels[HANDLE_LABEL] == resource_name(handle), "cancel finds every part by it"
+        assert labels[JOB_LABEL] == name
         assert "not a label key!" not in labels
 
 
@@ -162,15 +239,16 @@ def test_distinct_handles_get_distinct_names() -> None:
 
 
 def test_job_runs_once_within_deadlines(
-    case: tuple[Any, KubernetesOptions], job: dict[str, Any]
+    case: tuple[Part, KubernetesOptions], job: dict[str, Any]
 ) -> None:
-    request, options = case
+    part, options = case
     spec = job["spec"]
     assert spec["backoffLimit"] == 0 and spec["completions"] == 1
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
     assert spec["ttlSecondsAfterFinished"] == options.ttl_seconds_after_finished
-    wall_s = -(-request.limits.wall_time_ms // 1000)
-    assert spec["activeDeadlineSeconds"] == wall_s + options.pending_timeout_s
+    steps = [*([part.compile] if part.compile else []), *part.cases]
+    running_s = sum(step.limits.wall_time_ms / 1000 + options.grace_s for step in steps)
+    assert spec["activeDeadlineSeconds"] == -(-running_s // 1) + options.pending_timeout_s
 
 
 def test_no_service_account_token_and_no_service_links(pod_spec: dict[str, Any]) -> None:
@@ -186,43 +264,85 @@ def test_requests_equal_limits(pod_spec: dict[str, Any]) -> None:
         assert set(resources["limits"]) == {"cpu", "memory", "ephemeral-storage"}
 
 
-def test_program_limits_come_from_the_policy(
-    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
+def test_the_containers_limits_come_from_the_policy(
+    case: tuple[Part, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
-    request, _ = case
-    (program,) = [c for c in pod_spec["containers"] if c["name"] == "program"]
-    limits = program["resources"]["limits"]
-    assert limits["memory"] == f"{request.limits.memory_mb}Mi"
-    assert limits["cpu"] == f"{round(request.limits.cpus * 1000)}m"
+    part, _ = case
+    limits = part.session.limits
+    (cases,) = pod_spec["containers"]
+    resources = cases["resources"]["limits"]
+    build_mb = part.compile.limits.scratch_mb if part.compile else 0
+    # The largest case's memory, the supervisor's own and its buffers for one step's output.
+    expected_mb = limits.memory_mb + 8 + -(-2 * limits.output_bytes // 2**20) + build_mb
+    assert resources["memory"] == f"{expected_mb}Mi"
+    assert resources["cpu"] == f"{round(limits.cpus * 1000)}m"
+    log_bytes = len(part.cases) * (512 + 2 * limits.output_bytes + 1) + 8 * 2**20
+    assert resources["ephemeral-storage"] == f"{-(-log_bytes // 2**20)}Mi"
     scratch = next(v for v in pod_spec["volumes"] if v["name"] == "scratch")["emptyDir"]
-    assert scratch == {"medium": "Memory", "sizeLimit": f"{request.limits.scratch_mb}Mi"}
+    assert scratch == {"medium": "Memory", "sizeLimit": f"{limits.scratch_mb}Mi"}
+    if part.compile is not None:
+        (compiler,) = pod_spec["initContainers"]
+        compile_limits = part.compile.limits
+        assert compiler["resources"]["limits"]["memory"] == (
+            f"{compile_limits.memory_mb + 8 + -(-2 * compile_limits.output_bytes // 2**20)}Mi"
+        )
+        build = next(v for v in pod_spec["volumes"] if v["name"] == "build")["emptyDir"]
+        assert build == {"medium": "Memory", "sizeLimit": f"{compile_limits.scratch_mb}Mi"}
 
 
-def test_code_and_stdin_are_read_only_mounts_and_the_command_is_the_catalogues(
-    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
+def test_the_supervisor_is_pid_1_and_code_and_input_are_read_only_mounts(
+    case: tuple[Part, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
-    request, _ = case
-    (program,) = [c for c in pod_spec["containers"] if c["name"] == "program"]
-    assert program["image"] == request.image
-    assert program["args"] == list(request.command)
-    assert program["command"][:2] == ["/bin/sh", "-c"]
-    assert program["workingDir"] == request.policy.code_dir
-    mounts = {m["mountPath"]: m for m in program["volumeMounts"]}
-    assert mounts[request.policy.code_dir]["readOnly"] is True
-    assert mounts["/sandbox/stdin"]["readOnly"] is True
-    assert program["env"] == [
-        {"name": k, "value": v} for k, v in request.policy.environment.items()
-    ]
+    part, _ = case
+    session = part.session
     for container in all_containers(pod_spec):
-        if container["name"] != "program":
-            assert [e["name"] for e in container["env"]] == ["PATH"], "helpers get no environment"
+        assert container["image"] == session.image
+        # No shell: the supervisor itself, on its stream; the catalogue's command is in it.
+        assert container["command"] == ["/sandbox/bin/supervisor", "/sandbox/input/stream"]
+        assert "args" not in container
+        assert container["env"] == [
+            {"name": k, "value": v} for k, v in session.policy.environment.items()
+        ]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        for path in ("/sandbox/bin", "/sandbox/input", "/sandbox/code"):
+            assert mounts[path]["readOnly"] is True, (container["name"], path)
+        assert not mounts["/tmp"].get("readOnly")
+    (cases,) = pod_spec["containers"]
+    code = next(m for m in cases["volumeMounts"] if m["mountPath"] == "/sandbox/code")
+    assert code["name"] == ("build" if part.compile else "code")
+    assert code["readOnly"] is True, "what the compile step made is read-only to every case"
+    volumes = {volume["name"]: volume for volume in pod_spec["volumes"]}
+    assert volumes["supervisor"]["configMap"]["defaultMode"] == 0o555
+    assert volumes["code"]["configMap"]["defaultMode"] == 0o444
+    if part.compile is not None:
+        (compiler,) = pod_spec["initContainers"]
+        assert compiler["name"] == "compile"
+        mounts = {m["mountPath"]: m for m in compiler["volumeMounts"]}
+        assert mounts["/sandbox/build"] == {"name": "build", "mountPath": "/sandbox/build"}
+        assert mounts["/sandbox/input"]["name"] == "compile-stream"
+    else:
+        assert "initContainers" not in pod_spec
+
+
+def test_the_streams_hold_the_steps_of_the_part_only(case: tuple[Part, KubernetesOptions]) -> None:
+    part, _ = case
+    stream = parse_stream(part.stream())
+    assert (stream.nonce, stream.archive) == (part.nonce, b""), "the code is mounted"
+    assert [(step.kind, step.index, step.stdin) for step in stream.steps] == [
+        ("C", index, part.session.stdins[index]) for index in range(part.first, part.end)
+    ]
+    compile_stream = part.compile_stream()
+    if compile_stream is not None:
+        parsed = parse_stream(compile_stream)
+        assert parsed.nonce == part.compile_nonce != part.nonce
+        assert [(step.kind, step.index, step.stdin) for step in parsed.steps] == [("K", 0, b"")]
 
 
 def test_cluster_options_are_applied(
-    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
+    case: tuple[Part, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
-    request, options = case
-    expected_runtime = request.policy.runtime_class or options.runtime_class
+    part, options = case
+    expected_runtime = part.session.policy.runtime_class or options.runtime_class
     assert pod_spec.get("runtimeClassName", "") == expected_runtime
     assert pod_spec.get("nodeSelector", {}) == dict(options.node_selector)
     assert pod_spec.get("tolerations", []) == [dict(t) for t in options.tolerations]
@@ -460,7 +580,7 @@ VIOLATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     "baseline: SELinux type allowed, no custom user or role": lambda s: s["securityContext"].update(
         seLinuxOptions={"type": "spc_t"}
     ),
-    "baseline: default /proc mount": lambda s: s["containers"][1]["securityContext"].update(
+    "baseline: default /proc mount": lambda s: s["initContainers"][0]["securityContext"].update(
         procMount="Unmasked"
     ),
     "baseline: seccomp not unconfined": lambda s: s["initContainers"][0]["securityContext"].update(
@@ -475,7 +595,7 @@ VIOLATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     "restricted: no privilege escalation": lambda s: s["initContainers"][0]["securityContext"].pop(
         "allowPrivilegeEscalation"
     ),
-    "restricted: runs as non-root": lambda s: s["containers"][1]["securityContext"].update(
+    "restricted: runs as non-root": lambda s: s["initContainers"][0]["securityContext"].update(
         runAsNonRoot=False
     ),
     "restricted: runAsUser is not 0": lambda s: s["containers"][0]["securityContext"].update(
@@ -484,9 +604,9 @@ VIOLATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     "restricted: seccomp RuntimeDefault or Localhost": lambda s: s["containers"][0][
         "securityContext"
     ].update(seccompProfile={"type": "Unconfined"}),
-    "restricted: drops ALL capabilities, adds only NET_BIND_SERVICE": lambda s: s["containers"][1][
-        "securityContext"
-    ].update(capabilities={"drop": ["NET_RAW"]}),
+    "restricted: drops ALL capabilities, adds only NET_BIND_SERVICE": lambda s: s["initContainers"][
+        0
+    ]["securityContext"].update(capabilities={"drop": ["NET_RAW"]}),
 }
 
 
@@ -499,7 +619,9 @@ def test_pod_security_standard(rule: str, job: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_pod_security_check_catches_a_violation(rule: str) -> None:
-    spec = job_for(request_for(), KubernetesOptions())["spec"]["template"]["spec"]
+    # A pod with both containers, so that each rule can be broken in either.
+    part = whole(session_for(compile_command=("make",)))
+    spec = job_for(part, KubernetesOptions())["spec"]["template"]["spec"]
     VIOLATIONS[rule](spec)
     assert not RULES[rule](spec, {})
 
@@ -510,14 +632,9 @@ def test_every_rule_has_a_violation() -> None:
 
 def test_network_widening_is_left_to_the_network_policy() -> None:
     # A runtime with network on gets the same pod: egress is the NetworkPolicy's decision.
-    open_net = request_for(
-        policy=SandboxPolicy(
-            limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=10), network=True
-        )
-    )
-    closed = request_for(
-        policy=SandboxPolicy(limits=Limits(wall_time_ms=1000, memory_mb=64, output_bytes=10))
-    )
+    limits = Limits(wall_time_ms=1000, memory_mb=64, output_bytes=10)
+    open_net = whole(session_for(policy=SandboxPolicy(limits=limits, network=True)))
+    closed = replace(open_net, session=session_for(policy=SandboxPolicy(limits=limits)))
     assert job_for(open_net, KubernetesOptions()) == job_for(closed, KubernetesOptions())
 
 
@@ -539,16 +656,16 @@ def allowed(group: str, resource: str, verb: str) -> bool:
 
 
 def test_the_job_references_only_what_the_sandbox_namespace_holds(
-    case: tuple[Any, KubernetesOptions], pod_spec: dict[str, Any]
+    case: tuple[Part, KubernetesOptions], pod_spec: dict[str, Any]
 ) -> None:
     """The pod mounts only its own ConfigMap and emptyDirs: no Secret, no PVC, no projected
     token, so the platform never needs more than the Role's resources to run it."""
-    request, options = case
+    part, options = case
     for volume in pod_spec["volumes"]:
         kinds = set(volume) - {"name"}
         assert kinds <= {"configMap", "emptyDir"}, volume
         if "configMap" in volume:
-            assert volume["configMap"]["name"] == resource_name(request.handle)
+            assert volume["configMap"]["name"] == part.name
     secrets = [s["name"] for s in pod_spec.get("imagePullSecrets", [])]
     assert secrets == list(options.image_pull_secrets), "only the operator's pull secrets"
     for container in all_containers(pod_spec):
@@ -565,14 +682,15 @@ def test_role_allows_every_resource_the_backend_creates() -> None:
 
 
 def test_the_client_sends_exactly_the_validated_objects(
-    case: tuple[Any, KubernetesOptions],
+    case: tuple[Part, KubernetesOptions],
 ) -> None:
     """The backend passes its dicts through the client's models; nothing may be dropped or
     renamed on the way (a field the models did not know would vanish silently)."""
     from kubernetes.client import ApiClient, V1ConfigMap, V1Job
 
-    request, options = case
-    job, configmap = job_for(request, options), configmap_for(request, options.namespace)
+    part, options = case
+    job = job_for(part, options)
+    configmap = configmap_for(part, options.namespace, supervisor_binary=SUPERVISOR)
     serialize = ApiClient().sanitize_for_serialization
     assert serialize(V1Job.from_dict(job)) == job
     assert serialize(V1ConfigMap.from_dict(configmap)) == configmap

@@ -221,3 +221,22 @@ def test_the_built_binary_is_static_and_small(tmp_path: Path) -> None:
     assert data[:4] == b"\x7fELF"
     assert b"ld-linux" not in data, "dynamically linked: it must run in any image"
     assert target.stat().st_mode & 0o111
+
+
+def test_line_ended_records_each_end_with_a_newline() -> None:
+    """As the unprivileged supervisor writes them, into a container log."""
+    reader = supervisor.RecordReader(NONCE, 100, line_ended=True)
+    stream = header(0, out=3) + b"abc\n" + header(1, err=1) + b"\n\n"
+    seen = [record for byte in stream for record in reader.feed(bytes([byte]))]
+    assert [(r.index, r.result.stdout, r.result.stderr) for r in seen] == [
+        (0, b"abc", b""),
+        (1, b"", b"\n"),
+    ]
+    assert reader.pending == 0
+
+
+@pytest.mark.parametrize("ending", [b"", b"x", b" \n"])
+def test_a_line_ended_record_without_its_newline_breaks_the_protocol(ending: bytes) -> None:
+    reader = supervisor.RecordReader(NONCE, 100, line_ended=True)
+    with pytest.raises(supervisor.ProtocolError, match=r"^a record does not end its line$"):
+        list(reader.feed(header(0, out=3) + b"abc" + ending + header(1)))

@@ -1,4 +1,5 @@
-"""``KubernetesBackend``: cluster access, running a Job, cancel, health and orphan removal."""
+"""``KubernetesBackend``: cluster access, running a session's Jobs, cancel, health and orphan
+removal."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,26 +18,24 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
-from executions.backends.kubernetes.following import (
-    FollowingMixin,
-    _Failure,
-    _Progress,
-    _Watcher,
-)
+from executions.backends.kubernetes.following import REMOVED, JobFollower, _Failure, _Watcher
 from executions.backends.kubernetes.manifests import (
     COMPONENT,
     COMPONENT_LABEL,
     HANDLE_LABEL,
+    JOB_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     MANAGED_SELECTOR,
-    PROGRAM,
-    STDERR,
     KubernetesOptions,
+    Part,
     configmap_for,
     job_for,
+    part_for,
     resource_name,
 )
+from executions.backends.kubernetes.session import SessionSteps, session_problem
+from sandbox import supervisor
 from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
@@ -45,6 +43,8 @@ from sandbox.contract import (
     Isolation,
     RunRequest,
     RunResult,
+    Session,
+    SessionObserver,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class KubernetesUnavailable(Exception):
     """The API server could not be reached or answered with a server error."""
 
 
-class KubernetesBackend(FollowingMixin, ExecutionBackend):
-    """Runs each request as a hardened Kubernetes Job in the sandbox namespace.
+class KubernetesBackend(ExecutionBackend):
+    """Runs each session as a hardened Kubernetes Job in the sandbox namespace.
 
     Options: ``KubernetesOptions``; tests may also inject ``api_client`` (a
     ``kubernetes.client.ApiClient``). See the package docstring for the semantics of a run.
@@ -124,38 +124,71 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
         api = self.api_client()
         return client.CoreV1Api(api), client.BatchV1Api(api)
 
+    @property
+    def namespace(self) -> str:
+        return self.options.namespace
+
     # -- the contract
 
     def _run(self, request: RunRequest) -> RunResult:
+        return self.run_one_case(request)
+
+    def run_session(self, session: Session, observer: SessionObserver) -> None:
+        """Run ``session`` in one Job (more only when its input does not fit in one ConfigMap,
+        or a case's running out of memory killed the container), after taking a slot; report
+        a failure of the cluster as the result of the step it happened in."""
+        if not observer.case_starting(0, session.handle):
+            return
+        steps = SessionSteps(session, observer)
+        problem = session_problem(session)
+        if problem:
+            steps.fail(ErrorKind.BACKEND_ERROR, problem)
+            return
         try:
+            binary = supervisor.binary()
             core, batch = self._apis()
-        except ImproperlyConfigured as exc:
-            return RunResult.failure(ErrorKind.BACKEND_ERROR, str(exc), handle=request.handle)
+        except (supervisor.SupervisorUnavailable, ImproperlyConfigured) as exc:
+            steps.fail(ErrorKind.BACKEND_ERROR, str(exc))
+            return
         if not self._slots.acquire(timeout=self.options.slot_wait_s):
-            return RunResult.failure(
+            steps.fail(
                 ErrorKind.UNAVAILABLE,
                 f"All {self.options.max_concurrent_per_worker} Kubernetes sandbox slots of this "
                 f"worker stayed busy for {self.options.slot_wait_s:g} s; retry later or raise "
                 "max_concurrent_per_worker.",
-                handle=request.handle,
             )
+            return
         try:
-            return self._run_job(core, batch, request)
+            while not steps.over:
+                try:
+                    part = part_for(session, steps.next_case, supervisor_size=len(binary))
+                except ValueError as exc:
+                    raise _Failure(ErrorKind.BACKEND_ERROR, str(exc)) from exc
+                self._run_part(core, batch, part, binary, steps)
         except _Failure as exc:
-            return RunResult.failure(exc.kind, str(exc), handle=request.handle)
+            steps.fail(exc.kind, str(exc))
+        except Exception as exc:  # run_session must not raise for infrastructure failures
+            logger.exception("kubernetes backend failed on execution %s", session.execution_id)
+            steps.fail(
+                ErrorKind.BACKEND_ERROR, f"Kubernetes backend error: {type(exc).__name__}: {exc}"
+            )
         finally:
             self._slots.release()
 
-    def _run_job(self, core: Any, batch: Any, request: RunRequest) -> RunResult:
+    def _run_part(
+        self, core: Any, batch: Any, part: Part, binary: bytes, steps: SessionSteps
+    ) -> None:
+        """Run ``part`` as one Job and delete it, with its ConfigMap, on every path; raise
+        ``_Failure`` when the cluster fails the current step."""
         try:
-            configmap = configmap_for(request, self.namespace)
-            job = job_for(request, self.options)
+            configmap = configmap_for(part, self.namespace, supervisor_binary=binary)
+            job = job_for(part, self.options)
         except ValueError as exc:
             raise _Failure(ErrorKind.BACKEND_ERROR, str(exc)) from exc
-        name = job["metadata"]["name"]
+        name = part.name
         events: queue.Queue = queue.Queue()
         watchers: list[_Watcher] = []
-        progress = _Progress(created_at=time.monotonic(), events=events)
+        follower: JobFollower | None = None
         made_configmap = made_job = False
         try:
             self._create(core.create_namespaced_config_map, client.V1ConfigMap, configmap)
@@ -163,6 +196,15 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
             created = self._create(batch.create_namespaced_job, client.V1Job, job)
             made_job = True
             self._adopt_configmap(core, name, created)
+            follower = JobFollower(
+                core=core,
+                part=part,
+                steps=steps,
+                options=self.options,
+                events=events,
+                stream_error=self._stream_failure,
+                read_job=lambda: batch.read_namespaced_job(name, self.namespace),
+            )
             watchers = [
                 _Watcher(
                     "job",
@@ -177,20 +219,15 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
                     "pod",
                     core.list_namespaced_pod,
                     self.namespace,
-                    {"label_selector": f"{HANDLE_LABEL}={name}"},
+                    {"label_selector": f"{JOB_LABEL}={name}"},
                     lambda obj: (
-                        ((obj.get("metadata") or {}).get("labels") or {}).get(HANDLE_LABEL) == name
+                        ((obj.get("metadata") or {}).get("labels") or {}).get(JOB_LABEL) == name
                     ),
                     events,
                     self.options.watch_timeout_s,
                 ),
             ]
-            result = self._follow(core, batch, request, name, events, progress)
-        except _Failure as exc:
-            if exc.kind != ErrorKind.CANCELLED:
-                raise
-            # Stopped by someone else: keep what the program wrote until then.
-            result = RunResult(handle=request.handle, error_kind=exc.kind, error_message=str(exc))
+            follower.follow()
         except ApiException as exc:
             raise _Failure(*self._api_failure(exc, f"run sandbox {name}")) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -201,18 +238,12 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
         finally:
             for watcher in watchers:
                 watcher.stop()
-            for follower in progress.followers.values():
+            if follower is not None:
                 follower.stop()
             if made_job:
                 self._delete(batch.delete_namespaced_job, name)
             if made_configmap:
                 self._delete(core.delete_namespaced_config_map, name)
-        stdout, stderr = progress.followers.get(PROGRAM), progress.followers.get(STDERR)
-        if stdout is not None:
-            result.stdout, result.stdout_truncated = bytes(stdout.data), stdout.truncated
-        if stderr is not None:
-            result.stderr, result.stderr_truncated = bytes(stderr.data), stderr.truncated
-        return result
 
     def _create(self, create: Any, model: Any, body: dict[str, Any]) -> Any:
         kind, name = body["kind"], body["metadata"]["name"]
@@ -229,7 +260,8 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
             raise _Failure(*self._api_failure(exc, f"create the {kind} {name}")) from exc
 
     def _adopt_configmap(self, core: Any, name: str, job: Any) -> None:
-        """Make the Job own the ConfigMap, so the garbage collector deletes it with the Job."""
+        """Make the Job own the ConfigMap, so the garbage collector deletes it with the Job.
+        A ConfigMap gone by now was deleted by a cancel that came before the Job existed."""
         uid = getattr(getattr(job, "metadata", None), "uid", None)
         if not uid:
             return
@@ -241,9 +273,14 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
             "blockOwnerDeletion": False,
             "controller": False,
         }
-        core.patch_namespaced_config_map(
-            name, self.namespace, {"metadata": {"ownerReferences": [owner]}}
-        )
+        try:
+            core.patch_namespaced_config_map(
+                name, self.namespace, {"metadata": {"ownerReferences": [owner]}}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise _Failure(ErrorKind.CANCELLED, REMOVED) from exc
+            raise
 
     def _delete(self, delete: Any, name: str) -> None:
         """Delete, its dependents in the background; never raise (remove_orphans retries)."""
@@ -255,10 +292,11 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
         except Exception as exc:
             logger.warning("could not delete %s: %s", name, exc)
 
-    def _raise_stream_error(self, kind: str, exc: BaseException) -> None:
+    def _stream_failure(self, kind: str, exc: BaseException) -> _Failure:
+        """The failure of the current step when a watch of ``kind`` objects broke with ``exc``."""
         if isinstance(exc, ApiException):
-            raise _Failure(*self._api_failure(exc, f"watch {kind}s"))
-        raise _Failure(
+            return _Failure(*self._api_failure(exc, f"watch {kind}s"))
+        return _Failure(
             ErrorKind.UNAVAILABLE,
             f"Lost the Kubernetes API at {self.api_host} during the run: "
             f"{type(exc).__name__}: {exc}",
@@ -303,7 +341,8 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
         )
 
     def cancel(self, handle: str) -> None:
-        """Delete the Job (its Pod in the background) and the ConfigMap of ``handle``.
+        """Delete every Job (their Pods in the background) and ConfigMap of the session
+        ``handle``.
 
         Unknown handles are ignored, as are objects this backend did not make. Raises
         ``KubernetesUnavailable`` when the API cannot be reached, so the caller knows the
@@ -311,25 +350,35 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
         """
         core, batch = self._apis()
         name = resource_name(handle)
+        selector = f"{HANDLE_LABEL}={name}"
         try:
-            job = batch.read_namespaced_job(name, self.namespace)
-            labels = job.metadata.labels or {}
-            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
-                logger.warning("refusing to cancel unmanaged job %r", name)
-                return
-            batch.delete_namespaced_job(
-                name, self.namespace, propagation_policy="Background", grace_period_seconds=0
-            )
+            for lister, deleter in (
+                (batch.list_namespaced_job, batch.delete_namespaced_job),
+                (core.list_namespaced_config_map, core.delete_namespaced_config_map),
+            ):
+                for item in lister(self.namespace, label_selector=selector).items:
+                    labels = item.metadata.labels or {}
+                    if not _is_managed(labels) or labels.get(HANDLE_LABEL) != name:
+                        logger.warning("refusing to cancel unmanaged %s", item.metadata.name)
+                        continue
+                    try:
+                        deleter(
+                            item.metadata.name,
+                            self.namespace,
+                            propagation_policy="Background",
+                            grace_period_seconds=0,
+                        )
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
         except ApiException as exc:
-            if exc.status != 404:
-                if exc.status >= 500:
-                    raise KubernetesUnavailable(_api_message(exc)) from exc
-                raise
+            if exc.status >= 500:
+                raise KubernetesUnavailable(_api_message(exc)) from exc
+            raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubernetesUnavailable(
                 f"The Kubernetes API at {self.api_host} is unreachable: {exc}"
             ) from exc
-        self._delete(core.delete_namespaced_config_map, name)
 
     def health(self) -> Health:
         """Reach the API, report its version, and list our Jobs (which checks RBAC too)."""
@@ -383,31 +432,40 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
         )
 
     def remove_orphans(self, older_than_s: float = 900.0) -> int:
-        """Delete our Jobs (with their Pods) and ConfigMaps created over ``older_than_s`` ago.
+        """Delete our Jobs (with their Pods) created over ``older_than_s`` ago, and over their
+        own ``activeDeadlineSeconds`` ago (a long session's Job may live that long); then our
+        ConfigMaps created over ``older_than_s`` ago whose Job is not kept.
 
         ``older_than_s`` must exceed the longest run (pending timeout plus wall-time cap plus
         grace) or live runs are cut short. Returns how many sandboxes (distinct names) were
         removed; raises ``KubernetesUnavailable`` when the API cannot be reached.
         """
         core, batch = self._apis()
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than_s)
+        now = dt.datetime.now(dt.UTC)
         removed: set[str] = set()
+        kept: set[str] = set()
         try:
-            for lister, deleter in (
-                (batch.list_namespaced_job, batch.delete_namespaced_job),
-                (core.list_namespaced_config_map, core.delete_namespaced_config_map),
-            ):
-                for item in lister(self.namespace, label_selector=MANAGED_SELECTOR).items:
-                    meta = item.metadata
-                    created = meta.creation_timestamp
-                    if not _is_managed(meta.labels) or created is None or created >= cutoff:
-                        continue
-                    try:
-                        deleter(meta.name, self.namespace, propagation_policy="Background")
-                        removed.add(meta.name)
-                    except ApiException as exc:
-                        if exc.status != 404:
-                            logger.warning("could not remove orphan %s: %s", meta.name, exc)
+            for job in batch.list_namespaced_job(
+                self.namespace, label_selector=MANAGED_SELECTOR
+            ).items:
+                meta = job.metadata
+                if not _is_managed(meta.labels):
+                    continue
+                lifetime_s = max(older_than_s, getattr(job.spec, "active_deadline_seconds", 0) or 0)
+                if _older_than(meta.creation_timestamp, lifetime_s, now):
+                    self._remove_orphan(batch.delete_namespaced_job, meta.name, removed)
+                else:
+                    kept.add(meta.name)
+            for configmap in core.list_namespaced_config_map(
+                self.namespace, label_selector=MANAGED_SELECTOR
+            ).items:
+                meta = configmap.metadata
+                if (
+                    _is_managed(meta.labels)
+                    and meta.name not in kept
+                    and _older_than(meta.creation_timestamp, older_than_s, now)
+                ):
+                    self._remove_orphan(core.delete_namespaced_config_map, meta.name, removed)
         except ApiException as exc:
             raise KubernetesUnavailable(self._api_failure(exc, "list sandboxes")[1]) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -415,6 +473,14 @@ class KubernetesBackend(FollowingMixin, ExecutionBackend):
                 f"The Kubernetes API at {self.api_host} is unreachable: {exc}"
             ) from exc
         return len(removed)
+
+    def _remove_orphan(self, delete: Any, name: str, removed: set[str]) -> None:
+        try:
+            delete(name, self.namespace, propagation_policy="Background")
+            removed.add(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                logger.warning("could not remove orphan %s: %s", name, exc)
 
     def describe(self) -> Isolation:
         options = self.options
@@ -441,6 +507,10 @@ def _api_message(exc: ApiException) -> str:
 def _is_managed(labels: Mapping[str, str] | None) -> bool:
     labels = labels or {}
     return labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(COMPONENT_LABEL) == COMPONENT
+
+
+def _older_than(created: dt.datetime | None, age_s: float, now: dt.datetime) -> bool:
+    return created is not None and created < now - dt.timedelta(seconds=age_s)
 
 
 def _job_finished(job: Any) -> bool:
