@@ -394,8 +394,8 @@ BACKEND_PROFILES: tuple[BackendProfile, ...] = (
             "program writes into; before the next case it kills every other process and "
             "empties /tmp, /dev/shm, message queues, SysV IPC and the termination log. Code "
             "and compiled files are read-only mounts. A case can read every case's input "
-            "(never an expected output) and lower the supervisor's resource limits or "
-            "priority, which spoils only its own execution."
+            "(never an expected output), and lower the supervisor's resource limits or "
+            "priority or starve it of CPU, which spoils only its own execution."
         ),
     ),
 )

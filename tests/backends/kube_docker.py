@@ -8,14 +8,14 @@ kubelet would give it, from the manifest's own fields:
 * ``configMap`` volumes: the items written with their modes in the kubelet's layout (a
   timestamped directory, ``..data`` pointing at it, a symlink per top-level entry), mounted
   read-only;
-* ``emptyDir`` volumes: a Docker volume whose root belongs to root, group fsGroup, mode
-  02777, as the kubelet leaves it (on disk: a Docker tmpfs volume would not outlive the init
-  container);
+* ``emptyDir`` volumes (all memory-backed): a tmpfs of the ``sizeLimit``, its root root's,
+  group fsGroup, mode 02777, as the kubelet leaves it, held mounted by a pause container;
 * ``/dev/termination-log``: a file of the pod's, mode 0666, writable by every uid;
 * the securityContext: the uid and gid, fsGroup as a supplementary group, a read-only
   root, all capabilities dropped, no privilege escalation (``no-new-privileges``), Docker's
   default seccomp profile (the RuntimeDefault of containerd's); no network; the memory and
-  CPU limits; the log kept byte for byte, as a CRI log file keeps it;
+  CPU limits, and the node's PID limit; the log kept byte for byte, as a CRI log file
+  keeps it;
 * init containers first, each to its end; a failed one fails the pod, whose other containers
   never start (``restartPolicy: Never``).
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import tempfile
 import threading
 import uuid
@@ -48,6 +47,10 @@ from .kube_emulator import CONFIGMAPS, JOBS, Emulator, KubeletPlayer, Logs
 # A pod's containers run one after another here, each within this.
 CONTAINER_TIMEOUT_S = 120
 LABEL = "evalplatform.test"
+# The kubelet's podPidsLimit on the sandbox nodes this stands for.
+POD_PIDS_LIMIT = 256
+# How long a stopped container's log may still take to arrive.
+STREAM_END_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -81,15 +84,26 @@ def _write_configmap_volume(root: Path, volume: dict[str, Any], data: dict[str, 
         (root / entry).symlink_to(f"..data/{entry}")
 
 
+def _tmpfs_size(size_limit: str) -> str:
+    assert size_limit.endswith("Mi"), size_limit
+    return f"{size_limit[:-2]}m"
+
+
 @contextmanager
 def pod_volumes(
     api: Any, pod_spec: dict[str, Any], configmap: dict[str, Any]
 ) -> Iterator[dict[str, tuple[str, str]]]:
-    """Each volume of the pod as a Docker mount's type and source; removed on the way out."""
+    """Each volume of the pod as a Docker mount's type and source; removed on the way out.
+
+    A pause container holds the pod's memory-backed volumes mounted for the pod's life, as
+    the pod's own does: a Docker tmpfs volume lives only while a container mounts it, and
+    the build must outlive the init container.
+    """
     data = {key: base64.b64decode(value) for key, value in configmap["binaryData"].items()}
     fs_group = pod_spec["securityContext"]["fsGroup"]
     sources: dict[str, tuple[str, str]] = {}
     made: list[str] = []
+    pause = ""
     with tempfile.TemporaryDirectory(prefix="evalplatform-pod-") as workdir:
         try:
             for volume in pod_spec["volumes"]:
@@ -99,20 +113,50 @@ def pod_volumes(
                     root.mkdir()
                     _write_configmap_volume(root, volume, data)
                     sources[name] = ("bind", str(root))
-                else:
-                    assert "emptyDir" in volume, volume
-                    docker_volume = f"evalplatform-test-{uuid.uuid4().hex[:12]}"
-                    api.create_volume(docker_volume, labels={LABEL: "kube"})
-                    made.append(docker_volume)
-                    mountpoint = api.inspect_volume(docker_volume)["Mountpoint"]
-                    os.chown(mountpoint, 0, fs_group)
-                    os.chmod(mountpoint, 0o2777)  # noqa: S103  (an emptyDir, as the kubelet makes it)
-                    sources[name] = ("volume", docker_volume)
+                    continue
+                empty_dir = volume["emptyDir"]
+                assert empty_dir["medium"] == "Memory", volume
+                docker_volume = f"evalplatform-test-{uuid.uuid4().hex[:12]}"
+                # The kubelet's emptyDir: root's, group fsGroup, open to all.
+                options = f"size={_tmpfs_size(empty_dir['sizeLimit'])},mode=2777,gid={fs_group}"
+                api.create_volume(
+                    docker_volume,
+                    driver_opts={"type": "tmpfs", "device": "tmpfs", "o": options},
+                    labels={LABEL: "kube"},
+                )
+                made.append(docker_volume)
+                sources[name] = ("volume", docker_volume)
+            pause = _pause(
+                api, pod_spec, [source for kind, source in sources.values() if kind == "volume"]
+            )
             yield sources
         finally:
+            if pause:
+                api.remove_container(pause, force=True)
             for docker_volume in made:
                 with contextlib.suppress(docker.errors.NotFound):
                     api.remove_volume(docker_volume, force=True)
+
+
+def _pause(api: Any, pod_spec: dict[str, Any], volumes: list[str]) -> str:
+    """Start a container that only holds ``volumes`` mounted; its id."""
+    image = pod_spec["containers"][0]["image"]
+    host_config = api.create_host_config(
+        mounts=[Mount(f"/volumes/{name}", name, type="volume", no_copy=True) for name in volumes],
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        network_mode="none",
+    )
+    created = api.create_container(
+        image,
+        entrypoint=["sleep", "infinity"],
+        user="65534:65534",
+        host_config=host_config,
+        labels={LABEL: "kube"},
+    )
+    api.start(created["Id"])
+    return str(created["Id"])
 
 
 def _termination_log(directory: str, container: str) -> Path:
@@ -159,6 +203,9 @@ def create_container(
         memswap_limit=_mib(limits["memory"]),
         nano_cpus=_nano_cpus(limits["cpu"]),
         group_add=[str(pod_spec["securityContext"]["fsGroup"])],
+        # A Job cannot ask for a PID limit: the node's kubelet sets one for every pod
+        # (podPidsLimit), as deploy/kubernetes/README.md asks of sandbox nodes.
+        pids_limit=POD_PIDS_LIMIT,
         init=False,
         # Byte for byte, as a CRI log file keeps it (json-file would mangle invalid UTF-8).
         log_config={"Type": "local", "Config": {}},
@@ -289,28 +336,32 @@ class DockerKubelet:
         """Start the container, follow its log into the emulator until it ends (or its Job
         is deleted, which kills it); its exit code and terminated reason."""
         feed = self.logs.feed(player.pod_name, "compile" if init else "session")
-        killer = threading.Thread(target=self._kill_when_gone, args=(name, container_id))
         self.api.start(container_id)
-        killer.start()
+        stream = self.api.logs(container_id, stream=True, follow=True)
+        watcher = threading.Thread(target=self._watch_container, args=(name, container_id, stream))
+        watcher.start()
         if init:
             player.compiling()
         else:
             player.running()
         try:
-            for chunk in self.api.logs(container_id, stream=True, follow=True):
+            for chunk in stream:
                 feed.write(chunk)
         finally:
             feed.close()
         code = int(self.api.wait(container_id, timeout=CONTAINER_TIMEOUT_S)["StatusCode"])
-        killer.join()
+        watcher.join()
         state = self.api.inspect_container(container_id)["State"]
         reason = "OOMKilled" if state.get("OOMKilled") else ("Completed" if code == 0 else "Error")
         return code, reason
 
-    def _kill_when_gone(self, name: str, container_id: str) -> None:
+    def _watch_container(self, name: str, container_id: str, stream: Any) -> None:
+        """Kill the container once its Job is deleted; end its log stream once it has
+        stopped, which the engine's follow does not always do for a killed container."""
         with contextlib.suppress(docker.errors.APIError):  # it ended and is gone already
-            while not self._job_gone(name):
-                if not self.api.inspect_container(container_id)["State"].get("Running"):
-                    return
+            while self.api.inspect_container(container_id)["State"].get("Running"):
+                if self._job_gone(name):
+                    self.api.kill(container_id)
                 self._stop.wait(0.05)
-            self.api.kill(container_id)
+        self._stop.wait(STREAM_END_WAIT_S)
+        stream.close()

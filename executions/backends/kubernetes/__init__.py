@@ -40,8 +40,9 @@ Semantics callers rely on:
   read-only as ``/sandbox/code``. The compile result is that container's record. A compile
   step that did not succeed ends the supervisor with status 1, so the init container fails
   and the cases never start; the backend reports the result and stops.
-* **Results.** Each record carries its stream's nonce and the step's index, and is parsed
-  by ``supervisor.RecordReader`` with each step's output cap; stdout and stderr come back
+* **Results.** Each record carries its stream's nonce and the step's index and ends with a
+  newline (containerd writes a log line only once it ends), and is parsed by
+  ``supervisor.RecordReader`` with each step's output cap; stdout and stderr come back
   separately and capped, with the supervisor's exit status, signal, wall and CPU time, peak
   memory, time-out and out-of-memory flags. Anything else in a log (a garbled record, a
   wrong nonce, a record of another step, a log that ends inside a record) fails the current
