@@ -46,11 +46,14 @@ from .kube_emulator import CONFIGMAPS, JOBS, Emulator, KubeletPlayer, Logs
 
 # A pod's containers run one after another here, each within this.
 CONTAINER_TIMEOUT_S = 120
+# Every container and volume made here carries this label, its value naming who made it.
 LABEL = "evalplatform.test"
 # The kubelet's podPidsLimit on the sandbox nodes this stands for.
 POD_PIDS_LIMIT = 256
 # How long a stopped container's log may still take to arrive.
 STREAM_END_WAIT_S = 1.0
+# How long closing waits for a pod to end before removing what is left of it.
+CLOSE_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _tmpfs_size(size_limit: str) -> str:
 
 @contextmanager
 def pod_volumes(
-    api: Any, pod_spec: dict[str, Any], configmap: dict[str, Any]
+    api: Any, pod_spec: dict[str, Any], configmap: dict[str, Any], owner: str
 ) -> Iterator[dict[str, tuple[str, str]]]:
     """Each volume of the pod as a Docker mount's type and source; removed on the way out.
 
@@ -122,12 +125,15 @@ def pod_volumes(
                 api.create_volume(
                     docker_volume,
                     driver_opts={"type": "tmpfs", "device": "tmpfs", "o": options},
-                    labels={LABEL: "kube"},
+                    labels={LABEL: owner},
                 )
                 made.append(docker_volume)
                 sources[name] = ("volume", docker_volume)
             pause = _pause(
-                api, pod_spec, [source for kind, source in sources.values() if kind == "volume"]
+                api,
+                pod_spec,
+                [source for kind, source in sources.values() if kind == "volume"],
+                owner,
             )
             yield sources
         finally:
@@ -138,7 +144,7 @@ def pod_volumes(
                     api.remove_volume(docker_volume, force=True)
 
 
-def _pause(api: Any, pod_spec: dict[str, Any], volumes: list[str]) -> str:
+def _pause(api: Any, pod_spec: dict[str, Any], volumes: list[str], owner: str) -> str:
     """Start a container that only holds ``volumes`` mounted; its id."""
     image = pod_spec["containers"][0]["image"]
     host_config = api.create_host_config(
@@ -153,7 +159,7 @@ def _pause(api: Any, pod_spec: dict[str, Any], volumes: list[str]) -> str:
         entrypoint=["sleep", "infinity"],
         user="65534:65534",
         host_config=host_config,
-        labels={LABEL: "kube"},
+        labels={LABEL: owner},
     )
     api.start(created["Id"])
     return str(created["Id"])
@@ -172,6 +178,7 @@ def create_container(
     container: dict[str, Any],
     sources: dict[str, tuple[str, str]],
     termination_log: Path,
+    owner: str,
 ) -> str:
     """Create (not start) one of the pod's containers as the kubelet would; its id."""
     security = container["securityContext"]
@@ -218,7 +225,7 @@ def create_container(
         environment={env["name"]: env["value"] for env in container["env"]},
         user=f"{security['runAsUser']}:{security['runAsGroup']}",
         host_config=host_config,
-        labels={LABEL: "kube"},
+        labels={LABEL: owner},
     )
     return str(created["Id"])
 
@@ -245,10 +252,16 @@ def run_pod(api: Any, job: dict[str, Any], configmap: dict[str, Any]) -> PodRun:
     assert pod_spec["restartPolicy"] == "Never"
     runs: dict[str, ContainerRun] = {}
     logs: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as tmp, pod_volumes(api, pod_spec, configmap) as sources:
+    owner = f"pod-{uuid.uuid4().hex[:12]}"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        pod_volumes(api, pod_spec, configmap, owner) as sources,
+    ):
         for _init, container in _containers(pod_spec):
             termination_log = _termination_log(tmp, container["name"])
-            container_id = create_container(api, pod_spec, container, sources, termination_log)
+            container_id = create_container(
+                api, pod_spec, container, sources, termination_log, owner
+            )
             try:
                 api.start(container_id)
                 status = api.wait(container_id, timeout=CONTAINER_TIMEOUT_S)
@@ -266,11 +279,12 @@ class DockerKubelet:
     """Plays the Job controller and the kubelet for every Job created in the emulator: runs
     its pod's containers on Docker, one after another, streams each container's log into the
     emulator's pod logs as it is written, reports the containers' states, and kills what
-    runs once its Job is deleted."""
+    runs once its Job is deleted. ``close`` removes whatever it made that is left."""
 
     def __init__(self, emulator: Emulator, api_client: Any, logs: Logs, docker_api: Any) -> None:
         self.emulator, self.api_client, self.logs, self.api = emulator, api_client, logs, docker_api
         self.namespace = "evalplatform-sandbox"
+        self.owner = f"kubelet-{uuid.uuid4().hex[:12]}"
         self._stop = threading.Event()
         self._seen: set[str] = set()
         self._pods: list[threading.Thread] = []
@@ -281,11 +295,17 @@ class DockerKubelet:
         self._stop.set()
         self._watcher.join(10)
         for pod in self._pods:
-            pod.join(CONTAINER_TIMEOUT_S)
+            pod.join(CLOSE_WAIT_S)
+        # A pod the engine was slow to kill (a fork bomb's) leaves its containers behind.
+        for container in self.containers():
+            self.api.remove_container(container["Id"], force=True)
+        for volume in self.api.volumes(filters={"label": f"{LABEL}={self.owner}"})["Volumes"] or []:
+            with contextlib.suppress(docker.errors.APIError):
+                self.api.remove_volume(volume["Name"], force=True)
 
-    def running(self) -> bool:
-        """Does a pod still run?"""
-        return any(pod.is_alive() for pod in self._pods)
+    def containers(self) -> list[dict[str, Any]]:
+        """The containers of its pods still on the engine."""
+        return list(self.api.containers(all=True, filters={"label": f"{LABEL}={self.owner}"}))
 
     def _watch(self) -> None:
         while not self._stop.wait(0.02):
@@ -310,14 +330,14 @@ class DockerKubelet:
         player.scheduled()
         with (
             tempfile.TemporaryDirectory() as tmp,
-            pod_volumes(self.api, pod_spec, configmap) as sources,
+            pod_volumes(self.api, pod_spec, configmap, self.owner) as sources,
         ):
             for init, container in _containers(pod_spec):
                 if self._job_gone(name):
                     return
                 termination_log = _termination_log(tmp, container["name"])
                 container_id = create_container(
-                    self.api, pod_spec, container, sources, termination_log
+                    self.api, pod_spec, container, sources, termination_log, self.owner
                 )
                 try:
                     code, reason = self._run_container(name, player, container_id, init)

@@ -25,7 +25,7 @@ from tests.sandbox.attacks import ATTACKS, CANARY_ENV, CANARY_VALUE, Attack, obs
 from tests.sandbox.conformance import BackendConformance, make_request, run_checked
 from tests.sandbox.sessions import SessionConformance
 
-from .kube_docker import LABEL, DockerKubelet
+from .kube_docker import DockerKubelet
 from .kube_emulator import CONFIGMAPS, JOBS, Emulator, Logs
 from .kube_helpers import NS, make_backend
 
@@ -47,25 +47,22 @@ def backend(api_client: Any, kubelet: DockerKubelet) -> KubernetesBackend:
 
 
 @pytest.fixture
-def sandbox_gone(
-    emulator: Emulator, kubelet: DockerKubelet, docker_api: Any
-) -> Callable[[str], bool]:
-    """True when no Job or ConfigMap of the handle is left and its containers are gone."""
+def sandbox_gone(emulator: Emulator, kubelet: DockerKubelet) -> Callable[[str], bool]:
+    """True when no Job or ConfigMap of the handle is left and no container of a pod (one
+    session runs at a time here)."""
+
+    def handle_of(resource: Any, name: str) -> str:
+        labels = (emulator.get(resource, NS, name) or {}).get("metadata", {}).get("labels", {})
+        return str(labels.get(HANDLE_LABEL, ""))
 
     def left(handle: str) -> list[str]:
-        name = resource_name(handle)
         found = [
-            f"{kind}/{obj}"
+            f"{kind}/{name}"
             for kind, resource in (("job", JOBS), ("configmap", CONFIGMAPS))
-            for obj in emulator.names(resource, NS)
-            if (emulator.get(resource, NS, obj) or {})
-            .get("metadata", {})
-            .get("labels", {})
-            .get(HANDLE_LABEL)
-            == name
+            for name in emulator.names(resource, NS)
+            if handle_of(resource, name) == resource_name(handle)
         ]
-        containers = docker_api.containers(all=True, filters={"label": f"{LABEL}=kube"})
-        return found + [f"container/{c['Id'][:12]}" for c in containers if kubelet.running()]
+        return found + [f"container/{c['Id'][:12]}" for c in kubelet.containers()]
 
     def gone(handle: str) -> bool:
         deadline = time.monotonic() + 10
