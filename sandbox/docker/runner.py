@@ -14,6 +14,7 @@ import docker
 import docker.errors
 import requests
 
+from sandbox import supervisor
 from sandbox.contract import (
     ErrorKind,
     ExecutionBackend,
@@ -25,7 +26,7 @@ from sandbox.contract import (
     SessionObserver,
 )
 from sandbox.docker.config import MANAGED_FILTER, MANAGED_LABEL
-from sandbox.docker.session import DockerSession, session_problem
+from sandbox.docker.session import DockerSession
 from sandbox.docker.slots import DEFAULT_LOCK_DIR, SlotPool, SlotsBusy
 from sandbox.options import at_least
 
@@ -134,7 +135,7 @@ class DockerBackend(ExecutionBackend):
         if not observer.case_starting(0, session.handle):
             return
         run = DockerSession(session, observer)
-        problem = session_problem(session)
+        problem = supervisor.session_problem(session)
         if problem:
             run.fail(ErrorKind.BACKEND_ERROR, problem)
             return

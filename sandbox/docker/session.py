@@ -30,7 +30,7 @@ from sandbox.contract import (
 )
 from sandbox.docker.config import code_archive, container_config_for
 from sandbox.docker.streams import STDERR, Pump, _close_quietly, _raw_socket
-from sandbox.policy import SANDBOX_GID, SANDBOX_UID, Limits
+from sandbox.policy import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +50,6 @@ class _Step:
 
     def encode(self) -> bytes:
         return supervisor.step(self.kind, self.index, self.command, self.limits, self.stdin)
-
-
-def session_problem(session: Session) -> str:
-    """Why this backend cannot run ``session`` as given, or ``""``."""
-    problem = session.problem()
-    if problem:
-        return problem
-    if session.policy.user != (SANDBOX_UID, SANDBOX_GID):
-        return f"The session supervisor runs every step as uid {SANDBOX_UID}."
-    if session.policy.code_dir != supervisor.CODE_DIR:
-        return f"The session supervisor keeps the code in {supervisor.CODE_DIR}."
-    return ""
 
 
 class DockerSession:

@@ -20,8 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.contract import RunResult
-from sandbox.policy import Limits
+from sandbox.contract import RunResult, Session
+from sandbox.policy import SANDBOX_GID, SANDBOX_UID, Limits
 
 SOURCE = Path(__file__).with_name("supervisor.c")
 # Where ``binary()`` keeps what it built; images copy a prebuilt one to $SUPERVISOR_ENV.
@@ -114,6 +114,20 @@ def build(target: Path) -> None:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+
+
+def session_problem(session: Session) -> str:
+    """Why the supervisor cannot run ``session`` as given, or ``""``: what no backend can
+    run (``Session.problem``), or a policy it does not follow (it runs every step as uid
+    65534, in ``CODE_DIR``)."""
+    problem = session.problem()
+    if problem:
+        return problem
+    if session.policy.user != (SANDBOX_UID, SANDBOX_GID):
+        return f"The session supervisor runs every step as uid {SANDBOX_UID}."
+    if session.policy.code_dir != CODE_DIR:
+        return f"The session supervisor keeps the code in {CODE_DIR}."
+    return ""
 
 
 def cpu_limit_ms(limits: Limits) -> int:

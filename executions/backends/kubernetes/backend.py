@@ -34,7 +34,7 @@ from executions.backends.kubernetes.manifests import (
     part_for,
     resource_name,
 )
-from executions.backends.kubernetes.session import SessionSteps, session_problem
+from executions.backends.kubernetes.session import SessionSteps
 from sandbox import supervisor
 from sandbox.contract import (
     ErrorKind,
@@ -140,7 +140,7 @@ class KubernetesBackend(ExecutionBackend):
         if not observer.case_starting(0, session.handle):
             return
         steps = SessionSteps(session, observer)
-        problem = session_problem(session)
+        problem = supervisor.session_problem(session)
         if problem:
             steps.fail(ErrorKind.BACKEND_ERROR, problem)
             return

@@ -3,21 +3,7 @@
 from __future__ import annotations
 
 from executions.backends.kubernetes.manifests import Step, case_step, compile_step
-from sandbox import supervisor
 from sandbox.contract import ErrorKind, RunResult, Session, SessionObserver, compiled
-from sandbox.policy import SANDBOX_GID, SANDBOX_UID
-
-
-def session_problem(session: Session) -> str:
-    """Why this backend cannot run ``session`` as given, or ``""``."""
-    problem = session.problem()
-    if problem:
-        return problem
-    if session.policy.user != (SANDBOX_UID, SANDBOX_GID):
-        return f"The session supervisor runs every step as uid {SANDBOX_UID}."
-    if session.policy.code_dir != supervisor.CODE_DIR:
-        return f"The session supervisor keeps the code in {supervisor.CODE_DIR}."
-    return ""
 
 
 class SessionSteps:
