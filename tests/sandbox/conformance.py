@@ -185,7 +185,11 @@ class BackendConformance:
         assert not result.timed_out and not result.oom_killed
 
     def test_time_limit(self, run: Runner) -> None:
-        result = run("print('start', flush=True)\nwhile True: pass", wall_time_ms=1000)
+        # A busy loop reaches a CPU limit equal to its wall limit at the same moment; a far
+        # CPU limit makes this the wall clock's test (the CPU limit has its own, in sessions).
+        result = run(
+            "print('start', flush=True)\nwhile True: pass", wall_time_ms=1000, cpu_time_ms=10_000
+        )
         assert result.timed_out
         assert result.stdout == b"start\n"
         assert result.wall_time_ms is not None and result.wall_time_ms >= 1000
