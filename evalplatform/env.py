@@ -137,6 +137,9 @@ def sqlite_database(path: str | Path) -> dict[str, object]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
+        # Opening a SQLite file is cheap but not free, and the worker cluster's broker closes
+        # non-persistent connections around every poll: keep each thread's connection open.
+        "CONN_MAX_AGE": None,
         "OPTIONS": {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",

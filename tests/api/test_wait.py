@@ -62,10 +62,15 @@ def test_wait_must_be_a_number(api: APIClient) -> None:
     assert "wait" in response.json()["error"]["fields"]
 
 
-def test_a_wait_polls_fast_first_then_backs_off(monkeypatch: Any) -> None:
+def test_a_wait_polls_fast_first_then_backs_off(
+    monkeypatch: Any, user: Any, runtime: Any, roomy_quota: Any
+) -> None:
     # The poll interval is what a short run's client waits beyond the run: 10 ms at first.
     from executions import selectors
 
+    evaluation = services.evaluation_submit(user=user, runtime=runtime, source="pass\n")
+    execution = evaluation.executions.get()
+    Execution.objects.filter(pk=execution.pk).update(status=Status.RUNNING)
     slept: list[float] = []
     clock = [0.0]
 
@@ -73,21 +78,23 @@ def test_a_wait_polls_fast_first_then_backs_off(monkeypatch: Any) -> None:
         slept.append(seconds)
         clock[0] += seconds
 
-    class Statuses:
-        def filter(self, **_: Any) -> Statuses:
-            return self
-
-        def values_list(self, *_: Any, **__: Any) -> Statuses:
-            return self
-
-        def first(self) -> str:
-            return "running"
-
     monkeypatch.setattr(selectors.time, "sleep", sleep)
     monkeypatch.setattr(selectors.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(selectors.Execution, "objects", Statuses())
-    assert selectors.execution_wait(1, timeout_s=3.0) is False
+    assert selectors.execution_wait(execution.pk, timeout_s=3.0) is False
     fast = [delay for delay in slept if delay == selectors.WAIT_POLL_S]
     assert len(fast) >= 90, slept[:5]  # about a second at 10 ms
     assert max(slept) == 0.5 and slept[-1] <= 0.5
     assert sum(slept) == pytest.approx(3.0)
+
+
+def test_a_wait_answers_at_once_for_an_ended_or_unknown_execution(
+    monkeypatch: Any, user: Any, runtime: Any, roomy_quota: Any
+) -> None:
+    from executions import selectors
+
+    evaluation = services.evaluation_submit(user=user, runtime=runtime, source="pass\n")
+    execution = evaluation.executions.get()
+    Execution.objects.filter(pk=execution.pk).update(status=Status.FINISHED)
+    monkeypatch.setattr(selectors.time, "sleep", lambda _: pytest.fail("slept"))
+    assert selectors.execution_wait(execution.pk, timeout_s=3.0) is True
+    assert selectors.execution_wait(execution.pk + 1000, timeout_s=3.0) is False
