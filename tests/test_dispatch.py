@@ -46,6 +46,7 @@ def cluster(
         except redis.RedisError as exc:
             require_real("Redis", f"{REDIS_URL}: {exc}")
         monkeypatch.setattr(Conf, "ORM", None)
+        monkeypatch.setattr(Conf, "BROKER_CLASS", None)
         monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
         environ["REDIS_URL"] = REDIS_URL
     else:

@@ -57,23 +57,30 @@ def worker_identity() -> str:
 
 def execution_claim(execution_id: int) -> Execution | None:
     """Move a queued execution to running for this worker, or return None if another
-    delivery of the task, a cancel or the reaper got there first."""
+    delivery of the task, a cancel or the reaper got there first.
+
+    The execution comes back with its evaluation, runtime and test cases loaded: the run
+    needs nothing else from the database."""
     execution = (
-        Execution.objects.select_related("evaluation__runtime").filter(pk=execution_id).first()
+        Execution.objects.select_related("evaluation__runtime")
+        .prefetch_related("evaluation__test_cases")
+        .filter(pk=execution_id)
+        .first()
     )
     if execution is None or execution.status != Status.QUEUED:
         return None
     now = timezone.now()
-    claimed = Execution.objects.filter(pk=execution_id, status=Status.QUEUED).update(
-        status=Status.RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        deadline_at=budget.claim_deadline(execution, now=now),
-        worker=worker_identity(),
-    )
-    if not claimed:
+    claim = {
+        "status": Status.RUNNING,
+        "started_at": now,
+        "heartbeat_at": now,
+        "deadline_at": budget.claim_deadline(execution, now=now),
+        "worker": worker_identity(),
+    }
+    if not Execution.objects.filter(pk=execution_id, status=Status.QUEUED).update(**claim):
         return None
-    execution.refresh_from_db()
+    for name, value in claim.items():
+        setattr(execution, name, value)
     return execution
 
 
