@@ -34,7 +34,7 @@ SCOPES: dict[str, list[str]] = {
         "executions.services.cleaning.x__clean_*",
         "executions.services.cleaning.xǁ_Errorsǁ*",
         "sandbox.files.*",
-        "sandbox.docker.config.x_code_archive__*",
+        "sandbox.supervisor.x_code_archive__*",
         "executions.backends.kubernetes.manifests.x_configmap_for__*",
     ],
     "redaction of hidden test cases": [

@@ -7,8 +7,6 @@ the code directory, whatever the platform let through (the second, ``sandbox.fil
 
 from __future__ import annotations
 
-import io
-import tarfile
 from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
@@ -19,10 +17,11 @@ from django.core.exceptions import ValidationError
 from executions import services
 from executions.backends import kubernetes
 from executions.models import Runtime
-from sandbox import docker
+from sandbox import supervisor
 from sandbox.contract import RunRequest, Session
 from sandbox.files import safe_relative
 from sandbox.policy import Limits, SandboxPolicy
+from tests.sandbox.test_supervisor import unpacked
 
 # Names that could reach outside the code directory or break its tree.
 ESCAPING = {
@@ -84,9 +83,7 @@ def test_plain_names_pass(user: Any, runtime: Runtime, name: str) -> None:
 
 
 def archive_members(name: str) -> list[str]:
-    data = docker.code_archive({"main.py": b"1", name: b"x"})
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return tar.getnames()
+    return list(unpacked(supervisor.code_archive({"main.py": b"1", name: b"x"})))
 
 
 def stays_inside(path: str) -> bool:
@@ -109,13 +106,13 @@ def test_the_sandbox_layer_keeps_odd_names_inside_the_code_directory(name: str) 
 
 
 @pytest.mark.parametrize("name", ESCAPING.values(), ids=ESCAPING.keys())
-def test_docker_refuses_names_that_leave_the_code_directory(name: str) -> None:
+def test_the_supervisor_archive_refuses_names_that_leave_the_code_directory(name: str) -> None:
     with pytest.raises(ValueError, match="unsafe file name"):
-        docker.code_archive({"main.py": b"1", name: b"x"})
+        supervisor.code_archive({"main.py": b"1", name: b"x"})
 
 
 @pytest.mark.parametrize("name", ODD.values(), ids=ODD.keys())
-def test_docker_keeps_odd_names_inside_the_code_directory(name: str) -> None:
+def test_the_supervisor_archive_keeps_odd_names_inside_the_code_directory(name: str) -> None:
     members = archive_members(name)
     assert all(stays_inside(member) for member in members), members
 
@@ -174,12 +171,3 @@ def test_the_configmap_budget_counts_base64_of_everything_it_holds() -> None:
         kubernetes.configmap_for(sized_part(fits + 1, 0), "sandbox", supervisor_binary=b"")
     with pytest.raises(ValueError, match=r"take \d+ bytes in base64"):
         kubernetes.configmap_for(sized_part(fits - 3, 3), "sandbox", supervisor_binary=b"s")
-
-
-def test_an_archive_lists_each_directory_once() -> None:
-    data = docker.code_archive({"main.py": b"1", "pkg/a.py": b"a", "pkg/b.py": b"b"})
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        names = tar.getnames()
-        assert sorted(names) == ["main.py", "pkg", "pkg/a.py", "pkg/b.py"]
-        assert tar.getmember("pkg").isdir() and tar.getmember("pkg").mode == 0o755
-        assert tar.getmember("pkg/a.py").mode == 0o444

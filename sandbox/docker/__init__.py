@@ -21,7 +21,7 @@ sandbox's own memory limit, and is gone with the container.
 Semantics callers rely on (per case; ``run`` is a session of one case):
 
 * **Stdin** reaches the program through a pipe and ends with EOF; it never touches a disk.
-  Runtime images need ``/bin/sh``, GNU ``head`` and ``tar`` (Debian's and the official
+  Runtime images need ``/bin/sh``, GNU ``head`` and ``chmod`` (Debian's and the official
   Python images have them). The host writes and reads in one ``select`` loop, and the
   supervisor does the same with the program, so a program that writes a lot before reading
   cannot deadlock either.
@@ -60,7 +60,6 @@ from sandbox.docker.config import (
     EXECUTION_LABEL,
     MANAGED_FILTER,
     MANAGED_LABEL,
-    code_archive,
     container_config_for,
 )
 from sandbox.docker.runner import (
@@ -84,6 +83,5 @@ __all__ = [
     "ImageBuildError",
     "SlotPool",
     "SlotsBusy",
-    "code_archive",
     "container_config_for",
 ]

@@ -1,15 +1,11 @@
-"""The container a session asks the engine for, and the code archive; no engine calls."""
+"""The container a session asks the engine for; no engine calls."""
 
 from __future__ import annotations
 
-import io
-import tarfile
-from collections.abc import Mapping
 from typing import Any
 
 from sandbox import supervisor
 from sandbox.contract import Session
-from sandbox.files import safe_relative
 
 MANAGED_LABEL = "evalplatform.managed"
 EXECUTION_LABEL = "evalplatform.execution"
@@ -113,35 +109,3 @@ def container_config_for(
         "NetworkDisabled": not policy.network,
         "HostConfig": host_config,
     }
-
-
-def code_archive(files: Mapping[str, bytes]) -> bytes:
-    """Return a tar of ``files`` for the supervisor to unpack into the code directory.
-
-    Entries belong to root, files 0444 and directories 0755 (root, with no capability to
-    override permissions, must be able to write into them while unpacking): unpacked by root,
-    the code is read-only to the program, which is another user. Names must be relative paths
-    without ``..`` or empty parts; anything else raises ``ValueError``.
-    """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        made: set[str] = set()
-        for name, data in sorted(files.items()):
-            path = safe_relative(name)
-            for parent in reversed(path.parents[:-1]):
-                if str(parent) not in made:
-                    made.add(str(parent))
-                    tar.addfile(_tar_entry(str(parent), tarfile.DIRTYPE, 0o755))
-            info = _tar_entry(str(path), tarfile.REGTYPE, 0o444)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _tar_entry(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info

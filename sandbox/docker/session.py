@@ -28,7 +28,7 @@ from sandbox.contract import (
     SessionObserver,
     compiled,
 )
-from sandbox.docker.config import code_archive, container_config_for
+from sandbox.docker.config import container_config_for
 from sandbox.docker.streams import STDERR, Pump, _close_quietly, _raw_socket
 from sandbox.policy import Limits
 
@@ -129,7 +129,7 @@ class DockerSession:
             self.fail(ErrorKind.BACKEND_ERROR, str(exc))
             return
         nonce = secrets.token_hex(16)
-        archive = code_archive(self.session.files)
+        archive = supervisor.code_archive(self.session.files)
         container_id = ""
         attach: Any = None
         try:
@@ -237,7 +237,7 @@ class DockerSession:
             self.fail(
                 ErrorKind.BACKEND_ERROR,
                 f"The runtime image {self.session.image!r} could not start the session: it "
-                f"needs /bin/sh, GNU head and tar. {said[-500:]}",
+                f"needs /bin/sh, GNU head and chmod. {said[-500:]}",
             )
             return
         oom = " (out of memory)" if state.get("OOMKilled") else ""

@@ -16,11 +16,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.contract import RunResult, Session
+from sandbox.files import safe_relative
 from sandbox.policy import SANDBOX_GID, SANDBOX_UID, Limits
 
 SOURCE = Path(__file__).with_name("supervisor.c")
@@ -32,12 +33,12 @@ BUILD_DIR = "/sandbox/build"
 BIN_DIR = "/sandbox/bin"
 # The loader: the one command a session sandbox starts with, as root. It copies exactly $1
 # bytes of the stream (the supervisor) into a root-only tmpfs and becomes it; the rest of the
-# stream is the supervisor's. Images need /bin/sh and GNU head (and tar, for the code).
+# stream is the supervisor's. Images need /bin/sh, GNU head and chmod; the supervisor makes
+# its directory root's alone before anything else runs.
 LOADER_EXIT = 125
 LOADER_MESSAGE = "evalplatform: could not start the session supervisor"
 LOADER = (
-    f'chmod 0700 {BIN_DIR} && head -c "$1" >{BIN_DIR}/supervisor'
-    f" && chmod 0500 {BIN_DIR}/supervisor"
+    f'head -c "$1" >{BIN_DIR}/supervisor && chmod 0500 {BIN_DIR}/supervisor'
     f' || {{ echo "{LOADER_MESSAGE}" >&2; exit {LOADER_EXIT}; }}; '
     f"exec {BIN_DIR}/supervisor"
 )
@@ -135,6 +136,19 @@ def cpu_limit_ms(limits: Limits) -> int:
     if limits.cpu_time_ms is not None:
         return limits.cpu_time_ms
     return math.ceil(limits.wall_time_ms * max(limits.cpus, 1.0))
+
+
+def code_archive(files: Mapping[str, bytes]) -> bytes:
+    """The code as the supervisor unpacks it: per file ``b"<name length> <size>\\n"``, the
+    name (UTF-8) and the content. The supervisor writes it as root, files 0444, so the program
+    can only read it. Names must be relative paths without ``..`` or empty parts; anything else
+    raises ``ValueError``."""
+    parts: list[bytes] = []
+    for name, data in files.items():
+        safe_relative(name)
+        encoded = name.encode()
+        parts += [b"%d %d\n" % (len(encoded), len(data)), encoded, data]
+    return b"".join(parts)
 
 
 def session_start(nonce: str, archive: bytes) -> bytes:

@@ -29,8 +29,9 @@
  *
  * Input (stdin, or the file named by the first argument), every header one line of ASCII:
  *   "EVALPLATFORM-SESSION 1 <nonce>\n"                  nonce: 1..64 hex digits
- *   "A <length>\n" <tar archive>                         the code, unpacked into CODE_DIR
-                                                        (length 0: the code is already there)
+ *   "A <length>\n" <archive>                             the code, unpacked into CODE_DIR
+ *                                                       (length 0: the code is already there)
+ *     archive: per file "<name_length> <size>\n" <name> <data>; root's, files 0444
  *   steps, each: "<K|C> <index> <wall_ms> <cpu_ms> <memory_bytes> <output_bytes>
  *                 <file_size_bytes> <open_files> <argv_length> <stdin_length>\n"
  *                <argv: NUL-terminated strings> <stdin>
@@ -80,6 +81,7 @@
 
 #define SANDBOX_ID 65534
 #define CODE_DIR "/sandbox/code"
+#define BIN_DIR "/sandbox/bin"
 #define BUILD_DIR "/sandbox/build"
 #define TERMINATION_LOG "/dev/termination-log"
 #define MAX_LINE 512
@@ -673,7 +675,7 @@ static long long parse_number(const char *text, const char *what, long index) {
     char *end;
     errno = 0;
     long long value = strtoll(text, &end, 10);
-    if (errno || end == text || *end || value < 0) fail(index, "bad %s in a step header", what);
+    if (errno || end == text || *end || value < 0) fail(index, "bad %s in a header", what);
     return value;
 }
 
@@ -708,35 +710,84 @@ static void read_step(const char *line, struct step *s) {
     if (!s->argv[0][0]) fail(s->index, "the command is empty");
 }
 
+/* Make the directories of the archive path `name` under `dirfd` and return its last
+ * component's directory (or -1), leaving *last at that component. */
+static int parent_of(int dirfd, char *name, char **last) {
+    int dir = dup(dirfd);
+    char *part = name;
+    for (int depth = 0; dir >= 0; depth++) {
+        char *slash = strchr(part, '/');
+        size_t length = slash ? (size_t)(slash - part) : strlen(part);
+        if (!length || (length == 1 && part[0] == '.') ||
+            (length == 2 && part[0] == '.' && part[1] == '.') || depth >= MAX_DEPTH) {
+            close(dir);
+            return -1;
+        }
+        if (!slash) {
+            *last = part;
+            return dir;
+        }
+        *slash = 0;
+        if (mkdirat(dir, part, 0755) && errno != EEXIST) {
+            close(dir);
+            return -1;
+        }
+        int next = openat(dir, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(dir);
+        dir = next;
+        *slash = '/';
+        part = slash + 1;
+    }
+    return -1;
+}
+
+/* The code: "<name_length> <size>\n" <name> <data>, per file, for `length` bytes in all.
+ * Root writes it, directories 0755 and files 0444, so the program (another uid) may only
+ * read it. A name is a relative path of components other than "", "." and "..", and names
+ * no file twice: anything else ends the session. */
 static void unpack(long long length) {
     if (!length) return;
-    struct step s = {0};
-    s.kind = 'A';
-    s.index = -1;
-    s.wall_ms = 60000;
-    s.cpu_ms = 60000;
-    s.memory_bytes = LLONG_MAX;
-    s.output_bytes = 4096;
-    s.file_size_bytes = 64LL << 20;
-    s.open_files = 64;
-    s.stdin_length = length;
-    s.cwd = CODE_DIR;
-    s.as_root = 1; /* the code must belong to root: the program may only read it */
+    umask(022);
     /* The engine may give a tmpfs the image's mode for its path. */
     if (chmod(CODE_DIR, 0755)) fail(-1, "cannot prepare %s: %s", CODE_DIR, strerror(errno));
-    static char *tar[] = {"tar", "-x", "-m", "-f", "-", NULL};
-    memcpy(s.argv, tar, sizeof tar);
-    struct outcome o;
-    run_step(&s, &o);
-    if (!o.exited || o.exit_code)
-        fail(-1, "could not unpack the submitted code (the image needs tar; exit %d, signal %d): %.*s",
-             o.exited ? o.exit_code : -1, o.signal, (int)o.err.length, o.err.data);
-    free(o.out.data);
-    free(o.err.data);
+    int code = open(CODE_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (code < 0) fail(-1, "cannot open %s: %s", CODE_DIR, strerror(errno));
+    static char name[PATH_MAX], data[CHUNK];
+    char line[MAX_LINE], *size_text;
+    while (length > 0) {
+        if (read_line(line, sizeof line) != 1 || !(size_text = strchr(line, ' ')))
+            fail(-1, "the code archive needs a \"<name length> <size>\" line per file");
+        length -= (long long)strlen(line) + 1;
+        *size_text++ = 0;
+        long long name_length = parse_number(line, "file name length", -1);
+        long long size = parse_number(size_text, "file size", -1);
+        if (name_length < 1 || name_length >= PATH_MAX) fail(-1, "a file name's length is out of range");
+        length -= name_length + size;
+        if (length < 0) fail(-1, "a file runs past the end of the code archive");
+        if (read_exact(0, name, (size_t)name_length)) fail(-1, "the code archive ended early");
+        name[name_length] = 0;
+        char *last = NULL;
+        int dir = strlen(name) == (size_t)name_length ? parent_of(code, name, &last) : -1;
+        int file = dir < 0 ? -1
+                           : openat(dir, last, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+        if (file < 0) fail(-1, "cannot unpack the file %s: %s", name, dir < 0 ? "unsafe name" : strerror(errno));
+        close(dir);
+        while (size > 0) {
+            size_t want = size < (long long)sizeof data ? (size_t)size : sizeof data;
+            if (read_exact(0, data, want)) fail(-1, "the code archive ended early");
+            if (write_all(file, data, want)) fail(-1, "cannot write the file %s: %s", name, strerror(errno));
+            size -= (long long)want;
+        }
+        close(file);
+    }
+    close(code);
 }
 
 int main(int argc, char **argv) {
     privileged = geteuid() == 0;
+    /* Our own copy is root's alone, whatever mode the engine gave its directory. */
+    if (privileged && chmod(BIN_DIR, 0700) && errno != ENOENT)
+        fail(-1, "cannot prepare %s: %s", BIN_DIR, strerror(errno));
     /* Not dumpable: no process of another uid, nor of ours, may ptrace us or open our /proc
      * files (our descriptors among them). A subreaper, should we not be PID 1: orphaned
      * processes of a step come to us, so we can reap them all. */

@@ -137,15 +137,53 @@ def test_the_loaders_notices_do_not_reach_the_programs_stderr(
     assert result.peak_memory_bytes is not None
 
 
-def test_an_image_that_cannot_unpack_is_a_backend_error(
+def test_the_supervisor_unpacks_the_code_read_only_with_its_directories(
     backend: DockerBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
 ) -> None:
+    source = """
+import os, stat
+for path in ("main.py", "pkg", "pkg/deep/data.txt"):
+    info = os.stat(path)
+    print(path, oct(stat.S_IMODE(info.st_mode)), info.st_uid)
+print(open("pkg/deep/data.txt", "rb").read())
+"""
+    files = {"pkg/deep/data.txt": b"\x00line\n"}
+    request = make_request(runtime_image, source, files=files)
+    result = run_checked(backend, request, sandbox_gone)
+    assert result.stdout.decode().splitlines() == [
+        "main.py 0o444 0",
+        "pkg 0o755 0",
+        "pkg/deep/data.txt 0o444 0",
+        "b'\\x00line\\n'",
+    ], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("archive", "says"),
+    [
+        (b"\x01" * 64, "bad file name length"),
+        (b"7 1\n../x.pyX", "cannot unpack the file ../x.py: unsafe name"),
+        (b"9 1\n/etc/x.pyX", "unsafe name"),
+        (b"5 1\na//b.X", "unsafe name"),
+        (b"3 1\na\x00bX", "unsafe name"),
+        (b"3 1\nabcX3 1\nabcY", "cannot unpack the file abc: File exists"),
+        (b"3 99\nabcX", "runs past the end"),
+    ],
+    ids=["garbage", "parent", "absolute", "empty part", "NUL", "twice", "past the end"],
+)
+def test_a_code_archive_the_supervisor_refuses_is_a_backend_error(
+    backend: DockerBackend,
+    runtime_image: str,
+    sandbox_gone: Callable[[str], bool],
+    archive: bytes,
+    says: str,
+) -> None:
+    # What the host never sends: the supervisor checks every name again, as root.
     request = make_request(runtime_image, "print(1)")
     with pytest.MonkeyPatch.context() as patch:
-        # The supervisor receives something that is not a tar, as with an image's broken tar.
-        patch.setattr("sandbox.docker.session.code_archive", lambda files: b"\x01" * 1024)
+        patch.setattr("sandbox.supervisor.code_archive", lambda files: archive)
         result = run_checked(backend, request, sandbox_gone, expect_error=ErrorKind.BACKEND_ERROR)
-    assert "could not unpack the submitted code" in result.error_message
+    assert says in result.error_message
 
 
 def test_missing_image_is_a_backend_error(

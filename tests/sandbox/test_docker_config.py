@@ -1,20 +1,15 @@
 """The Docker backend's pure parts: the container it asks the engine for (the sandbox policy,
-rendered) and the code archive. No engine needed."""
+rendered). No engine needed."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from typing import Any
-
-import pytest
 
 from sandbox import supervisor
 from sandbox.contract import CompileStep, Session
 from sandbox.docker.config import (
     EXECUTION_LABEL,
     MANAGED_LABEL,
-    code_archive,
     container_config_for,
 )
 from sandbox.policy import Limits, SandboxPolicy
@@ -99,18 +94,3 @@ def test_container_config_optional_runtime_and_network() -> None:
     assert host(_session(), "runsc")["Runtime"] == "runsc"
     assert host(_session(runtime_class="kata"), "runsc")["Runtime"] == "kata"
     assert host(_session(network=True))["NetworkMode"] == "bridge"
-
-
-def test_code_archive_is_read_only() -> None:
-    data = code_archive({"main.py": b"print(1)", "pkg/mod.py": b"X = 1"})
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        entries = {m.name: (m.uid, m.gid, m.mode, m.isdir()) for m in tar.getmembers()}
-    assert entries["main.py"] == (0, 0, 0o444, False)
-    assert entries["pkg/mod.py"] == (0, 0, 0o444, False)
-    assert entries["pkg"] == (0, 0, 0o755, True)
-
-
-@pytest.mark.parametrize("name", ["../x.py", "/etc/passwd", "a/../../b", "", "a//b", "a\x00b"])
-def test_code_archive_rejects_unsafe_names(name: str) -> None:
-    with pytest.raises(ValueError):
-        code_archive({name: b""})

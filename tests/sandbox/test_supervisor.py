@@ -182,6 +182,34 @@ def test_a_step_takes_its_own_cpu_limit_when_set() -> None:
     assert supervisor.cpu_limit_ms(Limits(wall_time_ms=1500, memory_mb=64, output_bytes=1)) == 1500
 
 
+def unpacked(archive: bytes) -> dict[str, bytes]:
+    """The files of a code archive, read the way the supervisor reads it."""
+    files: dict[str, bytes] = {}
+    while archive:
+        line, archive = archive.split(b"\n", 1)
+        name_length, size = map(int, line.split(b" "))
+        name = archive[:name_length].decode()
+        files[name] = archive[name_length : name_length + size]
+        archive = archive[name_length + size :]
+    return files
+
+
+def test_the_code_archive_carries_each_file_under_its_name() -> None:
+    files = {"main.py": b"print(1)\n", "pkg/mod.py": b"", "d\u00e9j\u00e0 vu.txt": b"\x00\n" * 3}
+    archive = supervisor.code_archive(files)
+    assert b"7 9\nmain.py" in archive
+    assert unpacked(archive) == files
+    assert supervisor.code_archive({}) == b""
+
+
+@pytest.mark.parametrize(
+    "name", ["../x.py", "/etc/passwd", "a/../../b", "", "a//b", "a\x00b", "a/"]
+)
+def test_the_code_archive_refuses_names_that_leave_the_code_directory(name: str) -> None:
+    with pytest.raises(ValueError, match="unsafe file name"):
+        supervisor.code_archive({"main.py": b"", name: b""})
+
+
 def test_the_session_opens_with_the_nonce_then_the_archive() -> None:
     assert supervisor.session_start("ab12", b"TAR") == b"EVALPLATFORM-SESSION 1 ab12\nA 3\nTAR"
 
