@@ -68,12 +68,13 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Before django_q: its ``qcluster`` command adds the recovery lane to django-q2's.
+    "executions",
     "django_q",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "executions",
 ]
 
 MIDDLEWARE = [

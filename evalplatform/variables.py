@@ -147,7 +147,32 @@ VARIABLES: tuple[Variable, ...] = (
         "EXECUTION_QUEUED_STALL_S",
         "QUEUED_STALL_S",
         int,
-        "a queued run untouched this long is re-queued once",
+        "a queued run whose task went out this long ago, while the broker holds no task, "
+        "has its task sent again (it was lost)",
+        minimum=1,
+    ),
+    Variable(
+        "EXECUTION_AUTO_RERUNS",
+        "AUTO_RERUNS",
+        int,
+        "how many times in a row a run the infrastructure interrupted (worker lost, backend "
+        "failure) is re-run automatically as a new attempt (0: never)",
+        minimum=0,
+    ),
+    Variable(
+        "EXECUTION_RECOVERY_INTERVAL_S",
+        "RECOVERY_INTERVAL_S",
+        int,
+        "how often the recovery lane beside each cluster closes abandoned runs and sends lost "
+        "tasks",
+        minimum=1,
+    ),
+    Variable(
+        "EXECUTION_WRITE_RETRY_S",
+        "WRITE_RETRY_S",
+        int,
+        "how long a worker keeps a finished result and retries writing it while the database "
+        "does not answer",
         minimum=1,
     ),
     Variable(

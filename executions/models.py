@@ -288,7 +288,17 @@ class Execution(RunOutcome):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=128, blank=True)
     backend_handle = models.CharField(max_length=255, blank=True)
+    # When its task was last handed to the broker; null while it waits to be (the broker was
+    # down). The database says what must run: the recovery lane sends what was never sent
+    # and sends again what the broker lost.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     requeue_count = models.PositiveIntegerField(default=0)
+    # An attempt the platform started itself because the one before it was interrupted by
+    # the infrastructure, and how many such attempts came before it in a row.
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries"
+    )
+    retry_count = models.PositiveSmallIntegerField(default=0)
     error_kind = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)
     # The compile step, once it ran (``compile_status`` is blank when the runtime does not
@@ -345,6 +355,8 @@ class AuditEvent(models.Model):
         RERUN = "rerun", "Re-ran"
         REAP = "reap", "Closed by the reaper"
         REQUEUE = "requeue", "Re-queued by the reaper"
+        RETRY = "retry", "Re-ran after an infrastructure failure"
+        RELEASE = "release", "Returned to the queue before it started"
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

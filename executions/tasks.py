@@ -10,7 +10,7 @@ def run_execution(execution_id: int) -> None:
 
 
 def reap_executions() -> str:
-    report = services.executions_reap()
+    report = services.recovery_pass()
     return (
         f"closed {report.closed}, re-queued {report.requeued}, "
         f"removed {report.orphans_removed} orphaned sandboxes"

@@ -37,7 +37,9 @@ def _test_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     settings.CSRF_COOKIE_SECURE = False
     # Real hashing costs a second per test user; strength is not under test here.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "fake"}
+    # One attempt per run unless a test asks for automatic re-runs (tests/services/
+    # test_reaping.py, test_recovery.py): a failure under test stays the latest attempt.
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND": "fake", "AUTO_RERUNS": 0}
     # Tasks enqueued by tests go to a queue of their own, never to a real cluster's.
     monkeypatch.setattr(Conf, "PREFIX", "evalplatform-tests")
     monkeypatch.setattr(Conf, "CLUSTER_NAME", "evalplatform-tests")

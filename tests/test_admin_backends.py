@@ -268,7 +268,7 @@ def backend_failures(caplog: pytest.LogCaptureFixture, execution: Execution) -> 
 def test_a_run_the_backend_fails_is_logged_with_its_id(
     user: Any, runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = '# fake: {"error_kind": "unavailable", "error_message": "engine gone"}\n'
+    source = '# fake: {"error_kind": "backend_error", "error_message": "engine gone"}\n'
     evaluation = services.evaluation_submit(user=user, runtime=runtime, source=source)
     execution = evaluation.executions.get()
     with caplog.at_level(logging.INFO, logger="executions"):
@@ -276,7 +276,7 @@ def test_a_run_the_backend_fails_is_logged_with_its_id(
     execution.refresh_from_db()
     assert execution.status == "error" and execution.error_message == "engine gone"
     assert backend_failures(caplog, execution) == [
-        f"Execution {execution.pk} failed on backend fake (unavailable): engine gone"
+        f"Execution {execution.pk} failed on backend fake (backend_error): engine gone"
     ]
 
 

@@ -22,8 +22,11 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> ORMBroker:
     return ORMBroker(list_key="tests")
 
 
-def test_the_embedded_setup_uses_it() -> None:
-    assert isinstance(get_broker(), ORMBroker)
+def test_the_embedded_setup_uses_it(settings: Any) -> None:
+    if "orm" in settings.Q_CLUSTER:
+        assert isinstance(get_broker(), ORMBroker)
+    else:  # REDIS_URL: Redis is the broker, as configured
+        assert "broker_class" not in settings.Q_CLUSTER
 
 
 def test_an_empty_poll_is_one_query(broker: ORMBroker, django_assert_num_queries: Any) -> None:

@@ -5,7 +5,8 @@ terminal transition is a conditional update from an active status, so an executi
 exactly once whoever races to end it (worker, canceller, reaper).
 
 One module per concept: ``cleaning`` (input), ``quotas`` (quotas and back-pressure),
-``submission`` (submit, batch, re-run, cancel), ``running`` (the run loop and heartbeat) and
+``submission`` (submit, batch, re-run, cancel), ``dispatch`` (sending tasks, and again when
+the broker lost them), ``running`` (the run loop, heartbeat, automatic re-runs) and
 ``reaping`` (the reaper). Callers import from here. The time budget of a run is
 ``executions.budget``; webhook secrets and runtime image builds live in
 ``executions.webhooks`` and ``executions.image_builds`` and are offered here too, since
@@ -14,6 +15,11 @@ pages, the API and admin actions reach every write through the services.
 
 from executions.image_builds import RuntimeImageBuildFailed, runtime_images_build
 from executions.services.cleaning import TestCaseInput
+from executions.services.dispatch import (
+    DispatchReport,
+    execution_dispatch,
+    executions_redispatch,
+)
 from executions.services.quotas import (
     CONCURRENT_RETRY_AFTER_S,
     QUOTA_WINDOW,
@@ -21,7 +27,12 @@ from executions.services.quotas import (
     QuotaExceeded,
     queue_depth_check,
 )
-from executions.services.reaping import ReapReport, executions_reap, sandboxes_janitor
+from executions.services.reaping import (
+    ReapReport,
+    executions_reap,
+    recovery_pass,
+    sandboxes_janitor,
+)
 from executions.services.running import (
     execution_claim,
     execution_run,
@@ -41,6 +52,7 @@ __all__ = [
     "CONCURRENT_RETRY_AFTER_S",
     "QUOTA_WINDOW",
     "BatchInvalid",
+    "DispatchReport",
     "QueueFull",
     "QuotaExceeded",
     "ReapReport",
@@ -50,10 +62,13 @@ __all__ = [
     "evaluations_submit_batch",
     "execution_cancel",
     "execution_claim",
+    "execution_dispatch",
     "execution_rerun",
     "execution_run",
     "executions_reap",
+    "executions_redispatch",
     "queue_depth_check",
+    "recovery_pass",
     "runtime_images_build",
     "sandbox_policy",
     "sandboxes_janitor",

@@ -20,19 +20,29 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
+from django.db.models import F
 from django.utils import timezone
 
 from executions import budget, judging, webhooks
 from executions.backends import get_backend
 from executions.conf import execution_settings
 from executions.models import (
+    AuditEvent,
     Evaluation,
     Execution,
     Runtime,
@@ -41,10 +51,13 @@ from executions.models import (
     TestResult,
     Verdict,
 )
+from executions.outages import RateLimitedLog, close_broken_connections
+from executions.services.dispatch import queue_attempt
 from sandbox.contract import CompileStep, ErrorKind, RunResult, Session, compiled
 from sandbox.policy import Limits, SandboxPolicy
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What a compile step may print, per stream: a compiler's log, whatever output cap the
 # submitter chose for the program. More is a compilation error (``compiled``).
@@ -55,20 +68,35 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def execution_claim(execution_id: int) -> Execution | None:
-    """Move a queued execution to running for this worker, or return None if another
-    delivery of the task, a cancel or the reaper got there first.
+def execution_claim(execution_id: int | None = None) -> Execution | None:
+    """Move a queued execution to running for this worker: ``execution_id``, or else the
+    oldest queued one. Returns None if there is none, or if another delivery of the task, a
+    cancel or the reaper got to ``execution_id`` first.
 
     The execution comes back with its evaluation, runtime and test cases loaded: the run
     needs nothing else from the database."""
-    execution = (
+    # A run whose task was never sent (its backend could not start it, or the broker was
+    # down) waits for the recovery lane to send it: other tasks leave it alone.
+    queued = (
         Execution.objects.select_related("evaluation__runtime")
         .prefetch_related("evaluation__test_cases")
-        .filter(pk=execution_id)
-        .first()
+        .filter(status=Status.QUEUED, dispatched_at__isnull=False)
     )
-    if execution is None or execution.status != Status.QUEUED:
-        return None
+    if execution_id is not None:
+        execution = queued.filter(pk=execution_id).first()
+        return execution if execution is not None and _claim(execution) else None
+    for _ in range(CLAIM_ATTEMPTS):
+        execution = queued.order_by("pk").first()
+        if execution is None or _claim(execution):
+            return execution
+    return None  # other workers kept taking the oldest first; their tasks cover the rest
+
+
+# How often a worker tries again when other workers claim the oldest queued run first.
+CLAIM_ATTEMPTS = 5
+
+
+def _claim(execution: Execution) -> bool:
     now = timezone.now()
     claim = {
         "status": Status.RUNNING,
@@ -77,18 +105,22 @@ def execution_claim(execution_id: int) -> Execution | None:
         "deadline_at": budget.claim_deadline(execution, now=now),
         "worker": worker_identity(),
     }
-    if not Execution.objects.filter(pk=execution_id, status=Status.QUEUED).update(**claim):
-        return None
+    if not Execution.objects.filter(pk=execution.pk, status=Status.QUEUED).update(**claim):
+        return False
     for name, value in claim.items():
         setattr(execution, name, value)
-    return execution
+    return True
 
 
 def execution_run(execution_id: int) -> None:
-    """Claim an execution and run it to a terminal state. Safe to call twice."""
-    execution = execution_claim(execution_id)
+    """Run the oldest queued execution to a terminal state, if there is one.
+
+    ``execution_id`` names the execution whose task this is; tasks are wake-ups
+    (``services.dispatch``), so the run taken is the oldest queued, first in first out,
+    whichever task was lost or sent twice."""
+    execution = execution_claim()
     if execution is None:
-        logger.info("Execution %s was already claimed or ended; skipping.", execution_id)
+        logger.info("The task of execution %s found nothing queued to run.", execution_id)
         return
     try:
         with _heartbeat(execution.pk):
@@ -152,6 +184,7 @@ class _Recorder:
         self.cases = cases
         self.count = count
         self.concluded = False
+        self.compile_ran = False
         self.judged = 0
         self.stopped = False
         self.failure: RunResult | None = None
@@ -162,7 +195,9 @@ class _Recorder:
     def case_starting(self, index: int, handle: str) -> bool:
         # A cancel reads this handle to stop the sandbox the case runs in.
         running = Execution.objects.filter(pk=self.execution.pk, status=Status.RUNNING)
-        self.stopped = not running.update(backend_handle=handle)
+        self.stopped = not _durably(
+            lambda: running.update(backend_handle=handle), "note its sandbox", self.execution.pk
+        )
         return not self.stopped
 
     def compile_ended(self, result: RunResult) -> bool:
@@ -171,8 +206,12 @@ class _Recorder:
             return False
         # Stored as soon as it ends, whether it compiled or not: the compiler's warnings
         # are worth seeing too.
+        self.compile_ran = True
         running = Execution.objects.filter(pk=self.execution.pk, status=Status.RUNNING)
-        if not running.update(**_compile_outcome(result)):
+        outcome = _compile_outcome(result)
+        if not _durably(
+            lambda: running.update(**outcome), "store its compile step", self.execution.pk
+        ):
             self.stopped = True
             return False
         if not compiled(result):
@@ -194,9 +233,7 @@ class _Recorder:
                 comparison=case.comparison,
                 tolerance=case.tolerance,
             )
-            TestResult.objects.create(
-                execution=self.execution, test_case=case, verdict=verdict, **_outcome(result)
-            )
+            _store_case(self.execution, case, verdict, result)
             self.scored.append(judging.Scored(verdict, case.weight))
         if self.deciding is None or self.deciding[1] == Verdict.ACCEPTED:
             self.deciding = (result, verdict)
@@ -218,6 +255,9 @@ class _Recorder:
             _finish(
                 execution, Status.REFUSED, _summary(failure, cases), error_kind=failure.error_kind
             )
+            return
+        if failure is not None and _never_started(failure, self):
+            _release(execution, failure)
             return
         if failure is not None:
             _fail_on_backend(
@@ -275,6 +315,7 @@ def _fail_on_backend(
             execution.backend,
             kind,
             message,
+            extra={"execution_id": execution.pk},
         )
 
 
@@ -347,19 +388,22 @@ def _finish(
     outcome = _outcome(result) if result is not None else {}
     if result is not None and not error_message:
         error_message = result.error_message
-    ended = Execution.objects.filter(pk=execution.pk, status=from_status).update(
-        status=status,
-        verdict=verdict,
-        score=score,
-        finished_at=timezone.now(),
-        error_kind=error_kind,
-        error_message=error_message,
+    ending = Execution.objects.filter(pk=execution.pk, status=from_status)
+    fields = {
+        "status": status,
+        "verdict": verdict,
+        "score": score,
+        "finished_at": timezone.now(),
+        "error_kind": error_kind,
+        "error_message": error_message,
         **outcome,
-    )
-    if not ended:
+    }
+    if not _durably(lambda: ending.update(**fields), "store its result", execution.pk):
         logger.info("Execution %s had already ended; its late result is discarded.", execution.pk)
         return False
     _execution_ended(execution.pk)
+    if status == Status.ERROR and error_kind in RETRIED_KINDS:
+        _retry(execution, error_kind)
     return True
 
 
@@ -390,15 +434,24 @@ def _heartbeat(execution_id: int) -> Iterator[None]:
     interval = execution_settings.HEARTBEAT_INTERVAL_S
 
     def beat() -> None:
+        # It beats until the run ends, whatever the database does meanwhile: a beat that
+        # fails is retried at the next one, on a fresh connection.
         try:
             while not stop.wait(interval):
-                Execution.objects.filter(pk=execution_id, status=Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        except Exception:
-            logger.exception("Heartbeat for execution %s stopped", execution_id)
+                try:
+                    Execution.objects.filter(pk=execution_id, status=Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError as exc:
+                    close_broken_connections()
+                    _database_down.warning(
+                        "Heartbeat of execution %s missed (%s); trying again in %s s.",
+                        execution_id,
+                        exc,
+                        interval,
+                    )
         finally:
-            connection.close()
+            connection.close()  # this thread's own, whatever state it is in
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{execution_id}", daemon=True)
     thread.start()
@@ -407,6 +460,137 @@ def _heartbeat(execution_id: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+# The database errors a restart, a failover or a lock wait cause: worth waiting out.
+TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError)
+_database_down = RateLimitedLog(logger, every_s=10)
+
+
+def _durably(write: Callable[[], T], what: str, execution_id: int) -> T:
+    """``write()``, tried again on a fresh connection with back-off while the database is
+    unreachable, for up to ``WRITE_RETRY_S``: a database restart must not lose what a
+    finished program produced. The heartbeat keeps beating meanwhile."""
+    deadline = time.monotonic() + execution_settings.WRITE_RETRY_S
+    delay = 0.25
+    while True:
+        try:
+            return write()
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            close_broken_connections()
+            if time.monotonic() + delay > deadline:
+                raise
+            _database_down.warning(
+                "Execution %s: could not %s (%s); trying again until the database answers.",
+                execution_id,
+                what,
+                exc,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _store_case(execution: Execution, case: TestCase, verdict: Verdict, result: RunResult) -> None:
+    attempts = 0
+
+    def store() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            TestResult.objects.create(
+                execution=execution, test_case=case, verdict=verdict, **_outcome(result)
+            )
+            return
+        # A write that failed in flight may have landed: once stored is enough.
+        with contextlib.suppress(IntegrityError), transaction.atomic():
+            TestResult.objects.create(
+                execution=execution, test_case=case, verdict=verdict, **_outcome(result)
+            )
+
+    _durably(store, f"store the result of test case {case.position}", execution.pk)
+
+
+# A run that ended in one of these never got a fair try: the platform runs it again.
+RETRIED_KINDS = frozenset({ErrorKind.WORKER_LOST, ErrorKind.BACKEND_ERROR, ErrorKind.UNAVAILABLE})
+# How often a run may go back to the queue because its backend could not start it.
+MAX_RELEASES = 10
+
+
+def _never_started(failure: RunResult, recorder: _Recorder) -> bool:
+    """The backend could not be reached before anything of the run happened."""
+    return (
+        failure.error_kind == ErrorKind.UNAVAILABLE
+        and not recorder.judged
+        and not recorder.compile_ran
+        and recorder.execution.requeue_count < MAX_RELEASES
+    )
+
+
+def _release(execution: Execution, failure: RunResult) -> None:
+    """Put a run its backend could not start back in the queue, unsent: the recovery lane
+    sends it again once the backend answers (a Docker engine restarting, say)."""
+    running = Execution.objects.filter(pk=execution.pk, status=Status.RUNNING)
+    released = _durably(
+        lambda: running.update(
+            status=Status.QUEUED,
+            started_at=None,
+            deadline_at=None,
+            heartbeat_at=timezone.now(),
+            worker="",
+            backend_handle="",
+            dispatched_at=None,
+            requeue_count=F("requeue_count") + 1,
+        ),
+        "return it to the queue",
+        execution.pk,
+    )
+    if not released:
+        return
+    AuditEvent.objects.create(
+        action=AuditEvent.Action.RELEASE,
+        evaluation_id=execution.evaluation_id,
+        execution=execution,
+        detail={"reason": failure.error_message[:500]},
+    )
+    logger.warning(
+        "Execution %s returned to the queue: backend %s could not start it (%s). It runs once "
+        "the backend answers again.",
+        execution.pk,
+        execution.backend,
+        failure.error_message,
+        extra={"execution_id": execution.pk},
+    )
+
+
+def _retry(execution: Execution, kind: str) -> None:
+    """Queue the next attempt of a run the infrastructure interrupted (at most
+    ``AUTO_RERUNS`` in a row): the submitter did nothing wrong. Never raises."""
+    if execution.retry_count >= execution_settings.AUTO_RERUNS:
+        return
+    try:
+        with transaction.atomic():
+            evaluation = Evaluation.objects.select_for_update().get(pk=execution.evaluation_id)
+            retry = queue_attempt(
+                evaluation, user=None, backend=execution.backend, retry_of=execution
+            )
+            AuditEvent.objects.create(
+                action=AuditEvent.Action.RETRY,
+                evaluation=evaluation,
+                execution=retry,
+                detail={"after": execution.pk, "reason": kind},
+            )
+    except Exception:
+        logger.exception("Could not re-run execution %s after %s", execution.pk, kind)
+        return
+    logger.warning(
+        "Execution %s ended in %s; re-running it as execution %s (automatic re-run %s of %s).",
+        execution.pk,
+        kind,
+        retry.pk,
+        retry.retry_count,
+        execution_settings.AUTO_RERUNS,
+        extra={"execution_id": execution.pk},
+    )
 
 
 def _execution_ended(execution_id: int) -> None:

@@ -6,17 +6,14 @@ once that transaction commits, so a worker never looks for a row that does not e
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.auth.models import User
 from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
-from executions import budget
 from executions.backends import active_selection, backend_class
 from executions.conf import execution_settings
 from executions.models import (
@@ -38,6 +35,7 @@ from executions.services.cleaning import (
     _Errors,
     _resolve_runtime,
 )
+from executions.services.dispatch import queue_attempt
 from executions.services.quotas import QueueFull, QuotaExceeded, _quota_check
 from executions.services.running import _cancel_sandbox, _execution_ended
 from sandbox.contract import ErrorKind
@@ -118,7 +116,7 @@ def evaluation_submit(
             )
             for position, case in enumerate(cases)
         )
-        execution = _create_execution(evaluation, user=user, backend=active_selection().name)
+        execution = queue_attempt(evaluation, user=user, backend=active_selection().name)
         AuditEvent.objects.create(
             actor=user,
             action=AuditEvent.Action.SUBMIT,
@@ -182,34 +180,6 @@ def evaluations_submit_batch(
     return created
 
 
-def _create_execution(
-    evaluation: Evaluation, *, user: User | AnonymousUser | None, backend: str
-) -> Execution:
-    """Add the next attempt and queue it once the surrounding transaction commits."""
-    last = evaluation.executions.aggregate(last=Max("attempt"))["last"] or 0
-    execution = Execution.objects.create(
-        evaluation=evaluation,
-        attempt=last + 1,
-        requested_by=user if isinstance(user, User) else None,
-        backend=backend,
-        heartbeat_at=timezone.now(),
-    )
-    timeout = budget.task_timeout_s(evaluation, backend=backend)
-    transaction.on_commit(functools.partial(_enqueue, execution.pk, timeout))
-    return execution
-
-
-def _enqueue(execution_id: int, timeout: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task(
-        "executions.tasks.run_execution",
-        execution_id,
-        task_name=f"execution-{execution_id}",
-        timeout=timeout,
-    )
-
-
 def execution_rerun(*, user: User, evaluation: Evaluation, backend: str | None = None) -> Execution:
     """Queue a new attempt of ``evaluation``; earlier attempts are kept as they are.
 
@@ -228,9 +198,7 @@ def execution_rerun(*, user: User, evaluation: Evaluation, backend: str | None =
     with transaction.atomic():
         _quota_check(owner_id=evaluation.owner_id)
         Evaluation.objects.select_for_update().filter(pk=evaluation.pk).first()
-        execution = _create_execution(
-            evaluation, user=user, backend=backend or active_selection().name
-        )
+        execution = queue_attempt(evaluation, user=user, backend=backend or active_selection().name)
         AuditEvent.objects.create(
             actor=user,
             action=AuditEvent.Action.RERUN,

@@ -30,7 +30,7 @@ def history(user: Any, runtime: Runtime) -> list[Evaluation]:
         ("A program that exits with status 3", '# fake: {"exit_code": 3}\n', []),
         (
             "An infrastructure failure seen from the operator's console",
-            '# fake: {"error_kind": "unavailable", "error_message": "engine gone"}\n',
+            '# fake: {"error_kind": "backend_error", "error_message": "engine gone"}\n',
             [],
         ),
         ("Runtime error with a signal", '# fake: {"signal": 9}\n', []),

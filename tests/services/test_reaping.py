@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from executions import budget, services
+from executions import services
 from executions.backends.fake import FakeBackend
 from executions.models import AuditEvent, Execution, Runtime, Status
 from executions.services import reaping, running
@@ -97,42 +97,57 @@ def test_a_late_result_after_reaping_is_discarded(execution: Execution) -> None:
     assert execution.status == "error"
 
 
-def test_a_stalled_queued_run_is_requeued_once_then_closed(
-    execution: Execution, django_capture_on_commit_callbacks: Any
-) -> None:
-    old = timezone.now() - timedelta(hours=1)
-    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=old)
-    with django_capture_on_commit_callbacks() as callbacks:
-        assert services.executions_reap().requeued == 1
-    assert len(callbacks) == 1
+def test_a_queued_run_is_never_closed_however_old(execution: Execution) -> None:
+    # Dispatch gives every queued run a task; only a user may give up on it.
+    old = timezone.now() - timedelta(days=1)
+    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=old, dispatched_at=old)
+    assert services.executions_reap().closed == 0
     execution.refresh_from_db()
-    assert (execution.status, execution.requeue_count) == ("queued", 1)
-
-    Execution.objects.filter(pk=execution.pk).update(heartbeat_at=old)
-    report = services.executions_reap()
-    execution.refresh_from_db()
-    assert (report.closed, report.requeued) == (1, 0)
-    assert execution.status == "error" and "qcluster" in execution.error_message
+    assert execution.status == "queued"
 
 
-def test_a_requeued_run_gets_a_fresh_stall_clock_and_its_task_its_own_timeout(
-    execution: Execution, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+def test_a_reaped_run_is_run_again_as_a_new_attempt(
+    execution: Execution, django_capture_on_commit_callbacks: Any, monkeypatch: Any, settings: Any
 ) -> None:
-    enqueued: list[tuple[int, int]] = []
-    monkeypatch.setattr(reaping, "_enqueue", lambda pk, timeout: enqueued.append((pk, timeout)))
-    Execution.objects.filter(pk=execution.pk).update(
-        heartbeat_at=timezone.now() - timedelta(hours=1)
-    )
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "AUTO_RERUNS": 2}
+    sent: list[int] = []
+    monkeypatch.setattr("executions.services.dispatch.execution_dispatch", sent.append)
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.executions_reap().requeued == 1
-    timeout = budget.task_timeout_s(execution.evaluation, backend=execution.backend)
-    assert enqueued == [(execution.pk, timeout)]
-    # The re-queue restarted the stall clock: the next reaper leaves the run queued.
-    report = services.executions_reap()
+        assert services.executions_reap().closed == 1
+    retry = Execution.objects.get(evaluation=execution.evaluation, attempt=2)
+    assert (retry.status, retry.retry_of_id, retry.retry_count) == ("queued", execution.pk, 1)
+    assert retry.requested_by is None and retry.backend == execution.backend
+    assert sent == [retry.pk]
+    event = AuditEvent.objects.get(action="retry")
+    assert (event.execution_id, event.detail) == (
+        retry.pk,
+        {"after": execution.pk, "reason": "worker_lost"},
+    )
+
+
+def test_automatic_re_runs_stop_after_auto_reruns_in_a_row(
+    execution: Execution, settings: Any
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "AUTO_RERUNS": 1}
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
+    services.executions_reap()
+    retry = Execution.objects.get(evaluation=execution.evaluation, attempt=2)
+    make_running(retry, heartbeat_age_s=120, deadline_in_s=60)
+    assert services.executions_reap().closed == 1
+    assert list(
+        Execution.objects.filter(evaluation=execution.evaluation).values_list("attempt", "status")
+    ) == [(2, "error"), (1, "error")]
+
+
+def test_without_trusted_heartbeats_only_deadlines_count(execution: Execution) -> None:
+    # Right after a database outage no worker could beat: a stale heartbeat proves nothing.
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=60)
+    assert services.executions_reap(trust_heartbeats=False).closed == 0
+    make_running(execution, heartbeat_age_s=120, deadline_in_s=-120)
+    assert services.executions_reap(trust_heartbeats=False).closed == 1
     execution.refresh_from_db()
-    assert (report.closed, report.requeued) == (0, 0)
-    assert (execution.status, execution.requeue_count) == ("queued", 1)
-    assert enqueued == [(execution.pk, timeout)]
+    assert "deadline" in execution.error_message
 
 
 def test_management_command_reports(execution: Execution, capsys: Any) -> None:

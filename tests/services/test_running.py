@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 
 from executions import services
 from executions.backends.fake import FakeBackend
@@ -134,12 +135,12 @@ def test_refused_by_the_disabled_backend(user: Any, runtime: Runtime, settings: 
 
 def test_infrastructure_failure_is_its_own_status(user: Any, runtime: Runtime) -> None:
     evaluation = submit(
-        user, runtime, source=fake(error_kind="unavailable", error_message="engine down")
+        user, runtime, source=fake(error_kind="backend_error", error_message="engine broke")
     )
     services.execution_run(latest(evaluation).pk)
     execution = latest(evaluation)
     assert (execution.status, execution.verdict) == ("error", "internal_error")
-    assert (execution.error_kind, execution.error_message) == ("unavailable", "engine down")
+    assert (execution.error_kind, execution.error_message) == ("backend_error", "engine broke")
 
 
 class ExplodingBackend(HostileOutputBackend):
@@ -191,7 +192,7 @@ def test_an_infrastructure_error_on_a_hidden_case_shows_no_output(
     evaluation = submit(
         user,
         runtime,
-        source=fake(error_kind="unavailable", error_message="engine down"),
+        source=fake(error_kind="backend_error", error_message="engine down"),
         test_cases=[{"stdin": "secret", "expected_output": "x", "hidden": True}],
     )
     services.execution_run(latest(evaluation).pk)
@@ -353,13 +354,13 @@ def test_an_infrastructure_failure_while_compiling_is_an_infrastructure_error(
     evaluation = submit(
         user,
         compiling_runtime,
-        source=fake(compile_error_kind="unavailable", compile_error_message="engine down"),
+        source=fake(compile_error_kind="backend_error", compile_error_message="engine down"),
         test_cases=ADDS_ONE,
     )
     services.execution_run(latest(evaluation).pk)
     execution = latest(evaluation)
     assert (execution.status, execution.verdict) == ("error", "internal_error")
-    assert (execution.error_kind, execution.error_message) == ("unavailable", "engine down")
+    assert (execution.error_kind, execution.error_message) == ("backend_error", "engine down")
     assert execution.compile_status == "" and execution.results.count() == 0
 
 
@@ -429,3 +430,128 @@ def test_a_compile_step_ending_after_a_cancel_changes_nothing(
     assert CancelledWhileCompiling.went_on is False
     assert (execution.status, execution.verdict) == ("cancelled", "")
     assert execution.compile_status == "" and bytes(execution.compile_output) == b""
+
+
+# -- riding out outages ------------------------------------------------------------------
+
+
+def test_a_run_its_backend_could_not_start_goes_back_to_the_queue_unsent(
+    user: Any, runtime: Runtime
+) -> None:
+    evaluation = submit(user, runtime, source=fake(error_kind="unavailable", error_message="down"))
+    execution = latest(evaluation)
+    services.execution_run(execution.pk)
+    execution.refresh_from_db()
+    assert (execution.status, execution.worker, execution.started_at) == ("queued", "", None)
+    assert execution.dispatched_at is None, "the recovery lane sends it when the backend answers"
+    assert execution.requeue_count == 1 and evaluation.executions.count() == 1
+    event = execution.audit_events.get(action="release")
+    assert event.detail == {"reason": "down"}
+    services.execution_run(execution.pk)  # another task: it leaves the unsent run alone
+    execution.refresh_from_db()
+    assert execution.status == "queued" and execution.requeue_count == 1
+
+
+def test_a_run_that_keeps_finding_its_backend_down_ends_in_error(
+    user: Any, runtime: Runtime
+) -> None:
+    from executions.services.running import MAX_RELEASES
+
+    evaluation = submit(user, runtime, source=fake(error_kind="unavailable", error_message="down"))
+    Execution.objects.update(requeue_count=MAX_RELEASES)
+    services.execution_run(latest(evaluation).pk)
+    execution = latest(evaluation)
+    assert (execution.status, execution.error_kind) == ("error", "unavailable")
+
+
+def test_a_run_the_infrastructure_interrupted_is_run_again(
+    user: Any, runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "AUTO_RERUNS": 2}
+    evaluation = submit(user, runtime, source=fake(error_kind="backend_error", error_message="x"))
+    first = latest(evaluation)
+    services.execution_run(first.pk)
+    retry = latest(evaluation)
+    assert (retry.attempt, retry.status, retry.retry_of_id, retry.retry_count) == (
+        2,
+        "queued",
+        first.pk,
+        1,
+    )
+    services.execution_run(retry.pk)
+    services.execution_run(retry.pk)
+    attempts = list(evaluation.executions.order_by("attempt").values_list("status", "retry_count"))
+    assert attempts == [("error", 0), ("error", 1), ("error", 2)], "two re-runs, then it stops"
+
+
+def test_a_program_that_fails_is_not_run_again(user: Any, runtime: Runtime, settings: Any) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "AUTO_RERUNS": 2}
+    evaluation = submit(user, runtime, source=fake(exit_code=3))
+    services.execution_run(latest(evaluation).pk)
+    assert evaluation.executions.count() == 1
+
+
+class DatabaseBlip:
+    """Fails the first ``count`` updates of executions as a restarting database does."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+        from django.db.models import QuerySet
+
+        self.left = count
+        real_update = QuerySet.update
+
+        def update(queryset: Any, **fields: Any) -> int:
+            if queryset.model is Execution and self.left > 0:
+                self.left -= 1
+                raise OperationalError("server closed the connection unexpectedly")
+            return real_update(queryset, **fields)
+
+        monkeypatch.setattr(QuerySet, "update", update)
+        monkeypatch.setattr("executions.services.running.time.sleep", lambda s: None)
+
+
+def test_a_result_is_kept_and_written_once_the_database_answers(
+    user: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    evaluation = submit(user, runtime, test_cases=[{"stdin": "1\n", "expected_output": "1"}])
+    execution = latest(evaluation)
+    DatabaseBlip(monkeypatch, count=0)
+    from executions.services import running
+
+    real_claim = running._claim
+
+    def claim_then_blip(target: Execution) -> bool:
+        claimed = real_claim(target)
+        DatabaseBlip(monkeypatch, count=4)  # every write after the claim fails at first
+        return claimed
+
+    monkeypatch.setattr(running, "_claim", claim_then_blip)
+    services.execution_run(execution.pk)
+    execution.refresh_from_db()
+    assert (execution.status, execution.verdict) == ("finished", "accepted")
+    assert execution.results.count() == 1
+    assert "trying again until the database answers" in caplog.text
+
+
+def test_writes_give_up_after_write_retry_s(
+    user: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from executions.services.running import _durably
+
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "WRITE_RETRY_S": 1}
+    clock = [0.0]
+    monkeypatch.setattr("executions.services.running.time.monotonic", lambda: clock[0])
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr("executions.services.running.time.sleep", sleep)
+    calls: list[float] = []
+
+    def write() -> int:
+        calls.append(clock[0])
+        raise OperationalError("the database system is starting up")
+
+    with pytest.raises(OperationalError):
+        _durably(write, "store its result", 1)
+    assert len(calls) >= 3 and clock[0] <= 1
