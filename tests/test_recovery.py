@@ -77,7 +77,12 @@ def test_dispatch_waits_while_the_backend_does_not_answer(
     clock: Clock,
 ) -> None:
     janitor: list[int] = []
-    monkeypatch.setattr(services, "sandboxes_janitor", lambda: janitor.append(1) or 0)
+
+    def remove_orphans() -> int:
+        janitor.append(1)
+        return 0
+
+    monkeypatch.setattr(services, "sandboxes_janitor", remove_orphans)
     lane.tick()
     assert janitor == [1]
     backend_health(monkeypatch, ok=False)
