@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "evalplatform.middleware.HealthCheckMiddleware",
+    # /metrics, for a scraper with METRICS_TOKEN: on any host over plain HTTP, as /healthz.
+    "executions.web.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The platform serves its own static files (the editor included): no CDN at run time.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -166,6 +168,15 @@ if not DEBUG:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # TLS ends at the reverse proxy in front of the platform.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Prometheus metrics at /metrics: off unless a token is set, which scrapers send as a bearer
+# token. It is a credential, so it is held to the length of one.
+METRICS_TOKEN = env("METRICS_TOKEN") or ""
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN (or METRICS_TOKEN_FILE) must be at least 32 characters. "
+        "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 
 # Code execution: the EXECUTIONS namespace, read lazily through executions.conf, which holds
 # every default. Only the keys (and backend options) whose variables are set are here; the

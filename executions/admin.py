@@ -1,6 +1,7 @@
 """Django admin, the operator's console: runtimes and user quotas are managed here; run records
 are read-only, changed only by actions that call services (and so are audited); backend health
-has a page of its own at ``/admin/executions/backend-health/``."""
+has a page of its own at ``/admin/executions/backend-health/``, and the operations dashboard at
+``/admin/executions/operations/``."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Prefetch, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from executions import selectors, services
+from executions import operations, selectors, services
 from executions.models import (
     AuditEvent,
     Evaluation,
@@ -505,6 +506,28 @@ def backend_health_view(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/executions/backend_health.html", context)
 
 
+def operations_view(request: HttpRequest) -> HttpResponse:
+    """The operations dashboard: throughput, verdicts, latency, the queue and failures over
+    the last hour or day (``?span=``), and each part's health now."""
+    key = request.GET.get("span", "hour")
+    span = operations.SPANS.get(key)
+    if span is None:
+        expected = ", ".join(operations.SPANS)
+        return HttpResponseBadRequest(
+            f"span: expected one of {expected}, got {key!r}.", content_type="text/plain"
+        )
+    context = {
+        **admin.site.each_context(request),
+        "title": "Operations",
+        "subtitle": None,
+        "opts": Execution._meta,
+        "spans": list(operations.SPANS.values()),
+        "dashboard": operations.dashboard(span),
+        "parts": operations.parts_health(),
+    }
+    return TemplateResponse(request, "admin/executions/operations.html", context)
+
+
 def _with_operator_urls(
     site_urls: Callable[[], list[URLResolver | URLPattern]],
 ) -> Callable[[], list[URLResolver | URLPattern]]:
@@ -514,8 +537,13 @@ def _with_operator_urls(
             admin.site.admin_view(backend_health_view),
             name="executions_backend_health",
         )
-        # First, so that it wins over the app index and the admin's catch-all.
-        return [health, *site_urls()]
+        dashboard = path(
+            "executions/operations/",
+            admin.site.admin_view(operations_view),
+            name="executions_operations",
+        )
+        # First, so that they win over the app index and the admin's catch-all.
+        return [health, dashboard, *site_urls()]
 
     return get_urls
 

@@ -528,22 +528,29 @@ def backend_configured(name: str) -> bool:
     return False
 
 
+def runnable_backends() -> tuple[str, list[str]]:
+    """The active backend's name ("" when none could be chosen), and the backends this
+    deployment can run on: the active one (unless it is ``disabled``) first, then every other
+    backend configured here (see ``backend_configured``). Nothing is probed."""
+    try:
+        active = active_selection().name
+    except Exception:
+        active = ""  # then only the configured backends count
+    names = [name for name in BACKENDS if name != active and backend_configured(name)]
+    if active and active != "disabled":
+        names.insert(0, active)
+    return active, names
+
+
 def rerun_targets(timeout_s: float = RERUN_PROBE_TIMEOUT_S) -> list[RerunTarget]:
-    """The backends a re-run may be sent to: the active one (unless it is ``disabled``) first,
-    then every other backend configured here (see ``backend_configured``), each with its
+    """The backends a re-run may be sent to (``runnable_backends``), each with its
     ``health()``.
 
     Never raises: a backend that cannot be built, whose ``health()`` raises, or that has not
     answered within ``timeout_s`` in all (probes run in parallel) is returned unhealthy, with
     the reason in ``health_error``.
     """
-    try:
-        active = active_selection().name
-    except Exception:
-        active = ""  # then only the configured backends are offered
-    names = [name for name in BACKENDS if name != active and backend_configured(name)]
-    if active and active != "disabled":
-        names.insert(0, active)
+    active, names = runnable_backends()
     probes = _in_parallel(names, _probe_health, timeout_s)
     targets = []
     for name in names:

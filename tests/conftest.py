@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -53,6 +54,17 @@ def _test_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     caches["default"].clear()
     yield
     backends.reset()
+
+
+@pytest.fixture
+def bare_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A machine with no backend configured but the active one: no cluster configuration, no
+    execution service, no Docker engine (DOCKER_HOST names a socket nobody listens on)."""
+    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    return tmp_path
 
 
 @pytest.fixture

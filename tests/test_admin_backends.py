@@ -29,17 +29,6 @@ CLOSED_URL = "http://127.0.0.1:9"
 SECRET = "s" * 48
 
 
-@pytest.fixture
-def bare_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """This machine as the issue saw it: no cluster configuration, no execution service, no
-    Docker engine (DOCKER_HOST names a socket nobody listens on)."""
-    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
-    return tmp_path
-
-
 def with_options(settings: Any, **options: dict[str, Any]) -> None:
     backend_options = {**settings.EXECUTIONS.get("BACKEND_OPTIONS", {}), **options}
     settings.EXECUTIONS = {**settings.EXECUTIONS, "BACKEND_OPTIONS": backend_options}

@@ -136,6 +136,16 @@ def test_production_starts_with_a_real_key() -> None:
     assert "loaded" in result.stdout
 
 
+def test_a_short_metrics_token_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    result = load_settings(DEBUG="1", METRICS_TOKEN="short")
+    assert result.returncode != 0
+    assert "METRICS_TOKEN (or METRICS_TOKEN_FILE) must be at least 32 characters" in result.stderr
+    token = tmp_path / "metrics-token"
+    token.write_text("t" * 40 + "\n")
+    result = load_settings(DEBUG="1", METRICS_TOKEN_FILE=str(token))
+    assert result.returncode == 0, result.stderr
+
+
 def test_check_deploy_is_clean_in_production_settings(tmp_path: Path) -> None:
     environ = {
         key: value for key, value in os.environ.items() if key not in {"SECRET_KEY", "DEBUG"}
