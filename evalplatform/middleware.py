@@ -1,11 +1,18 @@
-"""Middleware of the platform itself."""
+"""Middleware of the platform itself: the probe orchestrators call, and the answer to a
+request that failed because the database or the broker is out of reach."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from django.db import connection
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+
+from executions.api.errors import error_body
+from executions.outages import RETRY_AFTER_S, log_answered, outage_to_answer
+
+API_PREFIX = "/api/"
 
 
 class HealthCheckMiddleware:
@@ -25,3 +32,32 @@ class HealthCheckMiddleware:
                 cursor.execute("SELECT 1")
             return HttpResponse("ok", content_type="text/plain")
         return self.get_response(request)
+
+
+class OutageMiddleware:
+    """Answer a view that failed because the database or the broker cannot be reached with
+    ``503`` and ``Retry-After``: JSON in the API's error shape under ``/api/``, a page
+    elsewhere. The API's own views are answered by its exception handler; this covers every
+    other view, admin included, and never touches the database itself."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        outage = outage_to_answer(exception, request.method or "GET")
+        if outage is None:
+            return None
+        log_answered(outage, exception, request.method or "GET", request.path)
+        response: HttpResponse
+        if request.path_info.startswith(API_PREFIX):
+            response = JsonResponse(error_body(outage.code, outage.message), status=503)
+        else:
+            # No request context: its processors would ask the database for the user.
+            response = HttpResponse(render_to_string("503.html", {"outage": outage}), status=503)
+        response["Retry-After"] = str(RETRY_AFTER_S)
+        # Logged above, once in a while; Django's request log would add a line per request.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response

@@ -87,6 +87,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost, so that it sees what a view raised before anything else answers it.
+    "evalplatform.middleware.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "evalplatform.urls"
@@ -208,6 +210,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "evalplatform-cache",
+            # A Redis that hangs must not hold every API request for the client's default 5 s.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 
