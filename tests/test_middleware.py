@@ -1,5 +1,5 @@
-"""The platform's middleware: pages answered 503 with ``Retry-After`` when the database is out
-of reach, in each one's own shape."""
+"""The platform's middleware: probes answered on any host over plain HTTP, and pages answered
+503 with ``Retry-After`` when the database is out of reach, in each one's own shape."""
 
 from __future__ import annotations
 
@@ -76,3 +76,29 @@ def test_an_outage_outside_the_apis_views_under_api_is_answered_in_the_api_shape
     )
     # Anything else is not the middleware's to answer.
     assert middleware.process_exception(RequestFactory().get("/"), ValueError("bug")) is None
+
+
+def test_liveness_answers_on_any_host_even_with_the_database_out_of_reach(
+    client: Client, settings: Any
+) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    settings.ALLOWED_HOSTS = ["evals.example.org"]
+    with database_unreachable():
+        response = client.get("/healthz", HTTP_HOST="10.1.2.3:8000")
+    assert (response.status_code, response.content) == (200, b"ok")
+
+
+def test_readiness_answers_on_any_host_over_plain_http(client: Client, settings: Any) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    settings.ALLOWED_HOSTS = ["evals.example.org"]
+    response = client.get("/readyz", HTTP_HOST="10.1.2.3:8000")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response["Cache-Control"] == "no-store"
+    assert response.json()["status"] == "ready"
+    with database_unreachable():
+        response = client.get("/readyz", HTTP_HOST="10.1.2.3:8000")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.json()["status"] == "unready"
+    assert client.get("/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400
