@@ -249,11 +249,31 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# LOG_FORMAT=json writes one JSON object per line (evalplatform/logs.py); a run of errors about
+# an unreachable database or Redis is logged once per LOG_REPEAT_INTERVAL_S, with a count.
+LOG_FORMAT = env("LOG_FORMAT") or "plain"
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "evalplatform.logs.JsonFormatter"},
+    },
+    "filters": {
+        "outages": {
+            "()": "evalplatform.logs.OutageRateLimit",
+            "interval_s": envint("LOG_REPEAT_INTERVAL_S", 60, minimum=0),
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["outages"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL") or "INFO"},
     "loggers": {"django": {"level": "INFO", "propagate": True}},
 }
