@@ -100,11 +100,20 @@ def parse_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+DATABASE_CONNECT_TIMEOUT_S = 5
+
+
 def database_from_url(name: str, url: str) -> dict[str, object]:
-    """Turn ``postgres://user:pass@host/db?opt=v`` or ``sqlite:///path`` into a DATABASES entry."""
+    """Turn ``postgres://user:pass@host/db?opt=v`` or ``sqlite:///path`` into a DATABASES entry.
+
+    Query options are libpq's; ``connect_timeout`` is ``DATABASE_CONNECT_TIMEOUT_S`` unless
+    the URL sets it."""
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query))
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
+        # libpq waits for the operating system's TCP timeout (minutes) by default: a database
+        # host that does not answer would hold each request that long instead of a quick 503.
+        options.setdefault("connect_timeout", str(DATABASE_CONNECT_TIMEOUT_S))
         database = unquote(parts.path.lstrip("/"))
         if not database:
             raise ImproperlyConfigured(f"{name} must name a database, got {url!r}")

@@ -90,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost, so that it sees what a view raised before anything else answers it.
+    "evalplatform.middleware.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "evalplatform.urls"
@@ -222,6 +224,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "evalplatform-cache",
+            # A Redis that hangs must not hold every API request for the client's default 5 s.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 
@@ -259,11 +263,31 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# LOG_FORMAT=json writes one JSON object per line (evalplatform/logs.py); a run of errors about
+# an unreachable database or Redis is logged once per LOG_REPEAT_INTERVAL_S, with a count.
+LOG_FORMAT = env("LOG_FORMAT") or "plain"
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "evalplatform.logs.JsonFormatter"},
+    },
+    "filters": {
+        "outages": {
+            "()": "evalplatform.logs.OutageRateLimit",
+            "interval_s": envint("LOG_REPEAT_INTERVAL_S", 60, minimum=0),
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["outages"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL") or "INFO"},
     "loggers": {"django": {"level": "INFO", "propagate": True}},
 }

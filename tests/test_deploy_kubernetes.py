@@ -355,9 +355,12 @@ def test_the_web_server_is_probed_on_its_health_endpoint() -> None:
     (web,) = spec["containers"]
     ports = {port["name"]: port["containerPort"] for port in web["ports"]}
     readiness = web["readinessProbe"]["httpGet"]
-    assert readiness["path"] == "/healthz"
+    assert readiness["path"] == "/readyz"
     assert readiness["port"] in ports or readiness["port"] in ports.values()
-    assert web["livenessProbe"]
+    # Liveness asks only the process: a database outage must not restart the web pods.
+    liveness = web["livenessProbe"]["httpGet"]
+    assert liveness["path"] == "/healthz"
+    assert liveness["port"] in ports or liveness["port"] in ports.values()
     service = named("Service", "web")
     assert (
         service["spec"]["selector"].items()

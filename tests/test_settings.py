@@ -69,8 +69,10 @@ def test_database_urls() -> None:
     assert (postgres["HOST"], postgres["PORT"], postgres["OPTIONS"]) == (
         "db.internal",
         "6543",
-        {"sslmode": "require"},
+        {"sslmode": "require", "connect_timeout": "5"},
     )
+    patient = database_from_url("DATABASE_URL", "postgres://db.internal/evals?connect_timeout=30")
+    assert patient["OPTIONS"] == {"connect_timeout": "30"}
     assert (
         database_from_url("DATABASE_URL", "sqlite:////srv/db.sqlite3")["NAME"] == "/srv/db.sqlite3"
     )

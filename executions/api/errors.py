@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from executions.outages import RETRY_AFTER_S, log_answered, outage_to_answer
 from executions.services import QueueFull, QuotaExceeded
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,18 @@ def _retry_response(
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, then reshaped; service exceptions mapped first:
     ``QueueFull`` → 503, ``QuotaExceeded`` → 429 (both with ``Retry-After``), any other
-    Django ``ValidationError`` → 400 with its ``message_dict`` as ``fields``."""
+    Django ``ValidationError`` → 400 with its ``message_dict`` as ``fields``; the database or
+    the broker out of reach (``executions.outages``) → 503 ``database_unavailable`` or
+    ``broker_unavailable`` with ``Retry-After``."""
+    request = context.get("request")
+    if request is not None:
+        outage = outage_to_answer(exc, request.method)
+        if outage is not None:
+            log_answered(outage, exc, request.method, request.path)
+            answer = _retry_response(outage.code, outage.message, 503, RETRY_AFTER_S)
+            # Logged above, once in a while; Django's request log would add one per request.
+            answer._has_been_logged = True  # type: ignore[attr-defined]
+            return answer
     if isinstance(exc, QueueFull):
         return _retry_response("queue_full", exc.messages[0], 503, exc.retry_after_s)
     if isinstance(exc, QuotaExceeded):

@@ -37,9 +37,20 @@ ERRORS = {
     415: OpenApiResponse(s.ErrorSerializer, "The body is not application/json."),
     422: OpenApiResponse(s.ErrorSerializer, "Idempotency-Key reused for another request."),
     429: OpenApiResponse(s.ErrorSerializer, "Rate limit or quota; see Retry-After."),
-    503: OpenApiResponse(s.ErrorSerializer, "The queue is full; see Retry-After."),
+    503: OpenApiResponse(
+        s.ErrorSerializer,
+        "The queue is full (`queue_full`), or the database is out of reach "
+        "(`database_unavailable`); see Retry-After.",
+    ),
 }
-READ_ERRORS = {code: ERRORS[code] for code in (400, 401, 403, 404, 429)}
+READ_ERRORS = {
+    **{code: ERRORS[code] for code in (400, 401, 403, 404, 429)},
+    503: OpenApiResponse(
+        s.ErrorSerializer,
+        "The database (`database_unavailable`) or the broker (`broker_unavailable`) is out "
+        "of reach; see Retry-After.",
+    ),
+}
 IDEMPOTENCY = OpenApiParameter(
     "Idempotency-Key",
     {"type": "string", "minLength": 1, "maxLength": 255},
