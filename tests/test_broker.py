@@ -46,3 +46,13 @@ def test_tasks_of_other_queues_and_locked_tasks_are_not_due(broker: ORMBroker) -
     assert not broker.dequeue()
     OrmQ.objects.filter(payload="later").update(lock=timezone.now() - timedelta(seconds=1))
     assert [payload for _, payload in broker.dequeue()] == ["later"]
+
+
+def test_tasks_are_taken_oldest_first_and_locked_until_their_retry_time(
+    broker: ORMBroker,
+) -> None:
+    first, second = broker.enqueue("first"), broker.enqueue("second")
+    assert broker.dequeue() == [(first, "first")]
+    locked = OrmQ.objects.get(pk=first).lock
+    assert locked > timezone.now() + timedelta(seconds=Conf.RETRY - 5)
+    assert broker.dequeue() == [(second, "second")]
