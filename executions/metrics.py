@@ -34,7 +34,7 @@ PREFIX = "evalplatform"
 
 
 class PlatformCollector:
-    """Yields every metric of the platform, read now: five queries, whatever the data, and the
+    """Yields every metric of the platform, read now: six queries, whatever the data, and the
     backends' health probes, in parallel, for at most ``probe_timeout_s``."""
 
     def __init__(self, probe_timeout_s: float = operations.PROBE_TIMEOUT_S) -> None:
@@ -140,7 +140,9 @@ class PlatformCollector:
         actions = CounterMetricFamily(
             f"{PREFIX}_automatic_actions",
             "Actions the platform took on a run by itself, from the audit trail: reap (the "
-            "reaper closed an abandoned run), requeue (it re-queued a run no worker took).",
+            "reaper closed an abandoned run), requeue (a task the broker lost was sent again), "
+            "release (a run went back to the queue: its backend could not start it), retry "
+            "(a run the infrastructure interrupted was re-run as a new attempt).",
             labels=["action"],
         )
         for action, count in sorted(operations.automatic_actions().items()):
@@ -164,9 +166,15 @@ class PlatformCollector:
         overdue = operations.schedule_overdue()
         yield GaugeMetricFamily(
             f"{PREFIX}_task_schedule_overdue_seconds",
-            "How late the most overdue scheduled task is (the reaper is due every minute): "
-            "near 0 while a worker cluster runs, growing while none does.",
+            "How late the most overdue scheduled task (a webhook's next attempt) is: near 0 "
+            "while a worker cluster runs, growing while none does.",
             overdue.total_seconds() if overdue is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_clusters_alive",
+            "Worker clusters whose recovery lane beat within the last three ticks: 0 means "
+            "nothing runs queued work and nothing recovers it.",
+            len(operations.live_clusters()),
         )
 
 

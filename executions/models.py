@@ -482,3 +482,19 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"Idempotency key {self.key!r} of user {self.user_id}"
+
+
+class ClusterBeat(models.Model):
+    """The last tick of one cluster's recovery lane (``executions.recovery``): which worker
+    clusters are alive, told by the database whatever the broker (django-q2's own status may
+    live in a cache only its processes see)."""
+
+    name = models.CharField(max_length=160, unique=True, help_text="host:pid of the cluster")
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-beat_at"]
+
+    def __str__(self) -> str:
+        return self.name

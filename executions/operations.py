@@ -37,7 +37,15 @@ from django.utils import timezone
 
 from executions import selectors
 from executions.backends import get_backend
-from executions.models import AuditEvent, Execution, Status, Verdict, WebhookDelivery
+from executions.conf import execution_settings
+from executions.models import (
+    AuditEvent,
+    ClusterBeat,
+    Execution,
+    Status,
+    Verdict,
+    WebhookDelivery,
+)
 from sandbox.contract import ErrorKind, Health
 
 # Upper bounds, in seconds, of the duration histograms' buckets (the metrics' ``le``).
@@ -45,15 +53,19 @@ QUEUE_WAIT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 3
 RUN_TIME_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # What the platform does to a run by itself, as recorded in the audit trail: the reaper
-# closing an abandoned run, and re-queueing one that no worker picked up.
-AUTOMATIC_ACTIONS = (AuditEvent.Action.REAP, AuditEvent.Action.REQUEUE)
+# closing an abandoned run, dispatch sending again a task the broker lost, a run going back to
+# the queue because its backend could not start it, and an automatic re-run.
+AUTOMATIC_ACTIONS = (
+    AuditEvent.Action.REAP,
+    AuditEvent.Action.REQUEUE,
+    AuditEvent.Action.RELEASE,
+    AuditEvent.Action.RETRY,
+)
 
 # How long a health probe (a backend, the broker) may take before it counts as not answering.
 # A scrape or a page waits at most this long for all of them together.
 PROBE_TIMEOUT_S = 2.0
 
-# The cluster runs due schedules about every 30 s; a schedule this late means none does.
-SCHEDULE_GRACE = timedelta(minutes=2)
 
 ERROR_KIND_LABELS: dict[str, str] = {
     ErrorKind.WORKER_LOST: "Worker lost",
@@ -224,7 +236,7 @@ def webhook_outcomes() -> WebhookOutcomes:
 
 
 def schedule_overdue(now: datetime | None = None) -> timedelta | None:
-    """How late the most overdue task schedule is (the reaper's is due every minute): zero
+    """How late the most overdue task schedule is (a webhook's next attempt, say): zero
     while a cluster runs them, growing while none does. None when nothing is scheduled.
     One query."""
     from django_q.models import Schedule
@@ -675,10 +687,10 @@ def parts_health(
     """The database, the task broker, the worker cluster and each backend, as they answer now.
     Never raises; the broker and the backends are asked in parallel, for ``timeout_s`` in all.
 
-    The cluster is judged from the status django-q2 clusters publish through the broker
-    (with the ORM broker it lands in each process's own cache unless the cache is shared, so
-    it may not be visible here) and from the task schedules: the reaper's is due every minute,
-    and a schedule long overdue means no cluster is running.
+    The cluster is judged from the beats of each cluster's recovery lane, in the database
+    (``ClusterBeat``), with the status django-q2 clusters publish through the broker beside
+    them where this process can see it (with the ORM broker it lands in each process's own
+    cache).
     """
     from django_q.conf import Conf
 
@@ -687,9 +699,9 @@ def parts_health(
     broker = _probe(f"broker-{hash((Conf.ORM, str(Conf.REDIS)))}", _ask_broker)
     backends = _BackendProbes()
     parts = [_database_health()]
-    overdue: timedelta | None = None
+    beats: list[ClusterBeat] | None = None
     if parts[0].ok:
-        overdue = schedule_overdue(now)
+        beats = live_clusters(now)
     answers = _answers({**backends.futures, BROKER_PROBE: broker}, timeout_s)
     answer, error = answers[BROKER_PROBE]
     if answer is None:
@@ -703,7 +715,7 @@ def parts_health(
                 f"{answer.info}; {answer.waiting} task(s) waiting for a worker.",
             )
         )
-    parts.append(_cluster_health(answer.clusters if answer else None, overdue))
+    parts.append(_cluster_health(answer.clusters if answer else None, beats, now))
     for row in backends.rows(answers):
         name = f"Backend {row.name}" + (" (active)" if row.active else "")
         parts.append(PartHealth(f"backend-{row.name}", name, row.ok, row.detail))
@@ -723,41 +735,50 @@ def _database_health() -> PartHealth:
     )
 
 
-def _cluster_health(clusters: list[Any] | None, overdue: timedelta | None) -> PartHealth:
+def live_clusters(now: datetime | None = None) -> list[ClusterBeat]:
+    """The clusters whose recovery lane beat within ``CLUSTER_SILENCE``. One query."""
+    now = now or timezone.now()
+    return list(ClusterBeat.objects.filter(beat_at__gte=now - cluster_silence()))
+
+
+def cluster_silence() -> timedelta:
+    """How long a cluster's lane may stay silent before the cluster counts as gone: three
+    missed ticks, and some slack for a slow database."""
+    return timedelta(seconds=3 * execution_settings.RECOVERY_INTERVAL_S + 10)
+
+
+def _cluster_health(
+    clusters: list[Any] | None, beats: list[ClusterBeat] | None, now: datetime
+) -> PartHealth:
     from django_q.conf import Conf
 
-    late = overdue is not None and overdue > SCHEDULE_GRACE
-    schedules = (
-        "nothing is scheduled"
-        if overdue is None
-        else f"scheduled tasks are {_minutes(overdue)} late"
-        if late
-        else "scheduled tasks run on time"
-    )
     alive = [stat for stat in clusters or () if stat.status in (Conf.WORKING, Conf.IDLE)]
-    if alive:
-        described = ", ".join(
-            f"{stat.host} ({stat.status}, {len(stat.workers)} workers)" for stat in alive
+    published = (
+        "; django-q2 reports "
+        + ", ".join(f"{stat.host} ({stat.status}, {len(stat.workers)} workers)" for stat in alive)
+        if alive
+        else ""
+    )
+    if beats is None:
+        return PartHealth(
+            "cluster", "Worker cluster", None, "Unknown while the database does not answer."
         )
-        return PartHealth("cluster", "Worker cluster", not late, f"{described}; {schedules}.")
-    if late:
+    if not beats:
         return PartHealth(
             "cluster",
             "Worker cluster",
             False,
-            f"No cluster reports its status here, and {schedules}: is manage.py qcluster running?",
+            f"No cluster's recovery lane beat in the last {cluster_silence().seconds} s: is "
+            f"manage.py qcluster running?{published}",
         )
-    unseen = "No cluster reports its status where this process can see it"
-    if Conf.ORM:
-        unseen += " (the ORM broker keeps it in each process's own cache)"
-    if overdue is None:
-        return PartHealth(
-            "cluster",
-            "Worker cluster",
-            None,
-            f"{unseen}, and {schedules}: whether one runs cannot be told from here.",
-        )
-    return PartHealth("cluster", "Worker cluster", True, f"{unseen}, but {schedules}.")
+    described = ", ".join(
+        f"{beat.name} (beat {max(0, (now - beat.beat_at).seconds)} s ago, up since "
+        f"{beat.started_at:%Y-%m-%d %H:%M} UTC)"
+        for beat in beats
+    )
+    return PartHealth(
+        "cluster", "Worker cluster", True, f"{len(beats)} alive: {described}{published}."
+    )
 
 
 def _minutes(span: timedelta) -> str:

@@ -11,7 +11,8 @@ this loop next to the cluster it starts. Every ``RECOVERY_INTERVAL_S`` it
   the active backend does not answer: dispatch pauses while, say, a Docker engine restarts,
   and the runs wait queued instead of failing;
 * removes orphaned sandboxes every ``JANITOR_EVERY_S`` and as soon as the backend answers
-  again after it did not.
+  again after it did not;
+* notes that its cluster is alive (``ClusterBeat``), which health pages and metrics read.
 
 A pass that fails (the database is down) is logged, rate-limited, and tried at the next tick.
 Several clusters may each run a lane: every change it makes is a conditional update.
@@ -19,12 +20,16 @@ Several clusters may each run a lane: every change it makes is a conditional upd
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 
 from django.db import DatabaseError
+from django.utils import timezone
 
 from executions import services
 from executions.backends import get_backend
@@ -37,8 +42,12 @@ JANITOR_EVERY_S = 60.0
 
 
 class RecoveryLane:
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, name: str | None = None
+    ) -> None:
         self.clock = clock
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.started_at = timezone.now()
         self.database_down = False
         self.heartbeats_trusted_at = 0.0  # when heartbeats may be judged again
         self.backend_down = False
@@ -57,6 +66,8 @@ class RecoveryLane:
         while not (stop.is_set() or until()):
             self.tick()
             stop.wait(execution_settings.RECOVERY_INTERVAL_S)
+        with contextlib.suppress(Exception):
+            services.cluster_gone(self.name)
 
     def tick(self) -> None:
         try:
@@ -74,6 +85,7 @@ class RecoveryLane:
 
     def _pass(self) -> None:
         now = self.clock()
+        services.cluster_beat(self.name, started_at=self.started_at)
         trusted = not self.database_down and now >= self.heartbeats_trusted_at
         services.executions_reap(trust_heartbeats=trusted)
         if self.database_down:  # and it answered just now
@@ -90,6 +102,7 @@ class RecoveryLane:
         if now >= self.janitor_at:
             self.janitor_at = now + JANITOR_EVERY_S
             services.sandboxes_janitor()
+            services.cluster_beats_prune()
 
     def _backend_answers(self) -> bool:
         try:

@@ -127,8 +127,8 @@ def test_a_scrape_counts_the_reapers_actions_and_webhook_outcomes(
     Execution.objects.filter(pk=abandoned.pk).update(
         status=Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago, deadline_at=long_ago
     )
-    Execution.objects.filter(pk=stalled.pk).update(heartbeat_at=long_ago)
-    services.executions_reap()
+    Execution.objects.filter(pk=stalled.pk).update(dispatched_at=long_ago)  # its task lost
+    services.recovery_pass()
     url = "https://hooks.example.org/ended"
     WebhookDelivery.objects.create(
         execution=abandoned, url=url, attempt=1, duration_ms=9, next_retry_at=timezone.now()
@@ -156,10 +156,11 @@ def test_an_overdue_schedule_is_reported(db: None, bare_machine: Path) -> None:
     overdue = "evalplatform_task_schedule_overdue_seconds"
     assert value(scrape(), overdue, overdue) == 0
     Schedule.objects.create(
-        name="reap-executions",
-        func="executions.tasks.reap_executions",
-        schedule_type=Schedule.MINUTES,
-        minutes=1,
+        name="webhook-1-2",
+        func="executions.tasks.deliver_webhook",
+        args="1, 2",
+        schedule_type=Schedule.ONCE,
+        repeats=1,
         next_run=timezone.now() - timedelta(minutes=10),
     )
     assert 600 <= value(scrape(), overdue, overdue) < 630
@@ -180,6 +181,7 @@ def test_every_family_is_there_on_an_empty_platform(db: None, bare_machine: Path
         "evalplatform_automatic_actions",
         "evalplatform_webhook_deliveries",
         "evalplatform_task_schedule_overdue_seconds",
+        "evalplatform_clusters_alive",
     }
     assert value(families, "evalplatform_queue_depth", "evalplatform_queue_depth") == 0
 
@@ -197,7 +199,7 @@ def test_the_queries_per_scrape_do_not_grow_with_the_data(
             backend=f"b{index % 3}",
         )
         record(evaluation, status=Status.QUEUED, queued_at=now - timedelta(seconds=index))
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(6):
         families = scrape()
     assert value(families, "evalplatform_queue_depth", "evalplatform_queue_depth") == 60
 

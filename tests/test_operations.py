@@ -21,6 +21,7 @@ from django_q.models import Schedule
 from executions import operations, services
 from executions.models import (
     AuditEvent,
+    ClusterBeat,
     Evaluation,
     Execution,
     Runtime,
@@ -150,18 +151,18 @@ def test_automatic_actions_count_what_the_reaper_recorded(
     Execution.objects.filter(pk=abandoned.pk).update(
         status=Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago, deadline_at=long_ago
     )
-    Execution.objects.filter(pk=stalled.pk).update(heartbeat_at=long_ago)
+    Execution.objects.filter(pk=stalled.pk).update(dispatched_at=long_ago)  # its task lost
     services.execution_cancel(user=user, execution=untouched)  # a person's action: not counted
 
-    report = services.executions_reap()
+    report = services.recovery_pass()
 
     assert (report.closed, report.requeued) == (1, 1)
-    assert operations.automatic_actions() == {"reap": 1, "requeue": 1}
+    assert operations.automatic_actions() == {"reap": 1, "requeue": 1, "release": 0, "retry": 0}
     assert AuditEvent.objects.filter(action__in=["submit", "cancel"]).count() == 4
 
 
 def test_automatic_actions_are_zero_before_any(db: None) -> None:
-    assert operations.automatic_actions() == {"reap": 0, "requeue": 0}
+    assert operations.automatic_actions() == {"reap": 0, "requeue": 0, "release": 0, "retry": 0}
 
 
 def test_webhook_outcomes_follow_each_attempts_record(evaluation: Evaluation) -> None:
@@ -467,6 +468,7 @@ def test_a_hung_broker_cannot_hold_the_page(
 ) -> None:
     # A Redis broker at an address that accepts connections and never answers.
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
     monkeypatch.setattr(Conf, "REDIS", silent_service.replace("http://", "redis://") + "/0")
     started = time.monotonic()
     parts = health(operations.parts_health(timeout_s=0.5))
@@ -476,25 +478,18 @@ def test_a_hung_broker_cannot_hold_the_page(
     assert parts["database"].ok and parts["backend-fake"].ok
 
 
-def test_the_cluster_is_judged_by_its_schedules_when_it_reports_nothing(db: None) -> None:
+def test_the_cluster_is_judged_by_the_beats_of_its_recovery_lane(db: None) -> None:
     now = timezone.now()
-    Schedule.objects.all().delete()
-    assert health(operations.parts_health(now=now))["cluster"].ok is None
-    reaper = Schedule.objects.create(
-        name="reap-executions",
-        func="executions.tasks.reap_executions",
-        schedule_type=Schedule.MINUTES,
-        minutes=1,
-        repeats=-1,
-        next_run=now - timedelta(seconds=40),
-    )
     cluster = health(operations.parts_health(now=now))["cluster"]
-    assert cluster.ok and "on time" in cluster.detail
-    reaper.next_run = now - timedelta(minutes=12)
-    reaper.save()
-    cluster = health(operations.parts_health(now=now))["cluster"]
-    assert cluster.ok is False
-    assert "12 min late" in cluster.detail and "manage.py qcluster" in cluster.detail
+    assert cluster.ok is False and "manage.py qcluster" in cluster.detail
+    services.cluster_beat("node-1:41", started_at=now - timedelta(hours=2))
+    cluster = health(operations.parts_health(now=timezone.now()))["cluster"]
+    assert cluster.ok and cluster.detail.startswith("1 alive: node-1:41 (beat 0 s ago")
+    silence = operations.cluster_silence()
+    later = timezone.now() + silence + timedelta(seconds=1)
+    assert health(operations.parts_health(now=later))["cluster"].ok is False
+    services.cluster_gone("node-1:41")
+    assert not ClusterBeat.objects.exists()
 
 
 @pytest.mark.slow
@@ -502,18 +497,8 @@ def test_the_cluster_is_judged_by_its_schedules_when_it_reports_nothing(db: None
 def test_a_running_cluster_is_seen_healthy(
     tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch, bare_machine: Path
 ) -> None:
-    """A real ``qcluster``: with the Redis broker it reports its status, and with either broker
-    it catches up with a late schedule, which the health then sees on time."""
-    Schedule.objects.update_or_create(
-        name="reap-executions",
-        defaults={
-            "func": "executions.tasks.reap_executions",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-            "next_run": timezone.now() - timedelta(minutes=10),
-        },
-    )
+    """A real ``qcluster``: its recovery lane beats, with either broker, and the health sees
+    it alive; stopped, it is gone at once."""
     assert health(operations.parts_health())["cluster"].ok is False
     with clusters(tmp_path, settings, monkeypatch, EXECUTION_BACKEND="fake") as start:
         # Where this process looks for the status of the cluster named for this test.
@@ -522,8 +507,8 @@ def test_a_running_cluster_is_seen_healthy(
         wait_for(
             lambda: bool(health(operations.parts_health())["cluster"].ok),
             timeout=90,
-            what="the cluster to run the late schedule",
+            what="the cluster's recovery lane to beat",
             log=tmp_path / "cluster.log",
         )
-    cluster = health(operations.parts_health())["cluster"]
-    assert "on time" in cluster.detail
+        assert "1 alive" in health(operations.parts_health())["cluster"].detail
+    assert health(operations.parts_health())["cluster"].ok is False, "a clean stop forgets it"

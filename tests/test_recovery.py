@@ -12,12 +12,12 @@ from django.utils import timezone
 
 from executions import services
 from executions.backends.fake import FakeBackend
-from executions.models import Execution, Runtime
+from executions.models import ClusterBeat, Execution, Runtime
 from executions.recovery import RecoveryLane
 from sandbox.contract import Health
 from tests.services.conftest import latest, submit
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class Clock:
@@ -62,10 +62,12 @@ def test_a_tick_closes_abandoned_runs_and_sends_unsent_tasks(
     abandoned, unsent = latest(submit(user, runtime)), latest(submit(user, runtime))
     abandon(abandoned)
     Execution.objects.filter(pk=unsent.pk).update(dispatched_at=None)
+    sent.clear()  # what the submissions sent
     lane.tick()
     abandoned.refresh_from_db()
     assert (abandoned.status, abandoned.error_kind) == ("error", "worker_lost")
     assert sent == [unsent.pk]
+    assert ClusterBeat.objects.get().name == lane.name, "the lane says its cluster is alive"
 
 
 def test_dispatch_waits_while_the_backend_does_not_answer(
@@ -88,6 +90,7 @@ def test_dispatch_waits_while_the_backend_does_not_answer(
     backend_health(monkeypatch, ok=False)
     execution = latest(submit(user, runtime))
     Execution.objects.filter(pk=execution.pk).update(dispatched_at=None)
+    sent.clear()
     lane.tick()
     assert sent == [] and lane.backend_down
     backend_health(monkeypatch, ok=True)

@@ -29,6 +29,9 @@ from executions.services.quotas import (
 )
 from executions.services.reaping import (
     ReapReport,
+    cluster_beat,
+    cluster_beats_prune,
+    cluster_gone,
     executions_reap,
     recovery_pass,
     sandboxes_janitor,
@@ -58,6 +61,9 @@ __all__ = [
     "ReapReport",
     "RuntimeImageBuildFailed",
     "TestCaseInput",
+    "cluster_beat",
+    "cluster_beats_prune",
+    "cluster_gone",
     "evaluation_submit",
     "evaluations_submit_batch",
     "execution_cancel",

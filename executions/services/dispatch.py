@@ -119,7 +119,8 @@ def executions_redispatch() -> DispatchReport:
 
 
 def _send(execution_id: int, *, resend: bool) -> bool:
-    # Marked first: a worker that takes the task at once must not see it as never sent.
+    # Marked first, sent once that commits: a worker that takes the task at once must not
+    # see it as never sent, and a broker that refuses it clears the mark again.
     marked = Execution.objects.filter(pk=execution_id, status=Status.QUEUED).filter(
         Q(dispatched_at__isnull=True) if not resend else Q(dispatched_at__isnull=False)
     )
@@ -128,8 +129,7 @@ def _send(execution_id: int, *, resend: bool) -> bool:
         updates["requeue_count"] = F("requeue_count") + 1
     if not marked.update(**updates):
         return False
-    if not execution_dispatch(execution_id):
-        return False
+    transaction.on_commit(functools.partial(execution_dispatch, execution_id))
     if resend:
         logger.warning(
             "Execution %s re-queued: its task was lost (queued, sent over %s s ago, and the "
@@ -148,6 +148,8 @@ def _send(execution_id: int, *, resend: bool) -> bool:
         )
     else:
         logger.info(
-            "Execution %s sent to the broker, which was down when it was stored.", execution_id
+            "Execution %s sent to the broker, which was down when it was stored.",
+            execution_id,
+            extra={"execution_id": execution_id},
         )
     return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
@@ -19,7 +19,7 @@ from django.utils import timezone
 from executions import budget
 from executions.backends import get_backend
 from executions.conf import execution_settings
-from executions.models import AuditEvent, Execution, Status
+from executions.models import AuditEvent, ClusterBeat, Execution, Status
 from executions.services.dispatch import executions_redispatch
 from executions.services.running import _cancel_sandbox, _finish_error
 from sandbox.contract import ErrorKind
@@ -90,6 +90,27 @@ def executions_reap(*, trust_heartbeats: bool = True) -> ReapReport:
             if execution.backend_handle:
                 _cancel_sandbox(execution.backend, execution.backend_handle)
     return ReapReport(closed=closed)
+
+
+# How long beats are kept: a cluster gone this long is history.
+BEATS_KEPT = timedelta(days=1)
+
+
+def cluster_beat(name: str, *, started_at: datetime) -> None:
+    """Note that the cluster ``name`` (its recovery lane) is alive now."""
+    now = timezone.now()
+    if not ClusterBeat.objects.filter(name=name).update(beat_at=now):
+        ClusterBeat.objects.create(name=name, started_at=started_at, beat_at=now)
+
+
+def cluster_gone(name: str) -> None:
+    """Forget the cluster ``name``, which stopped cleanly."""
+    ClusterBeat.objects.filter(name=name).delete()
+
+
+def cluster_beats_prune() -> int:
+    """Forget clusters silent for ``BEATS_KEPT``; returns how many."""
+    return ClusterBeat.objects.filter(beat_at__lt=timezone.now() - BEATS_KEPT).delete()[0]
 
 
 def recovery_pass() -> ReapReport:

@@ -251,6 +251,16 @@ class _Recorder:
         if self.stopped:
             return  # cancelled or reaped between runs; whoever ended it recorded why
         failure = self.failure
+        if failure is not None and failure.error_kind == ErrorKind.CANCELLED:
+            # A cancel or the reaper ends the run before it stops the sandbox, so the update
+            # below finds nothing to end; a run still running had its sandbox stopped by
+            # something else: the infrastructure, not the program, not a person.
+            failure = replace(
+                failure,
+                error_kind=ErrorKind.BACKEND_ERROR,
+                error_message="The sandbox was stopped or removed from outside the platform: "
+                + failure.error_message,
+            )
         if failure is not None and failure.error_kind == ErrorKind.REFUSED:
             _finish(
                 execution, Status.REFUSED, _summary(failure, cases), error_kind=failure.error_kind

@@ -47,6 +47,7 @@ def test_every_submission_ends_exactly_once(
     redis_url = os.environ.get("REDIS_URL")
     if redis_url:
         monkeypatch.setattr(Conf, "ORM", None)
+        monkeypatch.setattr(Conf, "BROKER_CLASS", None)
         monkeypatch.setattr(Conf, "REDIS", redis_url)
         environ["REDIS_URL"] = redis_url
     else:

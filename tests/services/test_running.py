@@ -555,3 +555,17 @@ def test_writes_give_up_after_write_retry_s(
     with pytest.raises(OperationalError):
         _durably(write, "store its result", 1)
     assert len(calls) >= 3 and clock[0] <= 1
+
+
+def test_a_sandbox_stopped_from_outside_is_an_infrastructure_error(
+    user: Any, runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "AUTO_RERUNS": 1}
+    source = fake(error_kind="cancelled", error_message="The sandbox was removed.")
+    evaluation = submit(user, runtime, source=source)
+    first = latest(evaluation)
+    services.execution_run(first.pk)
+    first.refresh_from_db()
+    assert (first.status, first.error_kind) == ("error", "backend_error")
+    assert first.error_message.startswith("The sandbox was stopped or removed from outside")
+    assert latest(evaluation).retry_of_id == first.pk, "the submitter did nothing wrong"
