@@ -68,6 +68,15 @@ def bare_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def orm_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks go to the embedded ORM broker, in the test's own database, whatever broker the
+    suite runs on: a test that counts what the broker holds sees only its own tasks."""
+    monkeypatch.setattr(Conf, "ORM", "default")
+    monkeypatch.setattr(Conf, "REDIS", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", "executions.broker.ORMBroker")
+
+
+@pytest.fixture
 def user(db: None) -> User:
     return User.objects.create_user("ada", password="correct horse battery staple")
 

@@ -117,7 +117,7 @@ def test_a_scrape_reports_the_queue_the_executions_and_their_durations(
 
 
 def test_a_scrape_counts_the_reapers_actions_and_webhook_outcomes(
-    user: User, runtime: Runtime, bare_machine: Path
+    user: User, runtime: Runtime, bare_machine: Path, orm_broker: None
 ) -> None:
     abandoned, stalled = (
         services.evaluation_submit(user=user, runtime=runtime, source="print(1)").executions.get()

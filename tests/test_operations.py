@@ -141,7 +141,7 @@ def test_duration_histograms_are_cumulative_per_backend(evaluation: Evaluation) 
 
 
 def test_automatic_actions_count_what_the_reaper_recorded(
-    user: User, runtime: Runtime, settings: Any
+    user: User, runtime: Runtime, settings: Any, orm_broker: None
 ) -> None:
     abandoned, stalled, untouched = (
         services.evaluation_submit(user=user, runtime=runtime, source="print(1)").executions.get()

@@ -18,13 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _orm_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Whatever the suite runs on, these tests read the tasks back from the ORM broker.
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "ORM", "default")
-    monkeypatch.setattr(Conf, "REDIS", None)
-    monkeypatch.setattr(Conf, "BROKER_CLASS", "executions.broker.ORMBroker")
+def _orm_broker(orm_broker: None) -> None:
+    """Whatever the suite runs on, these tests read the tasks back from the ORM broker."""
 
 
 def tasks_for() -> list[int]:
@@ -50,11 +45,11 @@ def test_a_submission_sends_its_task_once_stored(user: Any, runtime: Runtime) ->
 def test_a_broker_that_refuses_leaves_the_submission_stored_and_unsent(
     user: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
-    refuse(monkeypatch)
-    execution = latest(submit(user, runtime))
+    with monkeypatch.context() as down:
+        refuse(down)
+        execution = latest(submit(user, runtime))
     assert (execution.status, execution.dispatched_at) == ("queued", None)
     assert "did not take the task of execution" in caplog.text
-    monkeypatch.undo()
     report = services.executions_redispatch()
     assert (report.sent, report.resent) == (1, 0)
     assert tasks_for() == [execution.pk]
