@@ -254,11 +254,14 @@ class DockerBackend(ExecutionBackend):
         )
 
     def remove_orphans(self, older_than_s: float = 900.0) -> int:
-        """Remove managed containers (and their volumes) created over ``older_than_s`` ago.
+        """Remove managed containers (and their volumes) created over ``older_than_s`` ago,
+        and those that exited, whatever their age.
 
-        For a worker that crashed mid-run. ``older_than_s`` must exceed the longest run
-        (wall-time cap plus grace plus slot wait) or live runs are cut short. Returns how
-        many containers were removed; raises ``DockerUnavailable`` if the engine is down.
+        For a worker that crashed mid-run, or an engine that restarted under it: a session's
+        container exits only once its session is over (its supervisor is PID 1), so an exited
+        one is left behind. ``older_than_s`` must exceed the longest run (wall-time cap plus
+        grace plus slot wait) or live runs are cut short. Returns how many containers were
+        removed; raises ``DockerUnavailable`` if the engine is down.
         """
         api = self.api()
         try:
@@ -268,7 +271,7 @@ class DockerBackend(ExecutionBackend):
         cutoff = time.time() - older_than_s
         removed = 0
         for container in containers:
-            if container.get("Created", 0) < cutoff:
+            if container.get("State") in ("exited", "dead") or container.get("Created", 0) < cutoff:
                 try:
                     api.remove_container(container["Id"], v=True, force=True)
                     removed += 1

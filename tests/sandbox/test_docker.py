@@ -278,6 +278,23 @@ def test_slots_cap_concurrency_then_fail_clearly(
     )
 
 
+def test_remove_orphans_takes_a_managed_container_that_exited_at_once(
+    backend: DockerBackend, runtime_image: str, docker_api: Any
+) -> None:
+    # As an engine restart leaves one: its session over, nobody left to remove it.
+    exited = docker_api.create_container(
+        runtime_image, command=["true"], labels={MANAGED_LABEL: "1"}
+    )
+    try:
+        docker_api.start(exited["Id"])
+        docker_api.wait(exited["Id"], timeout=30)
+        assert backend.remove_orphans(older_than_s=3600) >= 1
+        assert not docker_api.containers(all=True, filters={"id": exited["Id"]})
+    finally:
+        with contextlib.suppress(Exception):
+            docker_api.remove_container(exited["Id"], force=True, v=True)
+
+
 def test_remove_orphans_only_takes_old_managed_containers(
     backend: DockerBackend, runtime_image: str, docker_api: Any
 ) -> None:
