@@ -131,3 +131,15 @@ def test_after_a_database_outage_heartbeats_are_not_judged_for_a_timeout(
     lane.tick()
     execution.refresh_from_db()
     assert execution.status == "error"
+
+
+def test_cluster_health_says_whether_a_cluster_on_this_host_beats(lane: RecoveryLane) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="No cluster on"):
+        call_command("cluster_health")
+    lane.tick()
+    call_command("cluster_health")
+    services.cluster_gone(lane.name)
+    with pytest.raises(CommandError):
+        call_command("cluster_health")
