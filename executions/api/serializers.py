@@ -212,6 +212,13 @@ class ExecutionOutputSerializer(OutcomeOutputSerializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     error_kind = serializers.CharField()
     error_message = serializers.CharField()
+    retry_of = serializers.IntegerField(
+        source="retry_of_id",
+        allow_null=True,
+        help_text="The execution this one runs again automatically, because the "
+        "infrastructure interrupted it (error_kind says how); null for an attempt someone "
+        "asked for.",
+    )
     compile = serializers.SerializerMethodField(
         help_text="The compile step; null when the runtime does not compile or the step has "
         "not ended (or the infrastructure failed during it)."

@@ -367,3 +367,18 @@ def test_a_runtime_without_a_compile_step_shows_no_compilation(
     evaluation = run_cases(user, runtime, [{"stdin": "7", "expected_output": "7"}])
     page = logged_in.get(evaluation.get_absolute_url()).content.decode()
     assert text_of(page, "verdict") == "Accepted" and 'id="compile"' not in page
+
+
+def test_an_automatic_re_run_shows_in_the_history(
+    logged_in: Client, user: Any, runtime: Runtime, settings: Any
+) -> None:
+    settings.EXECUTIONS = {**settings.EXECUTIONS, "AUTO_RERUNS": 1}
+    source = fake(error_kind="backend_error", error_message="The engine went away <mid-run>.")
+    evaluation = services.evaluation_submit(user=user, runtime=runtime, source=source)
+    services.execution_run(evaluation.executions.get().pk)
+    page = logged_in.get(evaluation.get_absolute_url()).content.decode()
+    assert 'id="automatic-rerun"' in page, "the latest attempt says why it exists"
+    history = page[page.index('id="history"') :]
+    assert "run again automatically" in history
+    assert "The engine went away &lt;mid-run&gt;." in history, "the first attempt says what broke"
+    assert "<mid-run>" not in page
