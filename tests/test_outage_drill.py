@@ -1,5 +1,6 @@
 """An outage drill on the production shape: gunicorn and a qcluster on a PostgreSQL cluster and
-a Redis of their own, which the test stops and starts again.
+a Redis of their own (``faults.platform``, as the fault suite starts them), which the test
+stops and starts again.
 
 With Redis stopped, reads answer as usual, ``/readyz`` says *degraded* and the cluster's
 half-second loop logs the refused connection once in a while, not at every turn. With
@@ -9,13 +10,7 @@ still 200. Each comes back on its own when its part does. Logs are JSON lines th
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,37 +20,38 @@ from typing import Any
 import pytest
 import requests
 
+from faults.platform import Platform, running_platform
 from tests.stoppable_parts import PostgresCluster, RedisServer, postgres_cluster, redis_server
-from tests.test_docs import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_service]
 
 # Short, so that the drill sees a run of errors summed up within seconds.
 REPEAT_INTERVAL_S = 3
-# The environment of the shell running the tests that must not leak into the platform's.
-FOREIGN = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "EXECUTION_", "LOG_", "Q_")
 
 
 @dataclass
-class Platform:
-    url: str
-    token: str
-    web_log: Path
-    cluster_log: Path
+class Drill:
+    platform: Platform
     database: PostgresCluster
     broker: RedisServer
 
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.url + path, headers=self.auth, timeout=15)
-
-    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
-        return requests.post(self.url + path, json=body, headers=self.auth, timeout=15)
+    @property
+    def url(self) -> str:
+        return self.platform.url
 
     @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Token {self.token}"}
+    def web_log(self) -> Path:
+        return self.platform.web_log
+
+    @property
+    def cluster_log(self) -> Path:
+        return self.platform.cluster_log
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.url + path, headers=self.platform.auth, timeout=15)
+
+    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
+        return requests.post(self.url + path, json=body, headers=self.platform.auth, timeout=15)
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
@@ -84,83 +80,23 @@ def answers(call: Callable[[], requests.Response], status: int) -> Callable[[], 
     return check
 
 
-@contextlib.contextmanager
-def started(command: list[str], environ: dict[str, str], log: Path) -> Iterator[None]:
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environ, stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield
-    finally:
-        # The leader stops its own workers; whatever is left after a while is killed.
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
     directory = tmp_path_factory.mktemp("outage-drill")
     with postgres_cluster() as database, redis_server(directory) as broker:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
-        environ.update(
-            DJANGO_SETTINGS_MODULE="evalplatform.settings",
-            DATABASE_URL=database.url,
-            REDIS_URL=broker.url,
-            SECRET_KEY=secrets.token_urlsafe(50),
-            DEBUG="0",
-            ALLOWED_HOSTS="127.0.0.1",
-            SECURE_SSL_REDIRECT="0",
-            VAR_DIR=str(directory),
-            EXECUTION_BACKEND="fake",
-            Q_CLUSTER_NAME=f"drill-{secrets.token_hex(4)}",
-            LOG_FORMAT="json",
-            LOG_REPEAT_INTERVAL_S=str(REPEAT_INTERVAL_S),
+        drilled = Platform(
+            directory,
+            database_url=database.url,
+            redis_url=broker.url,
+            backend="fake",
+            web_workers=1,
+            environ={"LOG_FORMAT": "json", "LOG_REPEAT_INTERVAL_S": str(REPEAT_INTERVAL_S)},
         )
-        manage = [sys.executable, "manage.py"]
-        subprocess.run(
-            [*manage, "migrate", "--noinput"], cwd=ROOT, env=environ, check=True,
-            capture_output=True, timeout=300,
-        )  # fmt: skip
-        setup = (
-            "from django.contrib.auth.models import User\n"
-            "from rest_framework.authtoken.models import Token\n"
-            "from executions.models import Runtime\n"
-            "Runtime.objects.create(name='python-3.11', display_name='Python 3.11',"
-            " image='evalplatform/python:3.11', command=['python3', 'main.py'],"
-            " file_name='main.py')\n"
-            "print(Token.objects.create(user=User.objects.create_user('operator')).key)\n"
-        )
-        token = subprocess.run(
-            [*manage, "shell", "-c", setup], cwd=ROOT, env=environ, check=True,
-            capture_output=True, text=True, timeout=120,
-        ).stdout.strip().splitlines()[-1]  # fmt: skip
-        port = free_port()
-        web_log, cluster_log = directory / "web.log", directory / "cluster.log"
-        gunicorn = [
-            sys.executable, "-m", "gunicorn", "evalplatform.wsgi",
-            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
-            "--no-control-socket",  # its default path is one per user, shared by every run
-        ]  # fmt: skip
-        with (
-            started(gunicorn, environ, web_log),
-            started([*manage, "qcluster"], environ, cluster_log),
-        ):
-            url = f"http://127.0.0.1:{port}"
-            eventually(
-                answers(lambda: requests.get(url + "/healthz", timeout=5), 200),
-                f"gunicorn did not start: {web_log.read_text()}",
-                timeout_s=60,
-            )
-            yield Platform(url, token, web_log, cluster_log, database, broker)
+        with running_platform(drilled):
+            yield Drill(drilled, database, broker)
 
 
-def test_with_redis_stopped_reads_answer_and_readiness_is_degraded(platform: Platform) -> None:
+def test_with_redis_stopped_reads_answer_and_readiness_is_degraded(platform: Drill) -> None:
     eventually(
         lambda: "running." in platform.cluster_log.read_text(),
         f"the cluster did not start: {platform.cluster_log.read_text()}",
@@ -205,7 +141,7 @@ def test_with_redis_stopped_reads_answer_and_readiness_is_degraded(platform: Pla
     assert "ConnectionError" in throttle[0]["exception"]
 
 
-def test_with_postgresql_stopped_the_api_answers_503_and_recovers(platform: Platform) -> None:
+def test_with_postgresql_stopped_the_api_answers_503_and_recovers(platform: Drill) -> None:
     assert platform.get("/api/v1/evaluations/").status_code == 200
     platform.database.stop()
     try:

@@ -3,8 +3,12 @@ method, path and body) gets the first response back instead of doing the work tw
 
 Only successful (2xx) responses are kept, for 24 hours. An error response is not stored, so
 a retry after fixing nothing gets the same error afresh, and one refused by back-pressure
-(429, 503) can simply be retried. The same key with a different request is 422; a retry
-while the first request is still running is 409.
+(429, 503) can simply be retried. The same key with a different request is 422.
+
+The work, its response and the key's record commit in one transaction: a request cut short
+anywhere (the database restarting under it) leaves nothing behind, neither its work nor a key
+stuck "in progress", so it is answered 503 truthfully and its retry does the work. A retry
+while the first request is still being handled waits on the key's row and gets its response.
 """
 
 from __future__ import annotations
@@ -107,31 +111,31 @@ def _fingerprint(request: Request) -> str:
 
 
 def idempotent(request: Request, handle: Callable[[], Response]) -> Response:
-    """Run ``handle`` once per key, replaying its response to retries."""
+    """Run ``handle`` once per key, replaying its response to retries. ``handle`` runs in a
+    transaction, with the key's record when there is a key: it is answered 2xx only once
+    everything it did can commit, and nothing of it stays when it fails."""
     key = request.headers.get(HEADER)
     if key is None:
-        return handle()
+        with transaction.atomic():
+            return handle()
     assert isinstance(request.user, User)
-    claim = idempotency_claim(
-        user=request.user,
-        key=key,
-        fingerprint=_fingerprint(request),
-    )
-    if claim.replay is not None:
-        code, body = claim.replay
-        return Response(body, status=code, headers={REPLAY_HEADER: "true"})
-    if claim.conflict:
-        if claim.in_progress:
-            raise KeyInProgress(claim.conflict)
-        raise KeyReused(claim.conflict)
-    assert claim.record_id is not None
-    try:
+    with transaction.atomic():
+        claim = idempotency_claim(
+            user=request.user,
+            key=key,
+            fingerprint=_fingerprint(request),
+        )
+        if claim.replay is not None:
+            code, body = claim.replay
+            return Response(body, status=code, headers={REPLAY_HEADER: "true"})
+        if claim.conflict:
+            if claim.in_progress:
+                raise KeyInProgress(claim.conflict)
+            raise KeyReused(claim.conflict)
+        assert claim.record_id is not None
         response = handle()
-    except BaseException:
-        idempotency_release(claim.record_id)
-        raise
-    if 200 <= response.status_code < 300:
-        idempotency_store(claim.record_id, response.status_code, response.data)
-    else:
-        idempotency_release(claim.record_id)
-    return response
+        if 200 <= response.status_code < 300:
+            idempotency_store(claim.record_id, response.status_code, response.data)
+        else:
+            idempotency_release(claim.record_id)
+        return response

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from executions import selectors, services
 from executions.api import serializers as s
-from executions.api.idempotency import idempotent
+from executions.api.idempotency import REPLAY_HEADER, idempotent
 from executions.api.pagination import Pagination
 from executions.api.throttling import SubmitThrottle, UserThrottle
 from executions.conf import execution_settings
@@ -129,12 +129,20 @@ class EvaluationListCreateView(BodyView):
             data = s.SubmitInputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             evaluation = services.evaluation_submit(user=_user(request), **data.to_service_kwargs())
-            if wait_s:
-                execution = evaluation.executions.get()
-                selectors.execution_wait(execution.pk, wait_s)
             return Response(_detail(request, evaluation.pk), status=status.HTTP_201_CREATED)
 
-        return idempotent(request, submit)
+        response = idempotent(request, submit)
+        if wait_s and response.status_code == status.HTTP_201_CREATED:
+            # After the commit, which sends the execution's task; a retry waits too. The
+            # first attempt is the last of the executions (newest first).
+            selectors.execution_wait(response.data["executions"][-1]["id"], wait_s)
+            replayed = response.get(REPLAY_HEADER)
+            response = Response(
+                _detail(request, response.data["id"]),
+                status=status.HTTP_201_CREATED,
+                headers={REPLAY_HEADER: replayed} if replayed else None,
+            )
+        return response
 
 
 class EvaluationDetailView(APIView):

@@ -148,7 +148,8 @@ def _send(execution_id: int, *, resend: bool) -> bool:
         )
     else:
         logger.info(
-            "Execution %s sent to the broker, which was down when it was stored.",
+            "Execution %s sent to the broker: its task was held back (the broker was down when "
+            "it was stored, or its backend could not start it).",
             execution_id,
             extra={"execution_id": execution_id},
         )

@@ -195,6 +195,9 @@ class DockerBackend(ExecutionBackend):
         capacity = self.options.max_concurrent_per_node
         try:
             api = self.api()
+            # Over a fresh connection: an engine shutting down no longer accepts any (and a
+            # sandbox needs several) yet still answers on those it accepted before.
+            api.close()
             api.ping()
             version = api.version()
             present = {image: _image_exists(api, image) for image in wanted}

@@ -47,6 +47,31 @@ def test_wait_returns_finished_result(api: APIClient) -> None:
     assert time.monotonic() - started < 20
 
 
+def test_a_retried_waiting_submission_waits_too_and_replays(api: APIClient) -> None:
+    """The first wait ends with the run still queued (no worker yet); the retry, the same
+    request with the same key, submits nothing and waits for that run."""
+    first = api.post(
+        "/api/v1/evaluations/?wait=2", submission(stdin="once\n"), format="json",
+        headers={"Idempotency-Key": "w"},
+    )  # fmt: skip
+    assert first.json()["executions"][0]["status"] == "queued"
+    stop = threading.Event()
+    thread = threading.Thread(target=worker, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        again = api.post(
+            "/api/v1/evaluations/?wait=2", submission(stdin="once\n"), format="json",
+            headers={"Idempotency-Key": "w"},
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join()
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    [execution] = again.json()["executions"]
+    assert (execution["status"], execution["stdout"]) == ("finished", "once\n")
+
+
 def test_wait_is_capped(api: APIClient, settings: Any) -> None:
     settings.EXECUTIONS = {**settings.EXECUTIONS, "API_MAX_WAIT_S": 1}
     started = time.monotonic()
