@@ -189,8 +189,10 @@ MAIN_ENGINE = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 class DockerEngine:
     """A second ``dockerd`` of its own: its own data root, exec root (and so its own
-    containerd), pid file and socket, with no bridge and no iptables rules, so that it
-    touches nothing of the main engine and can be stopped and started at will."""
+    containerd), pid file, socket and default bridge, with no iptables rules, so that it
+    touches nothing of the main engine and can be stopped and started at will. (Not
+    ``--bridge=none``: a dockerd started so deletes the host's ``docker0``, which the main
+    engine's containers need.)"""
 
     def __init__(self, directory: Path) -> None:
         dockerd, docker = shutil.which("dockerd"), shutil.which("docker")
@@ -205,14 +207,30 @@ class DockerEngine:
         self.url = f"unix://{self.socket}"
         self.log = directory / "dockerd.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # An interface name has at most 15 bytes; the address is one no engine picks.
+        self.bridge = f"evalflt{os.getpid() % 100000}"
+        self.bridge_address = f"10.213.{os.getpid() % 250}.1/24"
+
+    def _make_bridge(self) -> None:
+        if Path(f"/sys/class/net/{self.bridge}").exists():
+            return
+        for command in (
+            ["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+            ["ip", "addr", "add", self.bridge_address, "dev", self.bridge],
+            ["ip", "link", "set", self.bridge, "up"],
+        ):
+            made = subprocess.run(command, capture_output=True, text=True, check=False)
+            if made.returncode:
+                raise PartUnavailable("A bridge for a Docker engine of its own", made.stderr)
 
     def start(self, wait_s: float = 60) -> None:
+        self._make_bridge()
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
                 [self.dockerd, "--data-root", str(self.directory / "data"),
                  "--exec-root", str(self.directory / "exec"),
                  "--pidfile", str(self.directory / "docker.pid"), "-H", self.url,
-                 "--bridge=none", "--iptables=false", "--ip6tables=false"],
+                 f"--bridge={self.bridge}", "--iptables=false", "--ip6tables=false"],
                 stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
@@ -277,6 +295,7 @@ class DockerEngine:
         for point in sorted(mounted, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         shutil.rmtree(self.directory, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
 
     def _stop_own_containerd(self) -> None:
         # dockerd stops the containerd it started; one left by a dockerd that was killed is
