@@ -36,7 +36,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports --no-cache
 
 check-types: $(VENV)/.installed-dev
-	$(VENV)/bin/mypy sandbox evalplatform executions execution_service tests
+	$(VENV)/bin/mypy sandbox evalplatform executions execution_service tests faults bench scripts
 
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
