@@ -20,8 +20,12 @@ class ErrorKind(enum.StrEnum):
     """Why a run produced no trustworthy result. Each is an infrastructure failure."""
 
     REFUSED = "refused"  # the backend will not run code here, by design
-    UNAVAILABLE = "unavailable"  # the engine, cluster or service could not be reached
-    BACKEND_ERROR = "backend_error"  # the backend failed while running (image missing, API error)
+    # The engine, cluster or service could not be reached before the session started there:
+    # nothing of it ran, so the platform puts it back in the queue until the backend answers.
+    UNAVAILABLE = "unavailable"
+    # The backend failed (image missing, API error), or lost a session that had started
+    # (the engine or service went away mid-run, the sandbox was killed from outside).
+    BACKEND_ERROR = "backend_error"
     CANCELLED = "cancelled"  # stopped on request
     WORKER_LOST = "worker_lost"  # the worker stopped before reporting (set by the reaper)
 

@@ -34,5 +34,7 @@ def test_the_database_is_the_one_this_pass_is_for() -> None:
 @pytest.mark.django_db
 def test_the_broker_is_the_one_this_pass_is_for() -> None:
     broker = get_broker()
-    assert type(broker).__name__.lower() == expected("EXPECT_BROKER")
+    # The embedded broker is django-q2's ORM broker with cheaper polls (executions.broker).
+    kinds = {kind.__name__.lower() for kind in type(broker).__mro__}
+    assert expected("EXPECT_BROKER") in kinds, kinds
     assert broker.ping()

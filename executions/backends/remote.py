@@ -17,9 +17,10 @@ run is a session of one case. A session goes:
 The service's answers are not trusted: each is read up to a cap, must parse
 (``sandbox.wire``), and must bring the results of the steps that are due, in order; anything
 else is a protocol error. A service that stops answering mid-session ends it with
-``UNAVAILABLE`` and a message naming it (retried for ``poll_retry_s`` first, to ride out a
-blip). A failure of the infrastructure is the result of the step it happened in, reported
-once; ``run_session`` never raises. All HTTP goes through ``requests`` here; signing is
+``BACKEND_ERROR`` (the session had started there) and a message naming it (retried for
+``poll_retry_s`` first, to ride out a blip); none taking it at all is ``UNAVAILABLE``. A
+failure of the infrastructure is the result of the step it happened in, reported once;
+``run_session`` never raises. All HTTP goes through ``requests`` here; signing is
 ``sandbox.signing``, shared with the service.
 """
 
@@ -302,7 +303,7 @@ class RemoteBackend(ExecutionBackend):
                         f"Execution service {base} stopped answering during session "
                         f"{handle}: {type(exc).__name__}: {exc}",
                         retry_elsewhere=False,
-                        kind=ErrorKind.UNAVAILABLE,
+                        kind=ErrorKind.BACKEND_ERROR,  # the session had started there
                     ) from exc
                 time.sleep(0.1)
                 continue
@@ -312,9 +313,7 @@ class RemoteBackend(ExecutionBackend):
                     f"Execution service {base} lost session {handle} "
                     f"({response.status_code}): {_error_text(response)}",
                     retry_elsewhere=False,
-                    kind=ErrorKind.UNAVAILABLE
-                    if response.status_code in (404, 503)
-                    else ErrorKind.BACKEND_ERROR,
+                    kind=ErrorKind.BACKEND_ERROR,  # the session had started there
                 )
             try:
                 progress = wire.progress_from_json(response.json())

@@ -157,7 +157,7 @@ class DockerBackend(ExecutionBackend):
             run.fail(failure.error_kind or ErrorKind.BACKEND_ERROR, failure.error_message)
         except requests.exceptions.RequestException as exc:
             run.fail(
-                ErrorKind.UNAVAILABLE,
+                ErrorKind.BACKEND_ERROR,  # it answered when the session began
                 f"Lost the Docker engine at {self.base_url} during the run: {exc}",
             )
         except Exception as exc:  # run_session must not raise for infrastructure failures

@@ -128,7 +128,7 @@ def test_a_service_lost_mid_session_fails_the_due_case_once_as_unavailable(
     node.backend.gate.set()
     assert recorder.told == [("starting", 0), ("ended", 0), ("starting", 1), ("ended", 1)]
     (failure,) = recorder.failures()
-    assert failure.error_kind == ErrorKind.UNAVAILABLE
+    assert failure.error_kind == ErrorKind.BACKEND_ERROR, "it had started: it was lost"
     assert "lost session" in failure.error_message and node.url in failure.error_message
 
 

@@ -297,7 +297,7 @@ class KubernetesBackend(ExecutionBackend):
         if isinstance(exc, ApiException):
             return _Failure(*self._api_failure(exc, f"watch {kind}s"))
         return _Failure(
-            ErrorKind.UNAVAILABLE,
+            ErrorKind.BACKEND_ERROR,  # the Job had been created
             f"Lost the Kubernetes API at {self.api_host} during the run: "
             f"{type(exc).__name__}: {exc}",
         )
