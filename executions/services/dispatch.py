@@ -63,7 +63,11 @@ def queue_attempt(
     retry_of: Execution | None = None,
 ) -> Execution:
     """Add the next attempt of ``evaluation``, queued, and send its task once the surrounding
-    transaction commits. The caller holds the evaluation's row lock (attempt numbers)."""
+    transaction commits. The caller holds the evaluation's row lock (attempt numbers).
+
+    An automatic re-run (``retry_of``) is not sent here: the recovery lane sends it once the
+    backend answers, so a re-run of a run the backend failed waits for it instead of failing
+    again at once (an engine restarting, say)."""
     last = evaluation.executions.aggregate(last=Max("attempt"))["last"] or 0
     now = timezone.now()
     execution = Execution.objects.create(
@@ -74,11 +78,12 @@ def queue_attempt(
         heartbeat_at=now,
         # Sent once the transaction commits; a broker that refuses it clears this, and the
         # recovery lane sends it later. Stored either way: never an error after the commit.
-        dispatched_at=now,
+        dispatched_at=now if retry_of is None else None,
         retry_of=retry_of,
         retry_count=retry_of.retry_count + 1 if retry_of is not None else 0,
     )
-    transaction.on_commit(functools.partial(execution_dispatch, execution.pk))
+    if retry_of is None:
+        transaction.on_commit(functools.partial(execution_dispatch, execution.pk))
     return execution
 
 

@@ -156,10 +156,17 @@ class DockerBackend(ExecutionBackend):
             failure = _api_failure(exc, session.handle)
             run.fail(failure.error_kind or ErrorKind.BACKEND_ERROR, failure.error_message)
         except requests.exceptions.RequestException as exc:
-            run.fail(
-                ErrorKind.BACKEND_ERROR,  # it answered when the session began
-                f"Lost the Docker engine at {self.base_url} during the run: {exc}",
-            )
+            if run.started:
+                run.fail(
+                    ErrorKind.BACKEND_ERROR,
+                    f"Lost the Docker engine at {self.base_url} during the run: {exc}",
+                )
+            else:  # it went away (a restart, say) before anything of the session ran
+                run.fail(
+                    ErrorKind.UNAVAILABLE,
+                    f"The Docker engine at {self.base_url} went away before the sandbox "
+                    f"started: {exc}",
+                )
         except Exception as exc:  # run_session must not raise for infrastructure failures
             logger.exception("docker backend failed on execution %s", session.execution_id)
             run.fail(ErrorKind.BACKEND_ERROR, f"Docker backend error: {type(exc).__name__}: {exc}")

@@ -71,6 +71,7 @@ class DockerSession:
         self.diagnostics = bytearray()
         self.grace_s = 0.0
         self.ending = False  # END sent: the supervisor is on its way out
+        self.started = False  # the engine started the container: something of the session ran
 
     # -- reporting
 
@@ -160,6 +161,7 @@ class DockerSession:
                 container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
             api.start(container_id)
+            self.started = True
             pump = Pump(_raw_socket(attach))
             pump.send(binary + supervisor.session_start(nonce, archive) + self.steps[0].encode())
             self._follow(api, container_id, pump, nonce)

@@ -118,6 +118,9 @@ def test_a_reaped_run_is_run_again_as_a_new_attempt(
     retry = Execution.objects.get(evaluation=execution.evaluation, attempt=2)
     assert (retry.status, retry.retry_of_id, retry.retry_count) == ("queued", execution.pk, 1)
     assert retry.requested_by is None and retry.backend == execution.backend
+    assert sent == [] and retry.dispatched_at is None, "the lane sends it once the backend answers"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.executions_redispatch().sent == 1
     assert sent == [retry.pk]
     event = AuditEvent.objects.get(action="retry")
     assert (event.execution_id, event.detail) == (

@@ -479,6 +479,10 @@ def test_a_run_the_infrastructure_interrupted_is_run_again(
         1,
     )
     services.execution_run(retry.pk)
+    assert latest(evaluation).status == "queued", "held until the recovery lane sends it"
+    services.executions_redispatch()
+    services.execution_run(retry.pk)
+    services.executions_redispatch()
     services.execution_run(retry.pk)
     attempts = list(evaluation.executions.order_by("attempt").values_list("status", "retry_count"))
     assert attempts == [("error", 0), ("error", 1), ("error", 2)], "two re-runs, then it stops"
