@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from glob import glob
 from pathlib import Path
+from typing import TypeVar
 
 
 class PartUnavailable(Exception):
@@ -83,9 +84,13 @@ class RedisServer:
         self.process = None
 
 
+R = TypeVar("R", bound=RedisServer)
+
+
 @contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[RedisServer]:
-    server = RedisServer(directory)
+def redis_server(directory: Path, kind: type[R]) -> Iterator[R]:
+    """A started ``kind`` (``RedisServer`` or a subclass), stopped afterwards."""
+    server = kind(directory)
     server.start()
     try:
         yield server
@@ -171,9 +176,13 @@ class PostgresCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+P = TypeVar("P", bound=PostgresCluster)
+
+
 @contextlib.contextmanager
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
+def postgres_cluster(kind: type[P]) -> Iterator[P]:
+    """A created and started ``kind`` (``PostgresCluster`` or a subclass), removed afterwards."""
+    cluster = kind()
     try:
         cluster.create()
         cluster.start()

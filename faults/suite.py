@@ -10,7 +10,13 @@ from pathlib import Path
 
 from faults.client import Client
 from faults.ledger import Ledger
-from faults.parts import docker_engine, postgres_cluster, redis_server
+from faults.parts import (
+    PostgresCluster,
+    RedisServer,
+    docker_engine,
+    postgres_cluster,
+    redis_server,
+)
 from faults.platform import Platform, running_platform
 from faults.scenarios import PROMISED_RECOVERY_S, Outcome, Rig
 
@@ -33,8 +39,8 @@ def rig(directory: Path) -> Iterator[Rig]:
     backend) on a PostgreSQL, a Redis and a Docker engine of its own; logs in ``directory``.
     Raises ``PartUnavailable`` when a part cannot run here."""
     with (
-        postgres_cluster() as database,
-        redis_server(directory) as broker,
+        postgres_cluster(PostgresCluster) as database,
+        redis_server(directory, RedisServer) as broker,
         docker_engine(directory, RUNTIME_IMAGE) as engine,
     ):
         platform = Platform(

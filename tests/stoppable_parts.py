@@ -28,14 +28,8 @@ class RedisServer(parts.RedisServer):
             require_real(exc.part, exc.reason)
 
 
-@contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[RedisServer]:
-    server = RedisServer(directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def redis_server(directory: Path) -> contextlib.AbstractContextManager[RedisServer]:
+    return parts.redis_server(directory, RedisServer)
 
 
 class PostgresCluster(parts.PostgresCluster):
@@ -49,15 +43,8 @@ class PostgresCluster(parts.PostgresCluster):
             require_real(exc.part, exc.reason)
 
 
-@contextlib.contextmanager
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    try:
-        cluster.create()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.remove()
+def postgres_cluster() -> contextlib.AbstractContextManager[PostgresCluster]:
+    return parts.postgres_cluster(PostgresCluster)
 
 
 @contextlib.contextmanager
