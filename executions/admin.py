@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from executions import operations, selectors, services
+from executions import catalogue, operations, selectors, services
 from executions.models import (
     AuditEvent,
     Evaluation,
@@ -141,9 +141,30 @@ class RuntimeAdmin(admin.ModelAdmin):
         "max_memory_mb",
         "network_enabled",
         "enabled",
+        "self_test_status",
     )
-    list_filter = ("enabled", "network_enabled", "language")
-    search_fields = ("name", "display_name", "image")
+    list_filter = ("enabled", "self_test_status", "network_enabled", "language")
+    search_fields = ("name", "display_name", "image", "language")
+    readonly_fields = ("self_test_status", "self_test_detail", "self_tested_at")
+    actions = ["self_test"]
+
+    @admin.action(description="Run the catalogue's self-test of the selected runtimes")
+    def self_test(self, request: HttpRequest, queryset: QuerySet[Runtime]) -> None:
+        for runtime in queryset:
+            entry = catalogue.ENTRY_BY_NAME.get(runtime.name)
+            if entry is None:
+                self.message_user(
+                    request,
+                    f"{runtime.name}: not in the catalogue, so it has no self-test.",
+                    messages.WARNING,
+                )
+                continue
+            outcome = services.runtime_self_test(runtime, entry)
+            self.message_user(
+                request,
+                f"{runtime.name}: {'passed' if outcome.passed else 'FAILED'}. {outcome.detail}",
+                messages.SUCCESS if outcome.passed else messages.ERROR,
+            )
 
     @admin.display(description="compiles", boolean=True)
     def compiles(self, runtime: Runtime) -> bool:

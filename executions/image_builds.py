@@ -31,7 +31,8 @@ def runtime_images_build(
 
     Returns what was done per image; raises ``RuntimeImageBuildFailed``.
     """
-    from executions.runtime_images import RuntimeImageError, ensure_runtime_image
+    from executions.catalogue import IMAGES
+    from executions.runtime_images import RuntimeImageError, ensure_images
 
     runtimes = Runtime.objects.filter(enabled=True)
     if images:
@@ -41,20 +42,18 @@ def runtime_images_build(
             raise RuntimeImageBuildFailed(
                 f"No runtime uses the image(s) {', '.join(sorted(unknown))}."
             )
-    outcomes = []
-    seen: set[str] = set()
-    for runtime in runtimes.order_by("image"):
-        if runtime.image in seen:
-            continue
-        seen.add(runtime.image)
-        try:
-            outcomes.append(
-                ensure_runtime_image(
-                    runtime.image, runtime=runtime.language, mode=mode, force=force, log=log
-                )
-            )
-        except RuntimeImageError as exc:
-            raise RuntimeImageBuildFailed(
-                f"{runtime.image} (runtime {runtime.name}): {exc}"
-            ) from exc
-    return outcomes
+    by_tag = {image.tag: image.name for image in IMAGES.values()}
+    tags = sorted(set(runtimes.values_list("image", flat=True)))
+    foreign = [tag for tag in tags if tag not in by_tag]
+    if foreign and images:
+        raise RuntimeImageBuildFailed(
+            f"{', '.join(foreign)}: not in the runtime catalogue; build it yourself."
+        )
+    for tag in foreign:
+        log(f"{tag}: not in the runtime catalogue, so not built here.")
+    try:
+        return ensure_images(
+            [by_tag[tag] for tag in tags if tag in by_tag], mode=mode, force=force, log=log
+        )
+    except RuntimeImageError as exc:
+        raise RuntimeImageBuildFailed(str(exc)) from exc

@@ -13,6 +13,12 @@ from django.urls import reverse
 from executions.conf import execution_settings
 
 
+class SelfTestStatus(models.TextChoices):
+    UNTESTED = "untested", "Not self-tested"
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Failed"
+
+
 class Runtime(models.Model):
     """An entry in the admin's catalogue: which image runs code, how, and within what caps.
 
@@ -33,7 +39,24 @@ class Runtime(models.Model):
     )
     display_name = models.CharField(max_length=100)
     language = models.CharField(
-        max_length=32, default="python", help_text="Used for syntax highlighting."
+        max_length=32,
+        default="Python",
+        help_text="The language, as the runtime picker groups it, e.g. C++.",
+    )
+    version = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="What tells this runtime from the language's others, e.g. C++17, GCC 12.",
+    )
+    editor_mode = models.CharField(
+        max_length=64,
+        blank=True,
+        default="text/x-python",
+        help_text="The code editor's highlighting mode (a MIME type), e.g. text/x-c++src; "
+        "empty: plain text.",
+    )
+    hello_world = models.TextField(
+        blank=True, help_text="The code the editor starts from when this runtime is picked."
     )
     image = models.CharField(
         max_length=255, help_text="Container image, e.g. evalplatform/python:3.11"
@@ -80,14 +103,28 @@ class Runtime(models.Model):
         help_text="Lets sandboxes of this runtime reach the network. Leave off unless you must.",
     )
     enabled = models.BooleanField(default=True)
+    self_test_status = models.CharField(
+        max_length=16,
+        choices=SelfTestStatus.choices,
+        default=SelfTestStatus.UNTESTED,
+        help_text="How the catalogue's self-test of this runtime last ended; a runtime that "
+        "failed it is not offered to evaluators.",
+    )
+    self_test_detail = models.TextField(blank=True)
+    self_tested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["display_name"]
+        ordering = ["language", "display_name"]
 
     def __str__(self) -> str:
         return self.display_name
+
+    @property
+    def offered(self) -> bool:
+        """Whether evaluators may pick it: enabled, and not failing its self-test."""
+        return self.enabled and self.self_test_status != SelfTestStatus.FAILED
 
     @property
     def compiles(self) -> bool:

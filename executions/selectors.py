@@ -25,6 +25,7 @@ from executions.models import (
     Evaluation,
     Execution,
     Runtime,
+    SelfTestStatus,
     Status,
     TestResult,
     Verdict,
@@ -33,7 +34,8 @@ from sandbox.contract import Health, Isolation
 
 
 def runtimes_enabled() -> QuerySet[Runtime]:
-    return Runtime.objects.filter(enabled=True)
+    """The runtimes evaluators may pick: enabled, and not failing their self-test."""
+    return Runtime.objects.filter(enabled=True).exclude(self_test_status=SelfTestStatus.FAILED)
 
 
 def evaluations_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Evaluation]:

@@ -3,7 +3,7 @@
 # `execution-service`) on the local engine, with the tags deploy/docker-compose.yml uses.
 #
 # They start FROM python:3.11-slim when a registry serves it; otherwise FROM a Debian base made
-# here with debootstrap (python -m executions.runtime_images --runtime python-base) and with
+# here with debootstrap (python -m executions.runtime_images --platform-base TAG) and with
 # wheels the host's pip fetched, so the images build on a machine that reaches only the package
 # registries. Builds use the host's network, which works whatever bridge the engine has.
 #
@@ -24,7 +24,7 @@ rm -rf .wheelhouse
 if ! docker image inspect "$base" >/dev/null 2>&1 && ! docker pull -q "$base" >/dev/null 2>&1; then
   base=evalplatform/python-base:3.11
   echo "build-images: no registry serves python:3.11-slim; using $base made with debootstrap" >&2
-  "$python" -m executions.runtime_images --runtime python-base --offline --tag "$base"
+  "$python" -m executions.runtime_images --platform-base "$base" --offline
   # Nor can a build step reach PyPI the way the host does (a proxy, the host's certificate
   # bundle): the base's own pip, given the host's network and bundle, fetches the wheels for
   # the base's exact Python (markers such as python_full_version differ from the host's), and

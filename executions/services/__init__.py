@@ -7,10 +7,11 @@ exactly once whoever races to end it (worker, canceller, reaper).
 One module per concept: ``cleaning`` (input), ``quotas`` (quotas and back-pressure),
 ``submission`` (submit, batch, re-run, cancel), ``dispatch`` (sending tasks, and again when
 the broker lost them), ``running`` (the run loop, heartbeat, automatic re-runs) and
-``reaping`` (the reaper). Callers import from here. The time budget of a run is
-``executions.budget``; webhook secrets and runtime image builds live in
-``executions.webhooks`` and ``executions.image_builds`` and are offered here too, since
-pages, the API and admin actions reach every write through the services.
+``reaping`` (the reaper), ``runtimes`` (seeding the catalogue's runtimes, self-tests).
+Callers import from here. The time budget of a run is ``executions.budget``; webhook
+secrets and runtime image builds live in ``executions.webhooks`` and
+``executions.image_builds`` and are offered here too, since pages, the API and admin
+actions reach every write through the services.
 """
 
 from executions.image_builds import RuntimeImageBuildFailed, runtime_images_build
@@ -42,6 +43,13 @@ from executions.services.running import (
     sandbox_policy,
     worker_identity,
 )
+from executions.services.runtimes import (
+    SelfTestOutcome,
+    SyncOutcome,
+    runtime_hello,
+    runtime_self_test,
+    runtimes_sync,
+)
 from executions.services.submission import (
     BatchInvalid,
     evaluation_submit,
@@ -60,6 +68,8 @@ __all__ = [
     "QuotaExceeded",
     "ReapReport",
     "RuntimeImageBuildFailed",
+    "SelfTestOutcome",
+    "SyncOutcome",
     "TestCaseInput",
     "cluster_beat",
     "cluster_beats_prune",
@@ -75,7 +85,10 @@ __all__ = [
     "executions_redispatch",
     "queue_depth_check",
     "recovery_pass",
+    "runtime_hello",
     "runtime_images_build",
+    "runtime_self_test",
+    "runtimes_sync",
     "sandbox_policy",
     "sandboxes_janitor",
     "webhook_secret_for",

@@ -105,6 +105,13 @@ def _resolve_runtime(runtime: Runtime | str | None, errors: _Errors) -> Runtime 
     elif not found.enabled:
         errors.add("runtime", f"Runtime {runtime!r} is disabled.")
         return None
+    elif not found.offered:
+        errors.add(
+            "runtime",
+            f"Runtime {runtime!r} failed its self-test and is not offered: "
+            f"{found.self_test_detail[:200]}",
+        )
+        return None
     return found
 
 

@@ -330,10 +330,22 @@ def _fail_on_backend(
 
 
 def sandbox_policy(runtime: Runtime, evaluation: Evaluation) -> SandboxPolicy:
-    limits = Limits(
-        wall_time_ms=evaluation.time_limit_ms,
+    return runtime_policy(
+        runtime,
+        time_limit_ms=evaluation.time_limit_ms,
         memory_mb=evaluation.memory_mb,
-        output_bytes=evaluation.output_kb * 1024,
+        output_kb=evaluation.output_kb,
+    )
+
+
+def runtime_policy(
+    runtime: Runtime, *, time_limit_ms: int, memory_mb: int, output_kb: int
+) -> SandboxPolicy:
+    """The sandbox ``runtime``'s programs run in, with these per-case limits."""
+    limits = Limits(
+        wall_time_ms=time_limit_ms,
+        memory_mb=memory_mb,
+        output_bytes=output_kb * 1024,
         cpus=float(runtime.cpus),
         pids=runtime.pids_limit,
         scratch_mb=runtime.scratch_mb,

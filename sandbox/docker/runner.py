@@ -296,6 +296,31 @@ class DockerBackend(ExecutionBackend):
     def image_exists(self, image: str) -> bool:
         return _image_exists(self.api(), image)
 
+    def image_labels(self, image: str) -> dict[str, str] | None:
+        """The labels of ``image``'s config, or None when the engine has no such image."""
+        try:
+            config = self.api().inspect_image(image).get("Config") or {}
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailable(f"Docker engine at {self.base_url}: {exc}") from exc
+        return dict(config.get("Labels") or {})
+
+    def load_image_archive(self, archive: str) -> None:
+        """``docker load`` an image archive (the format ``docker save`` writes).
+
+        Layers the engine already holds are not stored again. Raises ``ImageBuildError`` or
+        ``DockerUnavailable``.
+        """
+        try:
+            with open(archive, "rb") as data:
+                # The engine answers with a JSON stream; an error may come after a 200.
+                for chunk in self.api().load_image(data):
+                    if "error" in chunk:
+                        raise ImageBuildError(f"docker load failed: {chunk['error']}")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"docker load failed: {exc}") from exc
+
     def build_image(self, context_dir: str, tag: str, *, pull: bool = True) -> list[str]:
         """``docker build`` ``context_dir`` as ``tag``; return the build log lines.
 

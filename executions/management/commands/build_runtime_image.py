@@ -7,9 +7,9 @@ from executions import services
 
 class Command(BaseCommand):
     help = (
-        "Build the Docker image of every enabled runtime (or of --image) on the local engine: "
-        "from runtimes/<language>/Dockerfile when a registry answers, else offline from a "
-        "debootstrap root filesystem. Images that exist are kept unless --force."
+        "Build the Docker image of every enabled runtime (or of --image) on the local engine, "
+        "from the runtime catalogue: offline from Debian root filesystems (debootstrap), or "
+        "from Dockerfiles without debootstrap. Current images are kept unless --force."
     )
 
     def add_arguments(self, parser: Any) -> None:

@@ -1,0 +1,107 @@
+import statistics
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from executions import catalogue, services
+from executions.catalogue import Entry
+from executions.models import Runtime
+
+
+class Command(BaseCommand):
+    help = (
+        "Seed the runtime catalogue's entries as runtimes (idempotent), and optionally build "
+        "their images first (--build) and self-test them after (--self-test). Pick entries "
+        "by name, by --tier N (tier N and below) or --all; with none, tier 1. With "
+        "--self-test the command fails when a runtime failed."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("names", nargs="*", help="Catalogue entry names.")
+        parser.add_argument("--tier", type=int, help="Every entry of this tier and below.")
+        parser.add_argument("--all", action="store_true", help="Every entry.")
+        parser.add_argument("--build", action="store_true", help="Build the images first.")
+        parser.add_argument("--self-test", action="store_true", help="Self-test each runtime.")
+        parser.add_argument(
+            "--hello",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Also run each hello-world N times and report the median seconds.",
+        )
+        parser.add_argument("--jobs", type=int, default=2, help="Images built at once.")
+        parser.add_argument("--list", action="store_true", help="List the catalogue and stop.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        entries = self._entries(options["names"], options["tier"], options["all"])
+        if options["list"]:
+            for entry in entries:
+                self.stdout.write(
+                    f"{entry.name:24} tier {entry.tier}  {entry.display_name:40} "
+                    f"{catalogue.IMAGES[entry.image].tag}"
+                )
+            return
+        if options["build"]:
+            self._build(entries, options["jobs"])
+        for outcome in services.runtimes_sync(entries):
+            if outcome.action != "unchanged":
+                self.stdout.write(f"{outcome.runtime.name}: {outcome.action}")
+        if options["self_test"] or options["hello"]:
+            self._self_test(entries, options["hello"])
+
+    def _entries(self, names: list[str], tier: int | None, every: bool) -> list[Entry]:
+        if names:
+            unknown = [name for name in names if name not in catalogue.ENTRY_BY_NAME]
+            if unknown:
+                raise CommandError(f"Not in the catalogue: {', '.join(unknown)}.")
+            return [catalogue.ENTRY_BY_NAME[name] for name in names]
+        tier = None if every else (tier or 1)
+        return [entry for entry in catalogue.ENTRIES if tier is None or entry.tier <= tier]
+
+    def _build(self, entries: list[Entry], jobs: int) -> None:
+        from executions.runtime_images import RuntimeImageError, ensure_images
+
+        try:
+            outcomes = ensure_images(
+                [entry.image for entry in entries], jobs=jobs, log=self.stdout.write
+            )
+        except RuntimeImageError as exc:
+            # The images that did build are kept; their runtimes are still seeded and
+            # tested, and the others fail their self-test with the engine's reason.
+            self.stderr.write(self.style.ERROR(f"Some images did not build: {exc}"))
+            return
+        for outcome in outcomes:
+            self.stdout.write(str(outcome))
+
+    def _self_test(self, entries: list[Entry], hello_runs: int) -> None:
+        failed = []
+        header = f"{'runtime':24} {'result':7} {'compile':>8} {'run':>7} {'total':>7}"
+        if hello_runs:
+            header += f" {'hello':>7}"
+        self.stdout.write(header)
+        for entry in entries:
+            runtime = Runtime.objects.get(name=entry.name)
+            outcome = services.runtime_self_test(runtime, entry)
+            line = (
+                f"{entry.name:24} {'passed' if outcome.passed else 'FAILED':7} "
+                f"{_ms(outcome.compile_ms):>8} {_ms(outcome.run_ms):>7} "
+                f"{outcome.seconds:>6.2f}s"
+            )
+            if hello_runs and outcome.passed:
+                seconds = [services.runtime_hello(runtime, entry) for _ in range(hello_runs)]
+                greeted = all(passed for passed, _, _ in seconds)
+                median = statistics.median(took for _, took, _ in seconds)
+                line += f" {median:>6.2f}s" if greeted else " FAILED"
+            self.stdout.write(line)
+            if not outcome.passed:
+                failed.append(entry.name)
+                self.stdout.write(f"    {outcome.detail[:600]}")
+        if failed:
+            self.stdout.flush()
+            raise CommandError(f"{len(failed)} runtime(s) failed the self-test: {' '.join(failed)}")
+        sys.stdout.flush()
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value} ms"
