@@ -8,7 +8,7 @@ VAR := $(or $(VAR_DIR),var)
 DEBUG ?= 1
 export DEBUG PORT
 
-.PHONY: run test lint check-types pytest runtime-image images bench load faults mutate clean
+.PHONY: run test lint check-types pytest runtime-image runtimes images bench load faults mutate clean
 
 $(VENV)/.installed: requirements.txt requirements-service.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,20 @@ check-types: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The default runtime's image on the local Docker engine: from runtimes/python/Dockerfile when
-# a registry answers, else from a debootstrap root filesystem (needs root and debootstrap).
+# The default runtime's image on the local Docker engine: layers of Debian packages on a
+# debootstrap root filesystem (needs root and debootstrap), else from generated Dockerfiles.
 runtime-image: $(VENV)/.installed
 	$(PY) -m executions.runtime_images
+
+# The runtime catalogue (docs/runtimes.md): build the images of tier $(TIER) and below
+# (TIER=all: every entry), seed them as runtimes and self-test each on the local Docker
+# engine (EXECUTION_BACKEND to choose another); fails if one fails.
+TIER ?= 1
+runtimes: $(VENV)/.installed
+	@mkdir -p $(VAR)
+	$(PY) manage.py migrate --noinput -v0
+	EXECUTION_BACKEND=$(or $(EXECUTION_BACKEND),docker) \
+	  $(PY) manage.py runtimes $(if $(filter all,$(TIER)),--all,--tier $(TIER)) --build --self-test
 
 # The platform and execution-service images from ./Dockerfile (offline base when no registry).
 images: $(VENV)/.installed

@@ -49,6 +49,7 @@ class Limits:
     compile_time_limit_ms: int = 15_000
     compile_memory_mb: int = 512
     pids: int = 64
+    open_files: int = 64
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,9 @@ IMAGES: dict[str, Image] = {
         ),
         Image("vala", "evalplatform/vala:0.56", ("valac", "libglib2.0-dev"), parent="gcc"),
         Image("chicken", "evalplatform/chicken:5.3", ("chicken-bin",), parent="gcc"),
-        Image("java", "evalplatform/java:17", ("openjdk-17-jdk-headless",)),
+        # default-jre-headless: the /usr/lib/jvm/default-java that launchers such as
+        # groovy's look for.
+        Image("java", "evalplatform/java:17", ("openjdk-17-jdk-headless", "default-jre-headless")),
         Image("kotlin", "evalplatform/kotlin:1.3", ("kotlin",), parent="java"),
         Image("scala", "evalplatform/scala:2.11", ("scala",), parent="java"),
         Image("clojure", "evalplatform/clojure:1.11", ("clojure",), parent="java"),
@@ -909,7 +912,8 @@ ENTRIES: tuple[Entry, ...] = (
         'numbers <- scan(file("stdin"), what = integer(), quiet = TRUE)\n'
         'cat(sum(numbers), "\\n", sep = "")\n',
         "text/x-rsrc",
-        limits=Limits(memory_mb=512, max_memory_mb=1024),
+        # R refuses to start with fewer than about 170 files (its DLL table).
+        limits=Limits(memory_mb=512, max_memory_mb=1024, open_files=256),
     ),
     Entry(
         "sml-polyml5.7",

@@ -97,6 +97,11 @@ class Runtime(models.Model):
         validators=[MinValueValidator(Decimal("0.1"))],
     )
     pids_limit = models.PositiveIntegerField(default=64)
+    open_files_limit = models.PositiveIntegerField(
+        default=64,
+        validators=[MinValueValidator(16)],
+        help_text="Files a program may hold open at once.",
+    )
     scratch_mb = models.PositiveIntegerField(default=16)
     network_enabled = models.BooleanField(
         default=False,

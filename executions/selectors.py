@@ -33,6 +33,11 @@ from executions.models import (
 from sandbox.contract import Health, Isolation
 
 
+def runtimes_listed() -> QuerySet[Runtime]:
+    """The enabled runtimes, offered or not (``Runtime.offered``), as the API lists them."""
+    return Runtime.objects.filter(enabled=True)
+
+
 def runtimes_enabled() -> QuerySet[Runtime]:
     """The runtimes evaluators may pick: enabled, and not failing their self-test."""
     return Runtime.objects.filter(enabled=True).exclude(self_test_status=SelfTestStatus.FAILED)

@@ -103,6 +103,7 @@ def test_runtime_caps_are_validated(admin_client_: Client, runtime: Runtime) -> 
         "compile_memory_mb": 512,
         "cpus": "1.00",
         "pids_limit": 64,
+        "open_files_limit": 64,
         "scratch_mb": 16,
         "enabled": "on",
     }

@@ -14,7 +14,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from executions.models import Comparison, Status, Verdict
+from executions.models import Comparison, SelfTestStatus, Status, Verdict
 
 # Inputs ------------------------------------------------------------------------------------
 
@@ -117,16 +117,52 @@ class LimitRangeSerializer(serializers.Serializer):
     max = serializers.IntegerField()
 
 
+class CompileLimitsSerializer(serializers.Serializer):
+    time_limit_ms = serializers.IntegerField()
+    memory_mb = serializers.IntegerField()
+
+
+class SelfTestSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=SelfTestStatus.choices)
+    detail = serializers.CharField()
+    tested_at = serializers.DateTimeField(allow_null=True)
+
+
 class RuntimeOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
     display_name = serializers.CharField()
-    language = serializers.CharField()
+    language = serializers.CharField(help_text="The language, as the picker groups runtimes.")
+    version = serializers.CharField()
+    editor_mode = serializers.CharField(help_text="A CodeMirror mode (MIME type); empty: plain.")
     file_name = serializers.CharField()
     network_enabled = serializers.BooleanField()
+    offered = serializers.BooleanField(
+        help_text="Takes submissions: false when the runtime failed its self-test."
+    )
     compiles = serializers.BooleanField(help_text="Each execution starts with a compile step.")
+    compile_limits = serializers.SerializerMethodField(
+        help_text="The compile step's own limits; null when the runtime does not compile."
+    )
     time_limit_ms = serializers.SerializerMethodField()
     memory_mb = serializers.SerializerMethodField()
     output_kb = serializers.SerializerMethodField()
+    self_test = serializers.SerializerMethodField()
+
+    @extend_schema_field(CompileLimitsSerializer(allow_null=True))
+    def get_compile_limits(self, obj: Any) -> dict[str, int] | None:
+        if not obj.compiles:
+            return None
+        return {"time_limit_ms": obj.compile_time_limit_ms, "memory_mb": obj.compile_memory_mb}
+
+    @extend_schema_field(SelfTestSerializer)
+    def get_self_test(self, obj: Any) -> dict[str, Any]:
+        return {
+            "status": obj.self_test_status,
+            "detail": obj.self_test_detail,
+            "tested_at": serializers.DateTimeField().to_representation(obj.self_tested_at)
+            if obj.self_tested_at
+            else None,
+        }
 
     def _range(self, default: int, maximum: int) -> dict[str, int]:
         return {"default": default, "max": maximum}

@@ -231,8 +231,9 @@ class EvaluationBatchView(BodyView):
 class RuntimeListView(APIView):
     @extend_schema(responses={200: s.RuntimeOutputSerializer(many=True), **READ_ERRORS})
     def get(self, request: Request) -> Response:
-        """Enabled runtimes with their default limits and caps."""
-        return Response(s.RuntimeOutputSerializer(selectors.runtimes_enabled(), many=True).data)
+        """Enabled runtimes: their limits, compile step and self-test; only those ``offered``
+        (not failing their self-test) take submissions."""
+        return Response(s.RuntimeOutputSerializer(selectors.runtimes_listed(), many=True).data)
 
 
 class BackendsView(APIView):

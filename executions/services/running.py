@@ -348,6 +348,7 @@ def runtime_policy(
         output_bytes=output_kb * 1024,
         cpus=float(runtime.cpus),
         pids=runtime.pids_limit,
+        open_files=runtime.open_files_limit,
         scratch_mb=runtime.scratch_mb,
     )
     return SandboxPolicy(limits=limits, network=runtime.network_enabled)

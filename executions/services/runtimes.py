@@ -69,6 +69,7 @@ def _seeded_limits(entry: Entry) -> dict[str, object]:
         "compile_time_limit_ms": limits.compile_time_limit_ms,
         "compile_memory_mb": limits.compile_memory_mb,
         "pids_limit": limits.pids,
+        "open_files_limit": limits.open_files,
     }
 
 
@@ -115,6 +116,9 @@ class SelfTestOutcome:
     compile_ms: int | None
     run_ms: int | None
     seconds: float
+    # False when nothing could be concluded (execution disabled, backend unreachable): the
+    # runtime's stored status was left as it was.
+    concluded: bool = True
 
 
 class _Collector:
@@ -134,6 +138,10 @@ class _Collector:
     def case_ended(self, index: int, result: RunResult) -> bool:
         self.case = result
         return False
+
+
+# A step that ended so says nothing about the runtime, only about where it was run.
+_INCONCLUSIVE = (ErrorKind.REFUSED, ErrorKind.UNAVAILABLE)
 
 
 def run_program(runtime: Runtime, source: str, stdin: str) -> tuple[RunResult | None, RunResult]:
@@ -176,7 +184,8 @@ def _verdict(compile_result: RunResult | None, case: RunResult, expected: str) -
     output = display_text(case.stdout).strip()
     if case.exit_code != 0 or case.timed_out or case.oom_killed:
         state = "timed out" if case.timed_out else f"exit status {case.exit_code}"
-        return False, f"The program ended badly ({state}): {display_text(case.stderr)}"
+        said = display_text(case.stderr).strip() or output
+        return False, f"The program ended badly ({state}): {said[-1000:]}"
     if output != expected:
         return False, f"Expected {expected!r}, got {output[:200]!r}."
     return True, f"Printed {expected!r}."
@@ -185,8 +194,17 @@ def _verdict(compile_result: RunResult | None, case: RunResult, expected: str) -
 def runtime_self_test(runtime: Runtime, entry: Entry) -> SelfTestOutcome:
     """Run ``entry``'s self-test on ``runtime`` and store the outcome on the runtime."""
     started = time.monotonic()
+    if get_backend().name == "disabled":
+        return SelfTestOutcome(
+            runtime.name, False, "Not run: code execution is disabled here.", None, None, 0.0, False
+        )
     compile_result, case = run_program(runtime, entry.self_test, SELF_TEST_STDIN)
     passed, detail = _verdict(compile_result, case, SELF_TEST_STDOUT)
+    ended = compile_result if compile_result is not None and case.error_kind else case
+    if ended.error_kind in _INCONCLUSIVE:
+        return SelfTestOutcome(
+            runtime.name, False, detail, None, None, time.monotonic() - started, False
+        )
     Runtime.objects.filter(pk=runtime.pk).update(
         self_test_status=SelfTestStatus.PASSED if passed else SelfTestStatus.FAILED,
         self_test_detail=detail[:_DETAIL_CHARS],

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from executions import services
-from executions.models import Evaluation, Execution, Runtime, Status, UserQuota
+from executions.models import Evaluation, Execution, Runtime, SelfTestStatus, Status, UserQuota
 from tests.api.conftest import submission
 from tests.services.conftest import fake
 
@@ -377,6 +377,37 @@ def test_runtimes(api: APIClient, runtime: Runtime) -> None:
 def test_runtimes_say_which_compile(api: APIClient, compiling_runtime: Runtime) -> None:
     body = api.get("/api/v1/runtimes/").json()
     assert {r["name"]: r["compiles"] for r in body} == {"c-gcc": True, "python-3.11": False}
+
+
+def test_runtimes_show_compile_limits_and_self_test(
+    api: APIClient, compiling_runtime: Runtime
+) -> None:
+    Runtime.objects.filter(name="c-gcc").update(
+        self_test_status=SelfTestStatus.FAILED, self_test_detail="Expected '42', got ''."
+    )
+    body = {r["name"]: r for r in api.get("/api/v1/runtimes/").json()}
+    c = body["c-gcc"]
+    assert c["offered"] is False
+    assert c["self_test"]["status"] == "failed" and "42" in c["self_test"]["detail"]
+    assert c["compile_limits"] == {
+        "time_limit_ms": compiling_runtime.compile_time_limit_ms,
+        "memory_mb": compiling_runtime.compile_memory_mb,
+    }
+    python = body["python-3.11"]
+    assert python["offered"] is True and python["compile_limits"] is None
+    assert python["self_test"] == {"status": "untested", "detail": "", "tested_at": None}
+
+
+def test_a_runtime_that_failed_its_self_test_takes_no_submission(
+    api: APIClient, compiling_runtime: Runtime
+) -> None:
+    Runtime.objects.filter(name="c-gcc").update(
+        self_test_status=SelfTestStatus.FAILED, self_test_detail="The compile step failed."
+    )
+    response = api.post("/api/v1/evaluations/", submission(runtime="c-gcc"), format="json")
+    assert response.status_code == 400
+    message = response.json()["error"]["fields"]["runtime"][0]
+    assert "failed its self-test" in message and "compile step failed" in message
 
 
 def test_backends_health_is_staff_only(api: APIClient, staff_api: APIClient) -> None:

@@ -5,24 +5,20 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from executions import services
+from executions import catalogue, services
 from executions.backends import active_selection
 from executions.models import Runtime
 from sandbox import supervisor
 
-DEFAULT_RUNTIME = {
-    "display_name": "Python 3.11",
-    "language": "python",
-    "image": "evalplatform/python:3.11",
-    "command": ["python3", "main.py"],
-    "file_name": "main.py",
-}
+# The runtime a fresh installation offers; `manage.py runtimes` adds the catalogue's others.
+DEFAULT_RUNTIME = "python-3.11"
 
 
 class Command(BaseCommand):
     help = (
         "Prepare a fresh installation: create the admin account (password from ADMIN_PASSWORD, "
-        "or generated and printed once) and the default Python runtime. Safe to run again."
+        "or generated and printed once) and the default Python runtime, then builds the images of "
+        "the enabled runtimes. Safe to run again."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -42,11 +38,9 @@ class Command(BaseCommand):
                         "It is shown only this once."
                     )
                 )
-        runtime, created = Runtime.objects.get_or_create(
-            name="python-3.11", defaults=DEFAULT_RUNTIME
-        )
-        if created:
-            self.stdout.write(f"Added runtime {runtime.name} ({runtime.image}).")
+        if not Runtime.objects.filter(name=DEFAULT_RUNTIME).exists():
+            (outcome,) = services.runtimes_sync([catalogue.ENTRY_BY_NAME[DEFAULT_RUNTIME]])
+            self.stdout.write(f"Added runtime {outcome.runtime.name} ({outcome.runtime.image}).")
         self.prepare_backend()
 
     def prepare_backend(self) -> None:

@@ -83,8 +83,9 @@ class Command(BaseCommand):
         for entry in entries:
             runtime = Runtime.objects.get(name=entry.name)
             outcome = services.runtime_self_test(runtime, entry)
+            result = "passed" if outcome.passed else "FAILED" if outcome.concluded else "no run"
             line = (
-                f"{entry.name:24} {'passed' if outcome.passed else 'FAILED':7} "
+                f"{entry.name:24} {result:7} "
                 f"{_ms(outcome.compile_ms):>8} {_ms(outcome.run_ms):>7} "
                 f"{outcome.seconds:>6.2f}s"
             )
@@ -95,6 +96,7 @@ class Command(BaseCommand):
                 line += f" {median:>6.2f}s" if greeted else " FAILED"
             self.stdout.write(line)
             if not outcome.passed:
+                # A self-test that could not run here fails the command too: it proved nothing.
                 failed.append(entry.name)
                 self.stdout.write(f"    {outcome.detail[:600]}")
         if failed:
