@@ -71,6 +71,8 @@ class Entry:
 
     @property
     def display_name(self) -> str:
+        if self.version.startswith(self.language + " "):
+            return self.version
         return f"{self.language} ({self.version})"
 
 
@@ -703,7 +705,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(
         "pypy-3.9",
         "Python",
-        "PyPy 7.3 (Python 3.9)",
+        "PyPy 7.3, Python 3.9",
         "pypy",
         "main.py",
         ("pypy3", "main.py"),
@@ -772,7 +774,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(
         "luajit-2.1",
         "Lua",
-        "LuaJIT 2.1 (Lua 5.1)",
+        "LuaJIT 2.1, Lua 5.1",
         "scripting",
         "main.lua",
         ("luajit", "main.lua"),

@@ -47,6 +47,7 @@ class PlatformCollector:
         yield from self._automatic_actions()
         yield from self._webhooks()
         yield from self._schedules()
+        yield from self._runtimes()
 
     def _executions(self) -> Iterator[Metric]:
         totals = operations.execution_totals()
@@ -176,6 +177,16 @@ class PlatformCollector:
             "nothing runs queued work and nothing recovers it.",
             len(operations.live_clusters()),
         )
+
+    def _runtimes(self) -> Iterator[Metric]:
+        runtimes = GaugeMetricFamily(
+            f"{PREFIX}_runtimes",
+            "Enabled runtimes by how their self-test last ended; a failed one is not offered.",
+            labels=["self_test"],
+        )
+        for status, count in operations.runtime_self_tests().items():
+            runtimes.add_metric([status], count)
+        yield runtimes
 
 
 def exposition(accept: str = "") -> tuple[bytes, str]:

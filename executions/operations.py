@@ -42,6 +42,8 @@ from executions.models import (
     AuditEvent,
     ClusterBeat,
     Execution,
+    Runtime,
+    SelfTestStatus,
     Status,
     Verdict,
     WebhookDelivery,
@@ -195,6 +197,19 @@ def duration_histograms() -> dict[str, DurationHistograms]:
         )
         for row in rows
     }
+
+
+def runtime_self_tests() -> dict[str, int]:
+    """How many enabled runtimes last passed, failed, or never ran their self-test."""
+    counts = dict.fromkeys(SelfTestStatus.values, 0)
+    rows = (
+        Runtime.objects.filter(enabled=True)
+        .values("self_test_status")
+        .annotate(count=Count("pk"))
+        .values_list("self_test_status", "count")
+    )
+    counts.update(dict(rows))
+    return counts
 
 
 def automatic_actions() -> dict[str, int]:

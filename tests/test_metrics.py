@@ -182,6 +182,7 @@ def test_every_family_is_there_on_an_empty_platform(db: None, bare_machine: Path
         "evalplatform_webhook_deliveries",
         "evalplatform_task_schedule_overdue_seconds",
         "evalplatform_clusters_alive",
+        "evalplatform_runtimes",
     }
     assert value(families, "evalplatform_queue_depth", "evalplatform_queue_depth") == 0
 
@@ -199,9 +200,21 @@ def test_the_queries_per_scrape_do_not_grow_with_the_data(
             backend=f"b{index % 3}",
         )
         record(evaluation, status=Status.QUEUED, queued_at=now - timedelta(seconds=index))
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(7):
         families = scrape()
     assert value(families, "evalplatform_queue_depth", "evalplatform_queue_depth") == 60
+
+
+def test_runtimes_are_counted_by_self_test(db: None, bare_machine: Path) -> None:
+    for name, status in (("a", "passed"), ("b", "passed"), ("c", "failed"), ("d", "untested")):
+        Runtime.objects.create(
+            name=name, display_name=name, image="x", command=["x"], self_test_status=status
+        )
+    Runtime.objects.create(name="off", display_name="off", image="x", command=["x"], enabled=False)
+    counts = {
+        sample.labels["self_test"]: sample.value for sample in scrape()["evalplatform_runtimes"]
+    }
+    assert counts == {"passed": 2, "failed": 1, "untested": 1}
 
 
 def test_openmetrics_when_the_scraper_asks_for_it(db: None, bare_machine: Path) -> None:

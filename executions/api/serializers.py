@@ -353,10 +353,22 @@ class BackendHealthSerializer(serializers.Serializer):
     error = serializers.CharField()
 
 
+class RuntimeHealthSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    offered = serializers.BooleanField()
+    self_test_status = serializers.ChoiceField(choices=SelfTestStatus.choices)
+    self_tested_at = serializers.DateTimeField(allow_null=True)
+
+
 class BackendsOutputSerializer(serializers.Serializer):
     active = serializers.CharField()
     reason = serializers.CharField()
     backends = BackendHealthSerializer(many=True, required=False, help_text="Staff only.")
+    runtimes = RuntimeHealthSerializer(
+        many=True,
+        required=False,
+        help_text="Staff only: each enabled runtime's last self-test.",
+    )
 
 
 class WebhookSecretOutputSerializer(serializers.Serializer):

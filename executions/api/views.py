@@ -265,6 +265,7 @@ class BackendsView(APIView):
                 }
                 for row in overview
             ],
+            "runtimes": selectors.runtimes_listed(),
         }
         return Response(s.BackendsOutputSerializer(body).data)
 

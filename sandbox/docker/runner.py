@@ -306,6 +306,15 @@ class DockerBackend(ExecutionBackend):
             raise DockerUnavailable(f"Docker engine at {self.base_url}: {exc}") from exc
         return dict(config.get("Labels") or {})
 
+    def image_size(self, image: str) -> int | None:
+        """The bytes ``image`` takes with its parents' layers, or None without the image."""
+        try:
+            return int(self.api().inspect_image(image).get("Size") or 0)
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailable(f"Docker engine at {self.base_url}: {exc}") from exc
+
     def load_image_archive(self, archive: str) -> None:
         """``docker load`` an image archive (the format ``docker save`` writes).
 

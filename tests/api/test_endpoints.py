@@ -417,6 +417,20 @@ def test_backends_health_is_staff_only(api: APIClient, staff_api: APIClient) -> 
     staff_body = staff_api.get("/api/v1/backends/").json()
     assert staff_body["backends"][0]["name"] == "fake"
     assert staff_body["backends"][0]["ok"] is True
+    assert [row["name"] for row in staff_body["runtimes"]] == ["python-3.11"]
+
+
+def test_backends_health_names_each_runtime_s_self_test(
+    staff_api: APIClient, runtime: Runtime
+) -> None:
+    Runtime.objects.filter(pk=runtime.pk).update(self_test_status=SelfTestStatus.FAILED)
+    (row,) = staff_api.get("/api/v1/backends/").json()["runtimes"]
+    assert row == {
+        "name": "python-3.11",
+        "offered": False,
+        "self_test_status": "failed",
+        "self_tested_at": None,
+    }
 
 
 def test_webhook_secret_rotates(api: APIClient, user: User) -> None:

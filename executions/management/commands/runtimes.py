@@ -31,10 +31,18 @@ class Command(BaseCommand):
             help="Also run each hello-world N times and report the median seconds.",
         )
         parser.add_argument("--jobs", type=int, default=2, help="Images built at once.")
+        parser.add_argument("--force", action="store_true", help="Rebuild current images too.")
+        parser.add_argument(
+            "--markdown",
+            action="store_true",
+            help="End with a Markdown table of every entry: build, size, self-test, hello.",
+        )
         parser.add_argument("--list", action="store_true", help="List the catalogue and stop.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         entries = self._entries(options["names"], options["tier"], options["all"])
+        self.builds: dict[str, Any] = {}
+        self.results: dict[str, tuple[str, str, str]] = {}
         if options["list"]:
             for entry in entries:
                 self.stdout.write(
@@ -43,12 +51,16 @@ class Command(BaseCommand):
                 )
             return
         if options["build"]:
-            self._build(entries, options["jobs"])
+            self._build(entries, options["jobs"], options["force"])
         for outcome in services.runtimes_sync(entries):
             if outcome.action != "unchanged":
                 self.stdout.write(f"{outcome.runtime.name}: {outcome.action}")
-        if options["self_test"] or options["hello"]:
-            self._self_test(entries, options["hello"])
+        try:
+            if options["self_test"] or options["hello"]:
+                self._self_test(entries, options["hello"])
+        finally:
+            if options["markdown"]:
+                self._markdown(entries)
 
     def _entries(self, names: list[str], tier: int | None, every: bool) -> list[Entry]:
         if names:
@@ -59,12 +71,12 @@ class Command(BaseCommand):
         tier = None if every else (tier or 1)
         return [entry for entry in catalogue.ENTRIES if tier is None or entry.tier <= tier]
 
-    def _build(self, entries: list[Entry], jobs: int) -> None:
+    def _build(self, entries: list[Entry], jobs: int, force: bool) -> None:
         from executions.runtime_images import RuntimeImageError, ensure_images
 
         try:
             outcomes = ensure_images(
-                [entry.image for entry in entries], jobs=jobs, log=self.stdout.write
+                [entry.image for entry in entries], jobs=jobs, force=force, log=self.stdout.write
             )
         except RuntimeImageError as exc:
             # The images that did build are kept; their runtimes are still seeded and
@@ -73,6 +85,7 @@ class Command(BaseCommand):
             return
         for outcome in outcomes:
             self.stdout.write(str(outcome))
+            self.builds[outcome.tag] = outcome
 
     def _self_test(self, entries: list[Entry], hello_runs: int) -> None:
         failed = []
@@ -89,11 +102,15 @@ class Command(BaseCommand):
                 f"{_ms(outcome.compile_ms):>8} {_ms(outcome.run_ms):>7} "
                 f"{outcome.seconds:>6.2f}s"
             )
+            hello = "-"
             if hello_runs and outcome.passed:
                 seconds = [services.runtime_hello(runtime, entry) for _ in range(hello_runs)]
                 greeted = all(passed for passed, _, _ in seconds)
                 median = statistics.median(took for _, took, _ in seconds)
-                line += f" {median:>6.2f}s" if greeted else " FAILED"
+                hello = f"{median:.2f} s" if greeted else "FAILED"
+                line += f" {hello:>7}"
+            compile_ms = _ms(outcome.compile_ms) if entry.compile_command else "-"
+            self.results[entry.name] = (result, compile_ms, hello)
             self.stdout.write(line)
             if not outcome.passed:
                 # A self-test that could not run here fails the command too: it proved nothing.
@@ -103,6 +120,26 @@ class Command(BaseCommand):
             self.stdout.flush()
             raise CommandError(f"{len(failed)} runtime(s) failed the self-test: {' '.join(failed)}")
         sys.stdout.flush()
+
+    def _markdown(self, entries: list[Entry]) -> None:
+        from sandbox.docker import DockerBackend
+
+        backend = DockerBackend()
+        self.stdout.write(
+            "\n| runtime | image | build (own layer + load) | image size | self-test "
+            "| compile | hello-world end to end |\n|---|---|---|---|---|---|---|"
+        )
+        for entry in entries:
+            tag = catalogue.IMAGES[entry.image].tag
+            build = self.builds.get(tag)
+            took = "-" if build is None else f"{build.seconds:.0f} s" if build.seconds else "cached"
+            size = backend.image_size(tag)
+            result, compile_ms, hello = self.results.get(entry.name, ("-", "-", "-"))
+            self.stdout.write(
+                f"| {entry.display_name} | `{tag}` | {took} | "
+                f"{'-' if size is None else f'{size / 1e6:.0f} MB'} | {result} | {compile_ms} "
+                f"| {hello} |"
+            )
 
 
 def _ms(value: int | None) -> str:
