@@ -7,11 +7,13 @@ fixed. Every check lives in ``services.evaluation_submit``, which reports them a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import groupby
 from typing import Any
 
 from django import forms
 
-from executions.models import Comparison
+from executions.models import Comparison, Runtime
 
 
 class NumberAsTyped(forms.Field):
@@ -63,8 +65,16 @@ class SubmitForm(forms.Form):
 
     def __init__(self, *args: Any, runtimes: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        choices: list[tuple[str, str]] = [(runtime.name, str(runtime)) for runtime in runtimes]
-        self.fields["runtime"].widget.choices = choices
+        self.fields["runtime"].widget.choices = runtime_choices(runtimes)
+
+
+def runtime_choices(runtimes: Iterable[Runtime]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The picker's choices, one group per language in the order given (the selector's, by
+    language): each runtime labelled by its version, or by its display name when it has none."""
+    return [
+        (language, [(runtime.name, runtime.version or runtime.display_name) for runtime in group])
+        for language, group in groupby(runtimes, key=lambda runtime: runtime.language)
+    ]
 
 
 class TestCaseForm(forms.Form):

@@ -6,6 +6,7 @@ Thin: selectors read, services write, templates render.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib import messages
@@ -18,7 +19,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from executions import security, selectors, services
-from executions.models import Evaluation, Execution, Status, Verdict
+from executions.models import Evaluation, Execution, Runtime, Status, Verdict
 from executions.web.forms import SubmitForm, TestCaseFormSet
 
 CASE_FIELD = re.compile(r"^test_cases\[(\d+)\]\.(\w+)$")
@@ -90,9 +91,30 @@ def evaluation_submit(request: HttpRequest) -> HttpResponse:
             _attach_errors(exc, form, cases)
         else:
             return redirect(evaluation)
-    runtime_limits = {
+    context = {
+        "form": form,
+        "cases": cases,
+        "runtimes": runtimes,
+        "runtime_data": _runtime_data(runtimes),
+        # Only a fresh form starts from the runtime's hello-world: a resubmission keeps its
+        # source, and a form sent back with errors keeps what was sent, even when empty.
+        "starter_code": not form.is_bound and resubmit is None,
+        "resubmit": resubmit,
+    }
+    return render(request, "executions/evaluation_submit.html", context)
+
+
+def _runtime_data(runtimes: Iterable[Runtime]) -> dict[str, dict[str, Any]]:
+    """What the submit page's script shows and does when a runtime is picked, by name."""
+    return {
         runtime.name: {
             "language": runtime.language,
+            "display_name": runtime.display_name,
+            "editor_mode": runtime.editor_mode,
+            "hello_world": runtime.hello_world,
+            "compiles": runtime.compiles,
+            "compile_time_limit_ms": runtime.compile_time_limit_ms,
+            "compile_memory_mb": runtime.compile_memory_mb,
             "time_limit_ms": [runtime.default_time_limit_ms, runtime.max_time_limit_ms],
             "memory_mb": [runtime.default_memory_mb, runtime.max_memory_mb],
             "output_kb": [runtime.default_output_kb, runtime.max_output_kb],
@@ -100,14 +122,6 @@ def evaluation_submit(request: HttpRequest) -> HttpResponse:
         }
         for runtime in runtimes
     }
-    context = {
-        "form": form,
-        "cases": cases,
-        "runtimes": runtimes,
-        "runtime_limits": runtime_limits,
-        "resubmit": resubmit,
-    }
-    return render(request, "executions/evaluation_submit.html", context)
 
 
 def _resubmit_initial(request: HttpRequest) -> selectors.ResubmitInitial | None:

@@ -1,5 +1,5 @@
-// The evaluation page: the submitted source, highlighted by the submit page's editor in
-// read-only mode. Without the script the escaped source stays as plain text.
+// The evaluation page: the submitted source, highlighted in its runtime's editor mode by a
+// read-only editor. Without the script the escaped source stays as plain text.
 "use strict";
 
 (function highlightSource() {
@@ -10,12 +10,13 @@
     pre.replaceWith(holder);
     // The value is the pre's text, which the browser has already unescaped; CodeMirror puts
     // it in text nodes, so nothing in it is ever parsed as HTML.
-    window.CodeMirror(holder, {
+    const view = window.CodeMirror(holder, {
       value: pre.textContent,
-      mode: pre.dataset.language,
+      mode: "text/plain",
       readOnly: true,
       lineNumbers: true,
       indentUnit: 4,
     });
+    if (window.editorModes) window.editorModes.use(view, pre.dataset.mode);
   }
 })();

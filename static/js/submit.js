@@ -1,4 +1,5 @@
-// The submit page: a code editor, the chosen runtime's limits, and the test-case editor.
+// The submit page: a code editor that follows the chosen runtime (highlighting, starter code),
+// the runtime's limits, and the test-case editor.
 "use strict";
 
 (function submitPage() {
@@ -34,17 +35,39 @@
     }
   });
 
-  // The runtime's defaults and caps, next to the picker and as the limits' placeholders.
-  function showRuntime() {
+  // Starter code: a runtime's hello-world fills the editor when it is empty or still holds
+  // the hello-world of the runtime picked before it. Code the evaluator wrote is never replaced.
+  const getSource = () => (editor ? editor.getValue() : source.value);
+  const setSource = (text) => (editor ? editor.setValue(text) : (source.value = text));
+  const unixLines = (text) => text.replace(/\r\n?/g, "\n");
+  function offerStarter(previous, info) {
+    const current = unixLines(getSource());
+    const untouched =
+      current.trim() === "" || (previous && current === unixLines(previous.hello_world));
+    if (untouched && current !== unixLines(info.hello_world)) setSource(info.hello_world);
+  }
+
+  // The picked runtime: its highlighting, its starter code, and its limits and compile step
+  // next to the picker and as the limits' placeholders.
+  const note = document.getElementById("runtime-limits");
+  const compileNote = document.getElementById("runtime-compiles");
+  let shown = null; // the runtime the page was showing before this one
+  function showRuntime({ starter }) {
     const info = runtimes[runtimeSelect.value];
-    const note = document.getElementById("runtime-limits");
     if (!info) return;
-    if (editor) editor.setOption("mode", info.language);
+    if (editor && window.editorModes) window.editorModes.use(editor, info.editor_mode);
+    if (starter) offerStarter(shown, info);
+    shown = info;
     const [time, memory, output] = [info.time_limit_ms, info.memory_mb, info.output_kb];
+    // A closed picker shows only the version ("GCC 12"): the note names the language too.
     note.textContent =
-      `Default ${time[0]} ms, ${memory[0]} MB, ${output[0]} KB output; ` +
+      `${info.display_name}: default ${time[0]} ms, ${memory[0]} MB, ${output[0]} KB output; ` +
       `at most ${time[1]} ms, ${memory[1]} MB, ${output[1]} KB. ` +
       (info.network ? "Network access is ON for this runtime." : "No network access.");
+    compileNote.textContent = info.compiles
+      ? `Compiled: each submission compiles once (within ${info.compile_time_limit_ms} ms, ` +
+        `${info.compile_memory_mb} MB), then runs every test case.`
+      : "No compile step: each test case runs the source as it is.";
     for (const [name, [initial, maximum]] of Object.entries({
       time_limit_ms: time,
       memory_mb: memory,
@@ -57,8 +80,9 @@
     }
   }
   if (runtimeSelect) {
-    runtimeSelect.addEventListener("change", showRuntime);
-    showRuntime();
+    runtimeSelect.addEventListener("change", () => showRuntime({ starter: true }));
+    // A fresh form starts from the hello-world; a resubmission or a form sent back keeps its code.
+    showRuntime({ starter: form.dataset.starterCode === "true" });
   }
 
   // Test cases: add rows from the formset's empty form, remove by marking DELETE.

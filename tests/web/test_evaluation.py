@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from django.urls import reverse
 
 from executions import services
 from executions.models import Runtime
+from executions.services.running import COMPILE_OUTPUT_BYTES
 from sandbox.contract import RunResult
 from tests.services.conftest import fake
 
@@ -330,6 +332,23 @@ def test_invalid_utf8_from_a_compiler_is_shown_replaced(
         "a\u2400b\ufffd\ufffd&lt;script&gt;alert(1)&lt;/script&gt;\ufffd(\u2400&lt;b&gt;"
     )
     assert "<script>alert(1)" not in page and "<b>" not in page
+
+
+def test_a_compilers_flood_of_output_is_capped_and_says_so(
+    logged_in: Client, user: Any, compiling_runtime: Runtime
+) -> None:
+    line = "main.c:1: error: <b>bad</b>\n"
+    evaluation = run_cases(
+        user,
+        compiling_runtime,
+        [],
+        source=fake(compile_exit_code=1, compile_stdout=line, compile_repeat=5_000),
+    )
+    page = logged_in.get(evaluation.get_absolute_url()).content.decode()
+    shown = html.unescape(text_of(page, "compile-output"))
+    assert len(line) * 5_000 > COMPILE_OUTPUT_BYTES == len(shown.encode())
+    assert shown.startswith(line) and "<b>" not in page
+    assert "truncated at the compile step's output limit" in page
 
 
 def test_a_compile_step_that_timed_out_says_so(

@@ -56,6 +56,12 @@ def test_list_filters_by_latest_status_verdict_and_runtime(
     assert titles(status="finished", verdict="accepted") == ["ok"]
     assert titles(runtime="other") == []
     assert "No evaluation matches" in logged_in.get(url, {"runtime": "other"}).content.decode()
+    # The runtime filter groups versions by language, as the submit page's picker does.
+    page = logged_in.get(url, {"runtime": runtime.name}).content.decode()
+    assert (
+        '<optgroup label="Python"><option value="python-3.11" selected>Python 3.11</option>'
+        "</optgroup>"
+    ) in page
 
 
 def test_login_fields_are_styled_alike(client: Client) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -94,6 +97,164 @@ def test_submit_page_shows_runtime_limits(logged_in: Client, runtime: Runtime) -
     page = logged_in.get(reverse("executions:evaluation-submit")).content.decode()
     assert 'id="runtime-data"' in page and '"time_limit_ms": [5000, 10000]' in page
     assert "codemirror.js" in page
+
+
+# The runtime picker and what the page knows of each runtime --------------------------------
+
+
+class PickerOptions(HTMLParser):
+    """The runtime picker's options as (group label, value, label, selected)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[tuple[str | None, str, str, bool]] = []
+        self.in_picker = False
+        self.group: str | None = None
+        self.option: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "select":
+            self.in_picker = attributes.get("id") == "id_runtime"
+        elif self.in_picker and tag == "optgroup":
+            self.group = attributes["label"]
+        elif self.in_picker and tag == "option":
+            self.option = {**attributes, "text": ""}
+
+    def handle_data(self, data: str) -> None:
+        if self.option is not None:
+            self.option["text"] = (self.option["text"] or "") + data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "option" and self.option is not None:
+            option, self.option = self.option, None
+            value, text = str(option["value"]), str(option["text"]).strip()
+            self.options.append((self.group, value, text, "selected" in option))
+        elif tag == "optgroup":
+            self.group = None
+        elif tag == "select":
+            self.in_picker = False
+
+
+def picker_options(page: str) -> list[tuple[str | None, str, str, bool]]:
+    parser = PickerOptions()
+    parser.feed(page)
+    return parser.options
+
+
+def runtime_data(page: str) -> dict[str, Any]:
+    match = re.search(
+        r'<script id="runtime-data" type="application/json">(.*?)</script>', page, re.S
+    )
+    assert match, "no runtime data on the page"
+    return dict(json.loads(match.group(1)))
+
+
+def add_runtime(name: str, language: str, version: str, **fields: Any) -> Runtime:
+    return Runtime.objects.create(
+        name=name,
+        language=language,
+        version=version,
+        display_name=f"{language} ({version})" if version else language,
+        image=f"evalplatform/{name}",
+        command=["./main"],
+        **fields,
+    )
+
+
+@pytest.fixture
+def cpp_runtimes(runtime: Runtime) -> list[Runtime]:
+    """Two C++ versions, one disabled and one failing its self-test, beside the Python one."""
+    common = {"editor_mode": "text/x-c++src", "file_name": "main.cpp"}
+    compile_command = ["g++", "-O2", "-o", "main", "main.cpp"]
+    return [
+        add_runtime("cpp-20", "C++", "C++20, GCC 12", compile_command=compile_command, **common),
+        add_runtime("cpp-17", "C++", "C++17, GCC 12", compile_command=compile_command, **common),
+        add_runtime("cpp-14", "C++", "C++14, GCC 12", enabled=False, **common),
+        add_runtime("cpp-11", "C++", "C++11, GCC 12", self_test_status="failed", **common),
+    ]
+
+
+def test_the_picker_groups_each_languages_versions(
+    logged_in: Client, runtime: Runtime, cpp_runtimes: list[Runtime]
+) -> None:
+    add_runtime("ada", "Ada", "", editor_mode="text/x-ada")
+    page = logged_in.get(reverse("executions:evaluation-submit")).content.decode()
+    # Grouped by language, versions by display name; a runtime without a version is labelled
+    # by its display name. Only what evaluators may pick is offered.
+    assert picker_options(page) == [
+        ("Ada", "ada", "Ada", False),
+        ("C++", "cpp-17", "C++17, GCC 12", False),
+        ("C++", "cpp-20", "C++20, GCC 12", False),
+        ("Python", "python-3.11", "Python 3.11", False),
+    ]
+    assert page.count("<optgroup") == 3
+    assert '<select name="runtime" id="id_runtime">' in page
+
+
+def test_the_picker_keeps_the_runtime_of_a_resubmission(
+    logged_in: Client, user: Any, runtime: Runtime, cpp_runtimes: list[Runtime]
+) -> None:
+    evaluation = services.evaluation_submit(
+        user=user, runtime=cpp_runtimes[0], source="int main() {}\n"
+    )
+    page = logged_in.get(resubmit_url(evaluation)).content.decode()
+    selected = [option for option in picker_options(page) if option[3]]
+    assert selected == [("C++", "cpp-20", "C++20, GCC 12", True)]
+    assert 'data-starter-code="false"' in page, "a resubmission keeps its own source"
+
+
+def test_runtime_data_carries_the_editor_mode_starter_code_and_compile_step(
+    logged_in: Client, runtime: Runtime, cpp_runtimes: list[Runtime]
+) -> None:
+    cpp = cpp_runtimes[1]
+    cpp.hello_world = '#include <iostream>\nint main() { std::cout << "Hello, world!\\n"; }\n'
+    cpp.save()
+    page = logged_in.get(reverse("executions:evaluation-submit")).content.decode()
+    data = runtime_data(page)
+    assert set(data) == {"cpp-17", "cpp-20", "python-3.11"}
+    assert data["cpp-17"] == {
+        "language": "C++",
+        "display_name": "C++ (C++17, GCC 12)",
+        "editor_mode": "text/x-c++src",
+        "hello_world": cpp.hello_world,
+        "compiles": True,
+        "compile_time_limit_ms": 10_000,
+        "compile_memory_mb": 512,
+        "time_limit_ms": [5000, 10000],
+        "memory_mb": [256, 512],
+        "output_kb": [64, 1024],
+        "network": False,
+    }
+    python = data["python-3.11"]
+    assert (python["editor_mode"], python["compiles"]) == ("text/x-python", False)
+    assert 'id="runtime-compiles"' in page
+    assert 'data-starter-code="true"' in page, "a fresh form starts from the hello-world"
+
+
+def test_a_hello_world_with_markup_stays_data_in_the_page(
+    logged_in: Client, runtime: Runtime
+) -> None:
+    hostile = '</script><script>window.pwned = 1</script><!-- & "quotes"\n'
+    runtime.hello_world = hostile
+    runtime.save()
+    page = logged_in.get(reverse("executions:evaluation-submit")).content.decode()
+    # The JSON's own script element is the only one it could close, and it cannot: every <, >
+    # and & in it is a \u escape.
+    assert "<script>window.pwned" not in page and "<!--" not in page.split('id="runtime-data"')[1]
+    assert "\\u003C/script\\u003E\\u003Cscript\\u003Ewindow.pwned" in page
+    assert runtime_data(page)["python-3.11"]["hello_world"] == hostile
+
+
+def test_a_form_sent_back_with_errors_keeps_its_source(logged_in: Client, runtime: Runtime) -> None:
+    runtime.hello_world = "print('Hello, world!')\n"
+    runtime.save()
+    response = logged_in.post(
+        reverse("executions:evaluation-submit"), submit_form(runtime, source="")
+    )
+    page = response.content.decode()
+    assert response.context["form"].errors["source"] == ["Source is empty."]
+    assert 'data-starter-code="false"' in page
 
 
 # Edit and resubmit ---------------------------------------------------------------------------
