@@ -709,6 +709,20 @@ def tier_images(tier: int | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def prune_layers(cache_dir: Path | None = None) -> list[Path]:
+    """Delete the cached layers no current recipe names, and unfinished ones (so not while a
+    build runs); return what was deleted."""
+    directory = (cache_dir or default_cache_dir()) / "layers"
+    current = {f"{name}-{recipe_key(name)}" for name in IMAGES}
+    pruned = []
+    for path in sorted(directory.glob("*")) if directory.is_dir() else []:
+        if path.is_dir() and path.name not in current:
+            _unmount_below(path)
+            shutil.rmtree(path, ignore_errors=True)
+            pruned.append(path)
+    return pruned
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m executions.runtime_images",
@@ -720,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument("--all", action="store_true", help="every image in the catalogue")
     which.add_argument(
         "--platform-base", metavar="TAG", help="build the platform's own base image as TAG"
+    )
+    which.add_argument(
+        "--prune", action="store_true", help="delete cached layers no current recipe uses"
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--online", dest="mode", action="store_const", const="online")
@@ -733,6 +750,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     backend = DockerBackend(base_url=args.docker_host) if args.docker_host else None
     mode = args.mode or "auto"
+    if args.prune:
+        for path in prune_layers(args.cache_dir):
+            print(f"removed {path}")
+        return 0
     try:
         if args.platform_base:
             print(

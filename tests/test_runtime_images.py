@@ -112,3 +112,15 @@ def test_an_archive_of_layers_loads_and_applies_whiteouts(
         assert labels is not None and labels["evalplatform.recipe"] == "probe-key"
     finally:
         subprocess.run(["docker", "rmi", "-f", image.tag], capture_output=True, check=False)
+
+
+def test_prune_keeps_current_layers_and_removes_the_others(tmp_path: Path) -> None:
+    layers = tmp_path / "layers"
+    current = layers / f"gcc-{recipe_key('gcc')}"
+    stale = layers / "gcc-0123456789abcdef"
+    unfinished = layers / "gcc-x1y2z3"
+    for path in (current, stale, unfinished):
+        (path / "root").mkdir(parents=True)
+    pruned = runtime_images.prune_layers(tmp_path)
+    assert pruned == [stale, unfinished]
+    assert current.is_dir() and not stale.exists() and not unfinished.exists()
