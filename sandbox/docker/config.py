@@ -6,6 +6,7 @@ from typing import Any
 
 from sandbox import supervisor
 from sandbox.contract import Session
+from sandbox.policy import Limits
 
 MANAGED_LABEL = "evalplatform.managed"
 EXECUTION_LABEL = "evalplatform.execution"
@@ -14,6 +15,20 @@ MIB = 1024 * 1024
 
 
 # --- rendering: the only place a container's fields are chosen --------------------------------
+
+
+def _memory_bytes(steps: list[Limits]) -> int:
+    # The supervisor's own needs sit on top of the largest step's: it holds one step's capped
+    # stdout and stderr at a time.
+    memory = max(step.memory_bytes for step in steps)
+    output = max(step.output_bytes for step in steps)
+    return memory + supervisor.SUPERVISOR_MEMORY_BYTES + 2 * output
+
+
+def case_memory_bytes(session: Session) -> int:
+    """The sandbox's memory while the cases run: a compile step may need more than a case
+    may use, so the host lowers the sandbox to this once the compile step is over."""
+    return _memory_bytes([session.policy.limits])
 
 
 def container_config_for(
@@ -32,15 +47,9 @@ def container_config_for(
     """
     policy = session.policy
     limits = policy.limits
-    step_memory = max(
-        limits.memory_bytes, session.compile.limits.memory_bytes if session.compile else 0
+    memory = _memory_bytes(
+        [limits, session.compile.limits] if session.compile is not None else [limits]
     )
-    step_output = max(
-        limits.output_bytes, session.compile.limits.output_bytes if session.compile else 0
-    )
-    # The supervisor's own needs sit on top of the largest step's: it holds one step's capped
-    # stdout and stderr at a time.
-    memory = step_memory + supervisor.SUPERVISOR_MEMORY_BYTES + 2 * step_output
     labels = {**session.labels, MANAGED_LABEL: "1", EXECUTION_LABEL: str(session.execution_id)}
     file_size = limits.file_size_mb * MIB
     code_mb = limits.scratch_mb
@@ -55,10 +64,9 @@ def container_config_for(
         supervisor.BIN_DIR: f"rw,exec,nosuid,nodev,size={supervisor_size // MIB + 2}m,mode=0700",
     }
     if session.compile is not None:
-        uid, gid = policy.user
-        tmpfs[supervisor.BUILD_DIR] = (
-            f"rw,exec,nosuid,nodev,size={code_mb}m,uid={uid},gid={gid},mode=0700"
-        )
+        # Root's, sticky and writable by all while the compile step works in a directory of
+        # its own inside; the supervisor empties it and closes it (0555) before any case.
+        tmpfs[supervisor.BUILD_DIR] = f"rw,exec,nosuid,nodev,size={code_mb}m,mode=1777"
     host_config: dict[str, Any] = {
         "NetworkMode": "bridge" if policy.network else "none",
         "ReadonlyRootfs": policy.read_only_root,

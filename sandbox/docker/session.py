@@ -28,7 +28,7 @@ from sandbox.contract import (
     SessionObserver,
     compiled,
 )
-from sandbox.docker.config import container_config_for
+from sandbox.docker.config import case_memory_bytes, container_config_for
 from sandbox.docker.streams import STDERR, Pump, _close_quietly, _raw_socket
 from sandbox.policy import Limits
 
@@ -71,6 +71,9 @@ class DockerSession:
         self.diagnostics = bytearray()
         self.grace_s = 0.0
         self.ending = False  # END sent: the supervisor is on its way out
+        self.api: Any = None
+        self.container_id = ""
+        self.memory = 0  # the container's memory limit, in bytes
         self.started = False  # the engine started the container: something of the session ran
 
     # -- reporting
@@ -109,6 +112,11 @@ class DockerSession:
             pump.finish()
             return
         following = self.steps[self.position]
+        if step.kind == "K" and not self._narrow_memory():
+            self.over = self.ending = True
+            pump.send(supervisor.END)
+            pump.finish()
+            return
         # Case 0 was announced before the sandbox existed.
         if following.index > 0 and not self.observer.case_starting(
             following.index, self.session.handle
@@ -118,6 +126,25 @@ class DockerSession:
             pump.finish()
             return
         pump.send(following.encode())
+
+    def _narrow_memory(self) -> bool:
+        """After the compile step, hold the sandbox to the cases' memory: the compiler may
+        need more than a case may use, and the memory limit is the container's. False (and
+        the case's failure reported) when the engine would not."""
+        memory = case_memory_bytes(self.session)
+        if memory >= self.memory:
+            return True
+        try:
+            self.api.update_container(self.container_id, mem_limit=memory, memswap_limit=memory)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            self.fail(
+                ErrorKind.BACKEND_ERROR,
+                f"Could not hold the sandbox to the cases' memory limit after the compile "
+                f"step: {exc}",
+            )
+            return False
+        self.memory = memory
+        return True
 
     # -- the container
 
@@ -141,6 +168,8 @@ class DockerSession:
                 container_id = api.create_container_from_config(config, name=self.session.handle)[
                     "Id"
                 ]
+                self.api, self.container_id = api, container_id
+                self.memory = int(config["HostConfig"]["Memory"])
             except docker.errors.ImageNotFound:
                 self.fail(
                     ErrorKind.BACKEND_ERROR,

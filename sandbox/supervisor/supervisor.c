@@ -35,8 +35,9 @@
  *   steps, each: "<K|C> <index> <wall_ms> <cpu_ms> <memory_bytes> <output_bytes>
  *                 <file_size_bytes> <open_files> <argv_length> <stdin_length>\n"
  *                <argv: NUL-terminated strings> <stdin>
- *     K: the compile step, run in a writable copy of the code; what it leaves becomes the
- *        read-only code directory of every case. C: a case, run in the code directory.
+ *     K: the compile step, run in a writable copy of the code (BUILD_DIR/work, or BUILD_DIR
+ *        unprivileged); what it leaves becomes the read-only code directory of every case,
+ *        and BUILD_DIR is emptied and closed. C: a case, run in the code directory.
  *   "Q\n" or end of input: exit.
  *
  * Output (stdout), one record per step:
@@ -83,6 +84,8 @@
 #define CODE_DIR "/sandbox/code"
 #define BIN_DIR "/sandbox/bin"
 #define BUILD_DIR "/sandbox/build"
+#define BUILD_WORK_NAME "work"
+#define BUILD_WORK BUILD_DIR "/" BUILD_WORK_NAME
 #define TERMINATION_LOG "/dev/termination-log"
 #define MAX_LINE 512
 #define MAX_ARGV_BYTES (64 * 1024)
@@ -390,17 +393,21 @@ static int clean_scratch(void *unused) {
 static int prepare_build(void *unused) {
     (void)unused;
     int code = open_dir(CODE_DIR), build = open_dir(BUILD_DIR);
+    if (code < 0 || build < 0 || walk_tree(build, WIPE, 0)) return 1;
     /* Unprivileged, BUILD_DIR is the host's mount as it made it (a Kubernetes emptyDir belongs
-     * to root, writable by all): ours to fill, not to chmod. */
-    int failed = code < 0 || build < 0 || (privileged && fchmod(build, 0700)) ||
-                 walk_tree(build, WIPE, 0) || copy_tree(code, build, 0, 0);
-    return failed;
+     * to root, writable by all, and the host mounts it read-only for the cases): ours to fill.
+     * Privileged, BUILD_DIR is root's (sticky, writable by all): the compile step works in a
+     * directory of its own in it, so that root, the owner, can close BUILD_DIR afterwards. */
+    if (!privileged) return copy_tree(code, build, 0, 0);
+    if (mkdirat(build, BUILD_WORK_NAME, 0700)) return 1;
+    int work = openat(build, BUILD_WORK_NAME, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return work < 0 || copy_tree(code, work, 0, 0);
 }
 
 static int open_build(void *unused) {
     (void)unused;
-    int build = open_dir(BUILD_DIR);
-    return build < 0 || fchmod(build, 0755) || walk_tree(build, OPEN_UP, 0);
+    int work = open_dir(BUILD_WORK);
+    return work < 0 || fchmod(work, 0755) || walk_tree(work, OPEN_UP, 0);
 }
 
 static int wipe_build(void *unused) {
@@ -661,14 +668,20 @@ static void run_step(const struct step *s, struct outcome *o) {
  * belongs to root, so the sandbox user can read it and nothing more. */
 static void keep_build(long index) {
     if (as_sandbox_user(open_build, NULL)) fail(index, "could not open up the build directory");
-    int code = open_dir(CODE_DIR), build = open_dir(BUILD_DIR);
-    if (code < 0 || build < 0 || fchmod(code, 0755))
+    int code = open_dir(CODE_DIR), work = open_dir(BUILD_WORK);
+    if (code < 0 || work < 0 || fchmod(code, 0755))
         fail(index, "could not open the code directory: %s", strerror(errno));
-    if (copy_tree(build, code, 1, 0) || fchmod(code, 0555))
+    if (copy_tree(work, code, 1, 0) || fchmod(code, 0555))
         fail(index, "could not copy what the compile step made: %s", strerror(errno));
     close(code);
-    close(build);
+    close(work);
     if (as_sandbox_user(wipe_build, NULL)) fail(index, "could not empty the build directory");
+    /* Closed for good: BUILD_DIR is a writable, executable mount, and nothing a case leaves
+     * may reach the next case. Root owns it, so no case can open it again. */
+    int build = open_dir(BUILD_DIR);
+    if (build < 0 || fchmod(build, 0555))
+        fail(index, "could not close the build directory: %s", strerror(errno));
+    close(build);
 }
 
 static long long parse_number(const char *text, const char *what, long index) {
@@ -831,7 +844,7 @@ int main(int argc, char **argv) {
         read_step(line, &s);
         if (s.kind == 'K') {
             if (as_sandbox_user(prepare_build, NULL)) fail(s.index, "could not copy the code");
-            s.cwd = BUILD_DIR;
+            s.cwd = privileged ? BUILD_WORK : BUILD_DIR;
         } else {
             s.cwd = CODE_DIR;
         }

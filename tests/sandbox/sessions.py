@@ -11,6 +11,7 @@ next case looks for all of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 import threading
@@ -58,6 +59,7 @@ def make_session(
     stdins: Sequence[bytes] | None = None,
     *,
     compile_command: Sequence[str] = (),
+    compile_memory_mb: int | None = None,
     **limits: Any,
 ) -> Session:
     """A session whose case ``i`` runs ``programs[i]`` (``case{i}.py``, chosen by its stdin's
@@ -72,7 +74,10 @@ def make_session(
     policy = SandboxPolicy(limits=Limits(**{**DEFAULT_LIMITS, **limits}))
     step = None
     if compile_command:
-        step = CompileStep(command=tuple(compile_command), limits=policy.limits)
+        compile_limits = policy.limits
+        if compile_memory_mb is not None:
+            compile_limits = dataclasses.replace(compile_limits, memory_mb=compile_memory_mb)
+        step = CompileStep(command=tuple(compile_command), limits=compile_limits)
     return Session(
         execution_id=0,
         handle=f"evaltest-{uuid.uuid4().hex[:12]}",
@@ -289,6 +294,55 @@ class SessionConformance:
         assert (recorder.compiled.exit_code, recorder.compiled.stderr) == (1, b"syntax error\n")
         assert recorder.results == {}
         assert recorder.told == [("starting", 0), ("compiled", 0)]
+
+    def test_a_case_is_held_to_its_own_memory_after_a_larger_compile_step(
+        self, backend: ExecutionBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
+    ) -> None:
+        # The compile step may use 160 MiB; each case 64 MiB, however much the compiler had.
+        build = "x = bytearray(120 << 20); open('built.txt', 'w').write('yes'); print('compiled')"
+        hog = "x = bytearray(120 << 20); print('a case used 120 MiB')"
+        session = make_session(
+            runtime_image,
+            [hog, "print(open('built.txt').read())"],
+            compile_command=("python3", "-c", build),
+            compile_memory_mb=160,
+            memory_mb=64,
+        )
+        recorder = run_session_checked(backend, session, sandbox_gone)
+        assert recorder.compiled is not None and recorder.compiled.stdout == b"compiled\n", (
+            recorder.compiled
+        )
+        assert recorder.results[0].oom_killed, recorder.results[0]
+        assert recorder.results[0].stdout == b""
+        assert recorder.results[1].stdout == b"yes\n", recorder.results[1]
+
+    def test_the_build_directory_is_closed_to_every_case(
+        self, backend: ExecutionBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]
+    ) -> None:
+        build = "open('tool.sh', 'w').write('echo built'); print('compiled')"
+        plant = """
+        import os
+        for path in ("/sandbox/build/planted", "/sandbox/build/work/planted"):
+            try:
+                open(path, "w").write("from case 0")
+                print("planted", path)
+            except OSError:
+                print("refused")
+        """
+        look = """
+        import os
+        found = []
+        for top in ("/sandbox/build",):
+            for directory, _dirs, files in os.walk(top):
+                found += [os.path.join(directory, name) for name in files]
+        print(found)
+        """
+        session = make_session(
+            runtime_image, [plant, look], compile_command=("python3", "-c", build)
+        )
+        results = run_session_checked(backend, session, sandbox_gone).results
+        assert results[0].stdout == b"refused\nrefused\n", results[0]
+        assert results[1].stdout == b"[]\n", results[1]
 
     def test_an_observer_that_stops_ends_the_session(
         self, backend: ExecutionBackend, runtime_image: str, sandbox_gone: Callable[[str], bool]

@@ -367,7 +367,6 @@ FORBIDDEN = [
     ("GET", "/events"),
     ("GET", "/v1.41/containers/x/archive?path=/"),
     ("PUT", "/v1.41/containers/x/archive?path=/"),
-    ("POST", "/v1.41/containers/x/update"),
     ("POST", "/v1.41/containers/x/commit"),
     ("POST", "/commit?container=x"),
     ("POST", "/v1.41/containers/prune"),

@@ -10,6 +10,7 @@ from sandbox.contract import CompileStep, Session
 from sandbox.docker.config import (
     EXECUTION_LABEL,
     MANAGED_LABEL,
+    case_memory_bytes,
     container_config_for,
 )
 from sandbox.policy import Limits, SandboxPolicy
@@ -80,10 +81,18 @@ def test_a_compile_step_gets_a_build_directory_and_the_larger_limits() -> None:
         limits=Limits(wall_time_ms=9000, memory_mb=512, output_bytes=5000),
     )
     host = container_config_for(_session(step), supervisor_size=MIB)["HostConfig"]
-    assert host["Tmpfs"]["/sandbox/build"] == (
-        "rw,exec,nosuid,nodev,size=16m,uid=65534,gid=65534,mode=0700"
-    )
+    # Root's, so that the supervisor can close it to the cases after the compile step.
+    assert host["Tmpfs"]["/sandbox/build"] == "rw,exec,nosuid,nodev,size=16m,mode=1777"
     assert host["Memory"] == 512 * MIB + supervisor.SUPERVISOR_MEMORY_BYTES + 2 * 5000
+    # The cases' own, to which the host lowers the sandbox once the compile step is over.
+    session = _session(step)
+    assert (
+        case_memory_bytes(session)
+        == session.limits.memory_bytes
+        + supervisor.SUPERVISOR_MEMORY_BYTES
+        + 2 * session.limits.output_bytes
+        < host["Memory"]
+    )
 
 
 def test_container_config_optional_runtime_and_network() -> None:
