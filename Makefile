@@ -64,6 +64,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/docker_bench.py
 	$(PY) bench/end_to_end_bench.py
 	$(PY) bench/remote_bench.py
+	$(PY) bench/compiled_bench.py
 
 # 1000 submissions through the API against gunicorn, a qcluster, PostgreSQL and Redis
 # (DATABASE_URL / REDIS_URL, or the local defaults); checks each ended exactly once.
