@@ -261,6 +261,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two fields called "status": an execution's and a runtime's self-test.
+    "ENUM_NAME_OVERRIDES": {"SelfTestStatusEnum": "executions.models.SelfTestStatus"},
 }
 
 # LOG_FORMAT=json writes one JSON object per line (evalplatform/logs.py); a run of errors about
