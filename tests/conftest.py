@@ -167,6 +167,26 @@ def runtime_image(require_docker: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="session")
+def tier_one_images(require_docker: dict[str, Any]) -> None:
+    """The images of the runtime catalogue's tier 1, built once (seconds when current)."""
+    from executions import catalogue
+    from executions.runtime_images import RuntimeImageError, ensure_images
+    from sandbox.docker import DockerBackend
+
+    names = sorted({entry.image for entry in catalogue.ENTRIES if entry.tier == 1})
+    try:
+        ensure_images(
+            names,
+            mode=os.environ.get("EVALPLATFORM_IMAGE_BUILD", "auto"),
+            backend=DockerBackend(**require_docker),
+            log=lambda line: None,
+        )
+    except RuntimeImageError as exc:
+        tags = ", ".join(catalogue.IMAGES[name].tag for name in names)
+        require_real(f"The tier-1 runtime images ({tags})", str(exc))
+
+
+@pytest.fixture(scope="session")
 def slot_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Concurrency slots private to the test session (not shared with a live platform)."""
     return str(tmp_path_factory.mktemp("docker-slots"))

@@ -10,7 +10,6 @@ Nothing is left on the engine afterwards.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -20,13 +19,11 @@ from typing import Any
 
 import pytest
 
-from executions.catalogue import IMAGES
 from executions.judging import compile_status, run_verdict
 from executions.models import CompileStatus, Verdict
 from executions.services.running import COMPILE_OUTPUT_BYTES
 from sandbox.contract import RunResult, Session
 from sandbox.docker import DockerBackend
-from tests.conftest import require_real
 
 from .conformance import SLACK_S
 from .language_attacks import (
@@ -37,7 +34,7 @@ from .language_attacks import (
     WRITE_REPORT,
     CompileAttack,
 )
-from .languages import ENTRIES_BY_NAME, catalogue_session
+from .languages import catalogue_session
 from .sessions import Recorder
 
 pytestmark = pytest.mark.real_service
@@ -74,25 +71,8 @@ class TimedRecorder(Recorder):
         return super().case_ended(index, result)
 
 
-@pytest.fixture(scope="session")
-def language_images(require_docker: dict[str, Any]) -> None:
-    """The tier-1 compiled languages' images, built once (fast when they are current)."""
-    from executions.runtime_images import RuntimeImageError, ensure_images
-
-    names = sorted({ENTRIES_BY_NAME[name].image for name in PROGRAMS})
-    try:
-        ensure_images(
-            names,
-            mode=os.environ.get("EVALPLATFORM_IMAGE_BUILD", "auto"),
-            backend=DockerBackend(**require_docker),
-            log=lambda line: None,
-        )
-    except RuntimeImageError as exc:
-        require_real(f"The images {', '.join(IMAGES[name].tag for name in names)}", str(exc))
-
-
 @pytest.fixture
-def backend(require_docker: dict[str, Any], slot_dir: str, language_images: None) -> DockerBackend:
+def backend(require_docker: dict[str, Any], slot_dir: str, tier_one_images: None) -> DockerBackend:
     return DockerBackend(**require_docker, lock_dir=slot_dir)
 
 

@@ -12,7 +12,6 @@ from django.core.management import CommandError, call_command
 from executions import catalogue, selectors, services
 from executions.catalogue import ENTRY_BY_NAME
 from executions.models import Runtime, SelfTestStatus
-from executions.runtime_images import ensure_images
 
 pytestmark = pytest.mark.django_db
 
@@ -54,17 +53,6 @@ def on_docker(settings: Any, require_docker: dict[str, Any], slot_dir: str) -> N
         "BACKEND": "docker",
         "BACKEND_OPTIONS": {"docker": {**require_docker, "lock_dir": slot_dir}},
     }
-
-
-@pytest.fixture(scope="session")
-def tier_one_images(require_docker: dict[str, Any]) -> None:
-    from sandbox.docker import DockerBackend
-
-    ensure_images(
-        [entry.image for entry in TIER_ONE],
-        backend=DockerBackend(**require_docker),
-        log=lambda line: None,
-    )
 
 
 @pytest.mark.real_service
