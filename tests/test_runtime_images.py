@@ -124,3 +124,56 @@ def test_prune_keeps_current_layers_and_removes_the_others(tmp_path: Path) -> No
     pruned = runtime_images.prune_layers(tmp_path)
     assert pruned == [stale, unfinished]
     assert current.is_dir() and not stale.exists() and not unfinished.exists()
+
+
+@pytest.mark.real_service
+def test_the_generated_dockerfile_builds_a_layer_on_its_parent(
+    require_docker: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The online path, for real, on the offline base (only the base needs a registry)."""
+    from sandbox.docker import DockerBackend
+
+    backend = DockerBackend(**require_docker)
+    runtime_images.ensure_images(["base"], backend=backend, log=lambda line: None)
+    probe = Image("probe", "evalplatform-test/online:probe", ("bc",), env=(("PROBE", "1"),))
+    monkeypatch.setitem(IMAGES, "probe", probe)
+    try:
+        (outcome,) = runtime_images.ensure_images(
+            ["probe"], mode="online", backend=backend, log=lambda line: None
+        )
+        assert (outcome.action, outcome.method) == ("built", "dockerfile")
+        labels = backend.image_labels(probe.tag)
+        assert labels is not None and labels["evalplatform.recipe"] == recipe_key("probe")
+        said = subprocess.run(
+            ["docker", "run", "--rm", probe.tag, "sh", "-c", 'echo "6*7" | bc; id -u; echo $PROBE'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert said == ["42", "65534", "1"]
+        setuid = subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                probe.tag,
+                "find",
+                "/",
+                "-xdev",
+                "-perm",
+                "/6000",
+                "-type",
+                "f",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        assert setuid == ""
+        # Current now: a second build changes nothing.
+        (again,) = runtime_images.ensure_images(
+            ["probe"], mode="online", backend=backend, log=lambda line: None
+        )
+        assert again.action == "exists"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", probe.tag], capture_output=True, check=False)
