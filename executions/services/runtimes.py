@@ -200,8 +200,8 @@ def runtime_self_test(runtime: Runtime, entry: Entry) -> SelfTestOutcome:
         )
     compile_result, case = run_program(runtime, entry.self_test, SELF_TEST_STDIN)
     passed, detail = _verdict(compile_result, case, SELF_TEST_STDOUT)
-    ended = compile_result if compile_result is not None and case.error_kind else case
-    if ended.error_kind in _INCONCLUSIVE:
+    kinds = {case.error_kind, compile_result.error_kind if compile_result else None}
+    if kinds & set(_INCONCLUSIVE):
         return SelfTestOutcome(
             runtime.name, False, detail, None, None, time.monotonic() - started, False
         )

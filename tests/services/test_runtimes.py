@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from executions import catalogue, selectors, services
 from executions.catalogue import ENTRY_BY_NAME
 from executions.models import Runtime, SelfTestStatus
+from sandbox.contract import ErrorKind, ExecutionBackend, Isolation, RunRequest, RunResult
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +102,29 @@ def test_a_self_test_where_execution_is_disabled_concludes_nothing(settings: Any
     result = services.runtime_self_test(outcome.runtime, PYTHON)
     assert not result.passed and not result.concluded
     assert Runtime.objects.get(name=PYTHON.name).self_test_status == SelfTestStatus.PASSED
+
+
+class UnreachableBackend(ExecutionBackend):
+    """An engine that cannot be reached: what a self-test must not hold against a runtime."""
+
+    name = "unreachable"
+
+    def run(self, request: RunRequest) -> RunResult:
+        return RunResult.failure(ErrorKind.UNAVAILABLE, "engine down", handle=request.handle)
+
+    def describe(self) -> Isolation:
+        return Isolation()
+
+
+def test_a_self_test_that_could_not_reach_its_backend_concludes_nothing(settings: Any) -> None:
+    settings.EXECUTIONS = {
+        **settings.EXECUTIONS,
+        "BACKEND": "tests.services.test_runtimes.UnreachableBackend",
+    }
+    (outcome,) = services.runtimes_sync([PYTHON])
+    result = services.runtime_self_test(outcome.runtime, PYTHON)
+    assert not result.passed and not result.concluded and "engine down" in result.detail
+    assert Runtime.objects.get(name=PYTHON.name).self_test_status == SelfTestStatus.UNTESTED
 
 
 def test_the_command_seeds_by_tier_and_refuses_unknown_names() -> None:
