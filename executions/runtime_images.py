@@ -508,7 +508,8 @@ def _image_config(image: Image, key: str, diff_ids: Sequence[str]) -> dict[str, 
     for link in image_chain(image.name):
         env.update(dict(link.env))
     return {
-        "architecture": _docker_arch(),
+        # Debian's and the image format's names agree for amd64 and arm64.
+        "architecture": _debian_arch(),
         "os": "linux",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {
@@ -693,10 +694,6 @@ def _check_call(command: Sequence[str], env: dict[str, str] | None = None) -> No
 def _debian_arch() -> str:
     machine = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-
-
-def _docker_arch() -> str:
-    return _debian_arch()
 
 
 def _with_log(message: str, lines: Sequence[str]) -> str:
